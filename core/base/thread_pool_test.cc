@@ -1,0 +1,48 @@
+#include "core/base/thread_pool.h"
+
+#include <atomic>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace knncluster {
+namespace {
+
+TEST(ThreadPoolTest, RunsEveryIterationExactlyOnce) {
+  for (int threads : {1, 2, 4}) {
+    ThreadPool pool(threads);
+    EXPECT_EQ(pool.num_threads(), threads);
+    std::vector<std::atomic<int>> hits(1000);
+    pool.ParallelFor(hits.size(), [&](size_t i) { hits[i].fetch_add(1); });
+    for (size_t i = 0; i < hits.size(); ++i) ASSERT_EQ(hits[i].load(), 1) << i;
+  }
+}
+
+TEST(ThreadPoolTest, NestedParallelForRunsInline) {
+  ThreadPool pool(3);
+  std::atomic<int> total{0};
+  pool.ParallelFor(8, [&](size_t) {
+    pool.ParallelFor(10, [&](size_t j) { total.fetch_add(static_cast<int>(j)); });
+  });
+  EXPECT_EQ(total.load(), 8 * 45);
+}
+
+TEST(ThreadPoolTest, NullPoolRunsInlineInOrder) {
+  std::vector<size_t> order;
+  ParallelFor(nullptr, 5, [&](size_t i) { order.push_back(i); });
+  EXPECT_EQ(order, (std::vector<size_t>{0, 1, 2, 3, 4}));
+}
+
+TEST(ThreadPoolTest, ConcurrentCallersFromOtherThreads) {
+  ThreadPool pool(2);
+  std::atomic<long> sum{0};
+  std::vector<std::thread> callers;
+  for (int c = 0; c < 4; ++c) {
+    callers.emplace_back([&] { pool.ParallelFor(100, [&](size_t i) { sum.fetch_add(static_cast<long>(i)); }); });
+  }
+  for (auto& t : callers) t.join();
+  EXPECT_EQ(sum.load(), 4 * 4950);
+}
+
+}  // namespace
+}  // namespace knncluster
