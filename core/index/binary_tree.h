@@ -1,0 +1,185 @@
+// BinaryTree<Bounds>: the one tree skeleton shared by the KD tree and the ball tree, after
+// scikit-learn's _binary_tree.pxi. It owns a copy of the training rows reordered so that every
+// node's points are contiguous, the matching ids, and flat node arrays (children of node i at
+// 2i+1 and 2i+2, each node a [begin, end) range of rows).
+//
+// Build: split the dimension of widest spread at the median position (nth_element), until a node
+// holds no more than leaf_size points; the node count follows scikit-learn's formula. Search:
+// depth first, nearer child first, pruning a node only when its lower bound is strictly greater
+// than the current k-th reduced distance, so ties at the k-th neighbour are still found and
+// resolved by id (top_k.h). Leaf distances use the metric's Rdist, the same function as brute
+// force, so distances are bit-identical across algorithms.
+//
+// A Bounds policy supplies only what differs between trees (scikit-learn's init_node/min_rdist):
+//   static constexpr Algorithm kAlgorithm;
+//   void Reset(size_t num_nodes, size_t dim);
+//   template <class M> void InitNode(const M& m, size_t node, MatrixView points);
+//   template <class M> double MinRdist(const M& m, size_t node, const double* q) const;
+// MinRdist must never exceed the reduced distance from q to any point of the node, even after
+// rounding: policies shrink their bounds by a tiny relative slack to guarantee this.
+//
+// Thread safety: immutable after construction; concurrent queries need no locks.
+#ifndef KNNCLUSTER_CORE_INDEX_BINARY_TREE_H_
+#define KNNCLUSTER_CORE_INDEX_BINARY_TREE_H_
+
+#include <algorithm>
+#include <cstdint>
+#include <numeric>
+#include <vector>
+
+#include "core/index/neighbor_index.h"
+
+namespace knncluster {
+
+namespace tree_internal {
+// Relative slack applied to node lower bounds (see above). Rounding errors of a distance are
+// about dim × 2^-53 relative; 1e-10 covers any dimension up to ~10^5 and costs no pruning that
+// matters.
+constexpr double kBoundSlack = 1e-10;
+}  // namespace tree_internal
+
+template <typename Bounds>
+class BinaryTree final : public NeighborIndex {
+ public:
+  // REQUIRES: data non-empty and finite, ids.size() == data.rows(), leaf_size >= 1.
+  // Use BuildIndex().
+  BinaryTree(const Matrix& data, std::vector<int64_t> ids, Minkowski metric, int leaf_size)
+      : NeighborIndex(data.rows(), data.cols(), metric) {
+    const size_t n = data.rows();
+    const size_t leaf = static_cast<size_t>(leaf_size);
+    // scikit-learn: n_levels = 1 + floor(log2(max(1, (n - 1) / leaf_size))).
+    size_t levels = 1;
+    for (size_t m = std::max<size_t>(1, (n - 1) / leaf); m > 1; m >>= 1) ++levels;
+    nodes_.resize((size_t{1} << levels) - 1);
+
+    std::vector<size_t> order(n);
+    std::iota(order.begin(), order.end(), 0);
+    BuildNode(data, 0, 0, n, &order);
+
+    data_ = Matrix(n, dim());
+    ids_.resize(n);
+    for (size_t i = 0; i < n; ++i) {
+      std::copy(data.row(order[i]), data.row(order[i]) + dim(), data_.row(i));
+      ids_[i] = ids[order[i]];
+    }
+    bounds_.Reset(nodes_.size(), dim());
+    this->metric().Visit([&](auto m) {
+      for (size_t node = 0; node < nodes_.size(); ++node) {
+        const Node& nd = nodes_[node];
+        if (nd.end > nd.begin) bounds_.InitNode(m, node, data_.view().Slice(nd.begin, nd.end));
+      }
+    });
+  }
+
+  Algorithm algorithm() const override { return Bounds::kAlgorithm; }
+  size_t num_nodes() const { return nodes_.size(); }
+
+ protected:
+  void SearchBlock(MatrixView queries, size_t k, Neighbor* out) const override {
+    this->metric().Visit([&](auto m) {
+      TopK heap(k);
+      for (size_t q = 0; q < queries.rows(); ++q) {
+        const double* query = queries.row(q);
+        SearchNode(m, 0, query, bounds_.MinRdist(m, 0, query), &heap);
+        heap.TakeSorted(out + q * k);
+      }
+    });
+  }
+
+  void RadiusSearchOne(const double* query, double rdist_bound,
+                       std::vector<Neighbor>* out) const override {
+    this->metric().Visit([&](auto m) { RadiusNode(m, 0, query, rdist_bound, out); });
+  }
+
+ private:
+  struct Node {
+    size_t begin = 0;
+    size_t end = 0;
+    bool leaf = true;
+  };
+
+  void BuildNode(const Matrix& data, size_t node, size_t begin, size_t end,
+                 std::vector<size_t>* order) {
+    Node& nd = nodes_[node];
+    nd.begin = begin;
+    nd.end = end;
+    nd.leaf = 2 * node + 1 >= nodes_.size() || end - begin < 2;
+    if (nd.leaf) return;
+    // The dimension of widest spread among this node's points.
+    size_t split_dim = 0;
+    double best_spread = -1;
+    for (size_t j = 0; j < dim(); ++j) {
+      double lo = data.at((*order)[begin], j), hi = lo;
+      for (size_t i = begin + 1; i < end; ++i) {
+        const double v = data.at((*order)[i], j);
+        lo = std::min(lo, v);
+        hi = std::max(hi, v);
+      }
+      if (hi - lo > best_spread) {
+        best_spread = hi - lo;
+        split_dim = j;
+      }
+    }
+    const size_t mid = begin + (end - begin) / 2;
+    std::nth_element(order->begin() + begin, order->begin() + mid, order->begin() + end,
+                     [&](size_t a, size_t b) { return data.at(a, split_dim) < data.at(b, split_dim); });
+    BuildNode(data, 2 * node + 1, begin, mid, order);
+    BuildNode(data, 2 * node + 2, mid, end, order);
+  }
+
+  template <typename M>
+  void ScanLeaf(const M& m, const Node& nd, const double* query, TopK* heap) const {
+    const size_t d = dim();
+    const double* x = data_.data();
+    for (size_t i = nd.begin; i < nd.end; ++i) {
+      const double r = m.Rdist(query, x + i * d, d);
+      if (r <= heap->WorstRdist()) heap->Push(r, ids_[i]);
+    }
+  }
+
+  template <typename M>
+  void SearchNode(const M& m, size_t node, const double* query, double node_min, TopK* heap) const {
+    if (node_min > heap->WorstRdist()) return;
+    const Node& nd = nodes_[node];
+    if (nd.leaf) {
+      ScanLeaf(m, nd, query, heap);
+      return;
+    }
+    const size_t left = 2 * node + 1, right = left + 1;
+    const double r_left = bounds_.MinRdist(m, left, query);
+    const double r_right = bounds_.MinRdist(m, right, query);
+    if (r_left <= r_right) {
+      SearchNode(m, left, query, r_left, heap);
+      SearchNode(m, right, query, r_right, heap);
+    } else {
+      SearchNode(m, right, query, r_right, heap);
+      SearchNode(m, left, query, r_left, heap);
+    }
+  }
+
+  template <typename M>
+  void RadiusNode(const M& m, size_t node, const double* query, double bound,
+                  std::vector<Neighbor>* out) const {
+    if (bounds_.MinRdist(m, node, query) > bound) return;
+    const Node& nd = nodes_[node];
+    if (!nd.leaf) {
+      RadiusNode(m, 2 * node + 1, query, bound, out);
+      RadiusNode(m, 2 * node + 2, query, bound, out);
+      return;
+    }
+    const size_t d = dim();
+    for (size_t i = nd.begin; i < nd.end; ++i) {
+      const double r = m.Rdist(query, data_.row(i), d);
+      if (r <= bound) out->push_back({r, ids_[i]});
+    }
+  }
+
+  Matrix data_;               // training rows in tree order
+  std::vector<int64_t> ids_;  // ids_[i] is the id of data_.row(i)
+  std::vector<Node> nodes_;
+  Bounds bounds_;
+};
+
+}  // namespace knncluster
+
+#endif  // KNNCLUSTER_CORE_INDEX_BINARY_TREE_H_

@@ -1,0 +1,215 @@
+// Property tests: brute force, KD tree and ball tree return identical neighbours and bit-identical
+// distances, and all equal an independent long-double oracle, on data with many ties.
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <random>
+#include <string>
+
+#include "absl/strings/str_format.h"
+#include "core/index/neighbor_index.h"
+#include "gtest/gtest.h"
+
+namespace knncluster {
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+const Algorithm kAlgorithms[] = {Algorithm::kBrute, Algorithm::kKdTree, Algorithm::kBallTree};
+
+// Integer values in [0, range): many equal distances and duplicate rows.
+Matrix IntegerData(size_t n, size_t d, int range, std::mt19937* rng) {
+  Matrix m(n, d);
+  for (size_t i = 0; i < n * d; ++i) m.data()[i] = static_cast<double>((*rng)() % range);
+  // Make some rows exact duplicates of earlier ones.
+  for (size_t i = 1; i < n; i += 7) std::copy(m.row(i - 1), m.row(i - 1) + d, m.row(i));
+  return m;
+}
+
+Matrix GaussianData(size_t n, size_t d, std::mt19937* rng) {
+  std::normal_distribution<double> g;
+  Matrix m(n, d);
+  for (size_t i = 0; i < n * d; ++i) m.data()[i] = g(*rng);
+  return m;
+}
+
+// The oracle: every distance in long double, then a plain sort by (distance, id).
+std::vector<std::pair<long double, int64_t>> Oracle(const Matrix& x, const double* q, double p) {
+  std::vector<std::pair<long double, int64_t>> all;
+  for (size_t i = 0; i < x.rows(); ++i) {
+    long double acc = 0;
+    for (size_t j = 0; j < x.cols(); ++j) {
+      long double diff = std::fabs(static_cast<long double>(x.at(i, j)) - q[j]);
+      if (std::isinf(p)) {
+        acc = std::max(acc, diff);
+      } else {
+        acc += std::pow(diff, static_cast<long double>(p));
+      }
+    }
+    all.push_back({std::isinf(p) ? acc : std::pow(acc, 1.0L / p), static_cast<int64_t>(i)});
+  }
+  std::sort(all.begin(), all.end());
+  return all;
+}
+
+struct Case {
+  size_t n, d, k;
+  double p;
+  bool integer;
+  int leaf_size;
+};
+
+std::string Describe(const Case& c) {
+  return absl::StrFormat("n=%d d=%d k=%d p=%g %s leaf=%d", c.n, c.d, c.k, c.p,
+                         c.integer ? "integer" : "gaussian", c.leaf_size);
+}
+
+void CheckCase(const Case& c, uint32_t seed, ThreadPool* pool) {
+  SCOPED_TRACE(Describe(c));
+  std::mt19937 rng(seed);
+  auto data = std::make_shared<Matrix>(c.integer ? IntegerData(c.n, c.d, 4, &rng)
+                                                  : GaussianData(c.n, c.d, &rng));
+  // Queries: fresh points plus some training rows themselves (distance 0, duplicates).
+  Matrix fresh = c.integer ? IntegerData(12, c.d, 4, &rng) : GaussianData(12, c.d, &rng);
+  Matrix queries(fresh.rows() + std::min<size_t>(c.n, 5), c.d);
+  std::copy(fresh.data(), fresh.data() + fresh.rows() * c.d, queries.data());
+  for (size_t i = fresh.rows(); i < queries.rows(); ++i) {
+    std::copy(data->row(i - fresh.rows()), data->row(i - fresh.rows()) + c.d, queries.row(i));
+  }
+
+  std::vector<KNeighborsResult> results;
+  for (Algorithm a : kAlgorithms) {
+    auto index = BuildIndex(data, {}, {a, c.leaf_size, c.p});
+    ASSERT_TRUE(index.ok()) << index.status();
+    auto r = (*index)->KNeighbors(queries, static_cast<int>(c.k), pool);
+    ASSERT_TRUE(r.ok()) << r.status();
+    results.push_back(*std::move(r));
+  }
+  for (size_t a = 1; a < results.size(); ++a) {
+    EXPECT_EQ(results[a].indices, results[0].indices) << AlgorithmName(kAlgorithms[a]);
+    // Bit-identical distances: compare with ==, not a tolerance.
+    EXPECT_EQ(results[a].distances, results[0].distances) << AlgorithmName(kAlgorithms[a]);
+  }
+
+  // Exact integer arithmetic for p in {1, 2, 3, inf} on integer data, and continuous data where
+  // ties have probability zero, let the oracle's order be compared exactly.
+  const bool exact_order = !c.integer || std::isinf(c.p) || c.p == std::floor(c.p);
+  for (size_t q = 0; q < queries.rows(); ++q) {
+    auto oracle = Oracle(*data, queries.row(q), c.p);
+    for (size_t j = 0; j < c.k; ++j) {
+      const double got = results[0].distance(q, j);
+      const long double want = oracle[j].first;
+      ASSERT_NEAR(got, static_cast<double>(want), 1e-12 * (1 + std::fabs(got)))
+          << "query " << q << " neighbour " << j;
+      if (exact_order) {
+        ASSERT_EQ(results[0].index(q, j), oracle[j].second) << "query " << q << " neighbour " << j;
+      }
+    }
+  }
+}
+
+TEST(IndexPropertyTest, AllAlgorithmsAgreeWithEachOtherAndTheOracle) {
+  ThreadPool pool(2);
+  uint32_t seed = 1;
+  for (double p : {1.0, 2.0, 3.0, 1.5, kInf}) {
+    for (bool integer : {true, false}) {
+      for (const auto& [n, d, k] : std::vector<std::tuple<size_t, size_t, size_t>>{
+               {1, 3, 1}, {2, 1, 2}, {50, 1, 7}, {200, 2, 10}, {300, 5, 1}, {257, 8, 20},
+               {120, 20, 120}, {600, 3, 30}}) {
+        for (int leaf : {1, 3, 30}) {
+          CheckCase({n, d, k, p, integer, leaf}, seed++, &pool);
+        }
+      }
+    }
+  }
+}
+
+TEST(IndexPropertyTest, RadiusNeighborsMatchKNeighborsPrefix) {
+  std::mt19937 rng(11);
+  auto data = std::make_shared<Matrix>(IntegerData(400, 4, 5, &rng));
+  Matrix queries = IntegerData(20, 4, 5, &rng);
+  for (double p : {1.0, 2.0, kInf}) {
+    std::vector<RadiusResult> results;
+    for (Algorithm a : kAlgorithms) {
+      auto index = BuildIndex(data, {}, {a, 10, p});
+      ASSERT_TRUE(index.ok());
+      auto r = (*index)->RadiusNeighbors(queries, 2.0, nullptr);
+      ASSERT_TRUE(r.ok()) << r.status();
+      auto all = (*index)->KNeighbors(queries, 400, nullptr);
+      ASSERT_TRUE(all.ok());
+      // The radius answer is the prefix of the full ranking with distance <= 2.
+      for (size_t q = 0; q < queries.rows(); ++q) {
+        size_t count = 0;
+        while (count < 400 && all->distance(q, count) <= 2.0) ++count;
+        ASSERT_EQ(r->offsets[q + 1] - r->offsets[q], count) << "p=" << p << " q=" << q;
+        for (size_t j = 0; j < count; ++j) {
+          EXPECT_EQ(r->indices[r->offsets[q] + j], all->index(q, j));
+          EXPECT_EQ(r->distances[r->offsets[q] + j], all->distance(q, j));
+        }
+      }
+      results.push_back(*std::move(r));
+    }
+    EXPECT_EQ(results[1].indices, results[0].indices);
+    EXPECT_EQ(results[2].indices, results[0].indices);
+  }
+}
+
+TEST(IndexPropertyTest, CustomIdsOrderTies) {
+  // Four identical rows with ids given out of order: ties are broken by id, not by position.
+  auto data = std::make_shared<Matrix>(4, 2);
+  for (Algorithm a : kAlgorithms) {
+    auto index = BuildIndex(data, {40, 10, 30, 20}, {a, 1, 2});
+    ASSERT_TRUE(index.ok());
+    const double q[] = {1, 1};
+    auto r = (*index)->KNeighbors(MatrixView(q, 1, 2), 3, nullptr);
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->indices, (std::vector<int64_t>{10, 20, 30})) << AlgorithmName(a);
+  }
+}
+
+TEST(IndexPropertyTest, ClearErrors) {
+  auto data = std::make_shared<Matrix>(5, 3);
+  for (Algorithm a : kAlgorithms) {
+    auto index = BuildIndex(data, {}, {a, 30, 2});
+    ASSERT_TRUE(index.ok());
+    Matrix q(2, 3);
+    for (int k : {0, -1, 6}) {
+      auto r = (*index)->KNeighbors(q, k, nullptr);
+      ASSERT_FALSE(r.ok()) << k;
+      EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+      EXPECT_NE(r.status().message().find("n_neighbors"), std::string::npos) << r.status();
+    }
+    EXPECT_TRUE((*index)->KNeighbors(q, 5, nullptr).ok());  // k == n is fine
+    Matrix wrong(1, 4);
+    auto r = (*index)->KNeighbors(wrong, 1, nullptr);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().message(), "queries: expected 3 features, got 4");
+    q.at(1, 2) = std::nan("");
+    r = (*index)->KNeighbors(q, 1, nullptr);
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.status().message().find("queries.row[1][2]"), std::string::npos) << r.status();
+  }
+  EXPECT_FALSE(BuildIndex(std::make_shared<Matrix>(0, 3), {}, {}).ok());
+  EXPECT_FALSE(BuildIndex(data, {}, {Algorithm::kKdTree, 0, 2}).ok());
+  EXPECT_FALSE(BuildIndex(data, {}, {Algorithm::kKdTree, 30, 0.5}).ok());
+  EXPECT_FALSE(BuildIndex(data, {1, 2}, {}).ok());
+}
+
+TEST(IndexPropertyTest, RdistVariantClampsKToShardSize) {
+  auto data = std::make_shared<Matrix>(3, 1, std::vector<double>{0, 1, 2});
+  auto index = BuildIndex(data, {7, 8, 9}, {Algorithm::kKdTree, 1, 2});
+  ASSERT_TRUE(index.ok());
+  const double q[] = {1.9};
+  auto r = (*index)->KNeighborsRdist(MatrixView(q, 1, 1), 10, nullptr);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->k, 3u);
+  EXPECT_EQ(r->indices, (std::vector<int64_t>{9, 8, 7}));
+}
+
+TEST(IndexPropertyTest, AutoResolvesByShape) {
+  EXPECT_EQ(ResolveAuto(1000000, 3), Algorithm::kKdTree);
+  EXPECT_EQ(ResolveAuto(1000000, 64), Algorithm::kBrute);
+  EXPECT_EQ(ResolveAuto(100, 3), Algorithm::kBrute);
+}
+
+}  // namespace
+}  // namespace knncluster

@@ -1,0 +1,183 @@
+#include "core/index/neighbor_index.h"
+
+#include <cmath>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/base/status_macros.h"
+#include "core/index/ball_tree.h"
+#include "core/index/brute_force.h"
+#include "core/index/kd_tree.h"
+
+namespace knncluster {
+
+namespace {
+// Queries per ParallelFor task: big enough to amortise scheduling, small enough that the
+// scratch memory of a task stays small whatever the batch size.
+constexpr size_t kQueryBlock = 64;
+// Below this many rows brute force beats building and walking a tree.
+constexpr size_t kAutoBruteMaxRows = 2048;
+// Above this dimension trees cannot prune (scikit-learn's `auto` uses the same cut-off).
+constexpr size_t kAutoTreeMaxDim = 15;
+}  // namespace
+
+std::string AlgorithmName(Algorithm a) {
+  switch (a) {
+    case Algorithm::kAuto:
+      return "auto";
+    case Algorithm::kKdTree:
+      return "kd_tree";
+    case Algorithm::kBallTree:
+      return "ball_tree";
+    case Algorithm::kBrute:
+      return "brute";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<Algorithm> ParseAlgorithm(const std::string& name) {
+  for (Algorithm a : {Algorithm::kAuto, Algorithm::kKdTree, Algorithm::kBallTree, Algorithm::kBrute}) {
+    if (name == AlgorithmName(a)) return a;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "algorithm: expected one of auto, kd_tree, ball_tree, brute; got \"", name, "\""));
+}
+
+Algorithm ResolveAuto(size_t n, size_t dim) {
+  if (dim > kAutoTreeMaxDim || n <= kAutoBruteMaxRows) return Algorithm::kBrute;
+  return Algorithm::kKdTree;
+}
+
+absl::Status CheckFinite(MatrixView m, const std::string& what) {
+  const double* v = m.data();
+  const size_t total = m.rows() * m.cols();
+  for (size_t i = 0; i < total; ++i) {
+    if (!std::isfinite(v[i])) {
+      return absl::InvalidArgumentError(absl::StrFormat("%s.row[%d][%d]: value %g is not finite",
+                                                        what, i / m.cols(), i % m.cols(), v[i]));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status NeighborIndex::ValidateQueries(MatrixView queries) const {
+  if (queries.cols() != dim_) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "queries: expected %d features, got %d", dim_, queries.cols()));
+  }
+  return CheckFinite(queries, "queries");
+}
+
+absl::StatusOr<KNeighborsResult> NeighborIndex::Search(MatrixView queries, size_t k,
+                                                       ThreadPool* pool) const {
+  KNN_RETURN_IF_ERROR(ValidateQueries(queries));
+  KNeighborsResult result;
+  result.num_queries = queries.rows();
+  result.k = k;
+  result.distances.resize(queries.rows() * k);
+  result.indices.resize(queries.rows() * k);
+  const size_t blocks = (queries.rows() + kQueryBlock - 1) / kQueryBlock;
+  ParallelFor(pool, blocks, [&](size_t b) {
+    const size_t begin = b * kQueryBlock;
+    const size_t end = std::min(queries.rows(), begin + kQueryBlock);
+    std::vector<Neighbor> out((end - begin) * k);
+    SearchBlock(queries.Slice(begin, end), k, out.data());
+    for (size_t i = 0; i < out.size(); ++i) {
+      result.distances[begin * k + i] = out[i].rdist;
+      result.indices[begin * k + i] = out[i].id;
+    }
+  });
+  return result;
+}
+
+absl::StatusOr<KNeighborsResult> NeighborIndex::KNeighbors(MatrixView queries, int k,
+                                                           ThreadPool* pool) const {
+  if (k < 1 || static_cast<size_t>(k) > size_) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "n_neighbors: must be in [1, %d] (the number of training samples), got %d", size_, k));
+  }
+  KNN_ASSIGN_OR_RETURN(KNeighborsResult result, Search(queries, static_cast<size_t>(k), pool));
+  metric_.Visit([&](auto m) {
+    for (double& d : result.distances) d = m.RdistToDist(d);
+  });
+  return result;
+}
+
+absl::StatusOr<KNeighborsResult> NeighborIndex::KNeighborsRdist(MatrixView queries, int k,
+                                                                ThreadPool* pool) const {
+  if (k < 1) {
+    return absl::InvalidArgumentError(absl::StrFormat("n_neighbors: must be >= 1, got %d", k));
+  }
+  return Search(queries, std::min(static_cast<size_t>(k), size_), pool);
+}
+
+absl::StatusOr<RadiusResult> NeighborIndex::RadiusNeighbors(MatrixView queries, double radius,
+                                                            ThreadPool* pool) const {
+  if (!(radius >= 0) || std::isinf(radius)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("radius: must be a finite number >= 0, got %g", radius));
+  }
+  KNN_RETURN_IF_ERROR(ValidateQueries(queries));
+  const double bound = metric_.DistToRdist(radius);
+  std::vector<std::vector<Neighbor>> per_query(queries.rows());
+  const size_t blocks = (queries.rows() + kQueryBlock - 1) / kQueryBlock;
+  ParallelFor(pool, blocks, [&](size_t b) {
+    const size_t end = std::min(queries.rows(), (b + 1) * kQueryBlock);
+    for (size_t q = b * kQueryBlock; q < end; ++q) {
+      RadiusSearchOne(queries.row(q), bound, &per_query[q]);
+      SortNeighbors(&per_query[q]);
+    }
+  });
+  RadiusResult result;
+  result.offsets.reserve(queries.rows() + 1);
+  result.offsets.push_back(0);
+  for (auto& list : per_query) {
+    for (const Neighbor& n : list) {
+      result.distances.push_back(metric_.RdistToDist(n.rdist));
+      result.indices.push_back(n.id);
+    }
+    result.offsets.push_back(result.indices.size());
+    std::vector<Neighbor>().swap(list);
+  }
+  return result;
+}
+
+absl::StatusOr<std::unique_ptr<const NeighborIndex>> BuildIndex(
+    std::shared_ptr<const Matrix> data, std::vector<int64_t> ids, const IndexOptions& options) {
+  if (data == nullptr || data->rows() == 0) {
+    return absl::InvalidArgumentError("X: the training data has no rows");
+  }
+  if (data->cols() == 0) return absl::InvalidArgumentError("X: the training data has no columns");
+  if (!ids.empty() && ids.size() != data->rows()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "ids: expected %d ids (one per row), got %d", data->rows(), ids.size()));
+  }
+  if (options.leaf_size < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("leaf_size: must be >= 1, got %d", options.leaf_size));
+  }
+  KNN_ASSIGN_OR_RETURN(Minkowski metric, Minkowski::Create(options.p));
+  KNN_RETURN_IF_ERROR(CheckFinite(*data, "X"));
+  if (ids.empty()) {
+    ids.resize(data->rows());
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int64_t>(i);
+  }
+  Algorithm algorithm = options.algorithm;
+  if (algorithm == Algorithm::kAuto) algorithm = ResolveAuto(data->rows(), data->cols());
+  switch (algorithm) {
+    case Algorithm::kKdTree:
+      return std::unique_ptr<const NeighborIndex>(
+          new KdTree(*data, std::move(ids), metric, options.leaf_size));
+    case Algorithm::kBallTree:
+      return std::unique_ptr<const NeighborIndex>(
+          new BallTree(*data, std::move(ids), metric, options.leaf_size));
+    case Algorithm::kBrute:
+    case Algorithm::kAuto:
+      break;
+  }
+  return std::unique_ptr<const NeighborIndex>(
+      new BruteForceIndex(std::move(data), std::move(ids), metric));
+}
+
+}  // namespace knncluster

@@ -1,0 +1,124 @@
+// NeighborIndex: the one runtime interface over the three exact search algorithms (brute force,
+// KD tree, ball tree), like faiss's Index. Build one with BuildIndex(); query it with KNeighbors
+// or RadiusNeighbors.
+//
+// Ownership: an index shares its training data (shared_ptr<const Matrix>) or owns a reordered
+// copy; it never borrows a caller's buffer beyond a call.
+// Thread safety: a built index is immutable, so any number of threads may query it at once
+// without locks. Queries run on the ThreadPool the caller passes (null: the calling thread).
+//
+// Results follow the ordering contract of top_k.h: ascending (distance, id), where the id of
+// row i is ids[i] as given to BuildIndex (by default i, the training index). Every algorithm
+// returns the same neighbours and bit-identical distances.
+#ifndef KNNCLUSTER_CORE_INDEX_NEIGHBOR_INDEX_H_
+#define KNNCLUSTER_CORE_INDEX_NEIGHBOR_INDEX_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "core/base/matrix.h"
+#include "core/base/thread_pool.h"
+#include "core/index/metric.h"
+#include "core/index/top_k.h"
+
+namespace knncluster {
+
+enum class Algorithm { kAuto, kKdTree, kBallTree, kBrute };
+
+// "auto", "kd_tree", "ball_tree", "brute" (scikit-learn's names).
+std::string AlgorithmName(Algorithm a);
+absl::StatusOr<Algorithm> ParseAlgorithm(const std::string& name);
+
+struct IndexOptions {
+  Algorithm algorithm = Algorithm::kAuto;
+  // Maximum points in a tree leaf (scikit-learn's leaf_size). Must be >= 1.
+  int leaf_size = 30;
+  // Minkowski order, >= 1 or +inf.
+  double p = 2;
+};
+
+// The algorithm `auto` resolves to for data of this shape: brute force when the dimension is
+// high (> 15, where trees cannot prune, as scikit-learn decides) or the data is small; a KD tree
+// otherwise.
+Algorithm ResolveAuto(size_t n, size_t dim);
+
+// k nearest neighbours of each query: row-major num_queries x k.
+struct KNeighborsResult {
+  size_t num_queries = 0;
+  size_t k = 0;
+  std::vector<double> distances;  // true distances, or reduced ones from KNeighborsRdist
+  std::vector<int64_t> indices;   // ids
+
+  double distance(size_t q, size_t j) const { return distances[q * k + j]; }
+  int64_t index(size_t q, size_t j) const { return indices[q * k + j]; }
+};
+
+// Neighbours within a radius: query q's are [offsets[q], offsets[q+1]).
+struct RadiusResult {
+  std::vector<size_t> offsets;  // num_queries + 1 entries
+  std::vector<double> distances;
+  std::vector<int64_t> indices;
+};
+
+class NeighborIndex {
+ public:
+  virtual ~NeighborIndex() = default;
+  NeighborIndex(const NeighborIndex&) = delete;
+  NeighborIndex& operator=(const NeighborIndex&) = delete;
+
+  size_t size() const { return size_; }
+  size_t dim() const { return dim_; }
+  const Minkowski& metric() const { return metric_; }
+  // The concrete algorithm (never kAuto).
+  virtual Algorithm algorithm() const = 0;
+
+  // The k nearest training rows of each query, true distances.
+  // InvalidArgument when k < 1 or k > size() ("n_neighbors: ..."), or when queries have the
+  // wrong number of columns ("queries: expected 64 features, got 63"), or hold NaN/Inf.
+  absl::StatusOr<KNeighborsResult> KNeighbors(MatrixView queries, int k, ThreadPool* pool) const;
+
+  // As KNeighbors, but distances stay reduced (for merging partial answers across shards), and
+  // k may exceed size(): each query then gets min(k, size()) neighbours.
+  absl::StatusOr<KNeighborsResult> KNeighborsRdist(MatrixView queries, int k,
+                                                   ThreadPool* pool) const;
+
+  // All training rows within `radius` (inclusive) of each query, sorted as above.
+  absl::StatusOr<RadiusResult> RadiusNeighbors(MatrixView queries, double radius,
+                                               ThreadPool* pool) const;
+
+ protected:
+  NeighborIndex(size_t size, size_t dim, Minkowski metric)
+      : size_(size), dim_(dim), metric_(metric) {}
+
+  // Searches a block of queries: writes each query's k nearest (sorted, reduced distances) to
+  // out[q * k, (q + 1) * k). REQUIRES: 1 <= k <= size(); queries.cols() == dim().
+  virtual void SearchBlock(MatrixView queries, size_t k, Neighbor* out) const = 0;
+  // Appends every row with rdist <= rdist_bound to `out` (unsorted).
+  virtual void RadiusSearchOne(const double* query, double rdist_bound,
+                               std::vector<Neighbor>* out) const = 0;
+
+ private:
+  absl::Status ValidateQueries(MatrixView queries) const;
+  absl::StatusOr<KNeighborsResult> Search(MatrixView queries, size_t k, ThreadPool* pool) const;
+
+  size_t size_;
+  size_t dim_;
+  Minkowski metric_;
+};
+
+// Builds an index over `data` (n x d, finite values, n >= 1). ids[i] is the id reported for row
+// i; empty means 0..n-1. Trees are built on the calling thread (building is cheap next to search).
+absl::StatusOr<std::unique_ptr<const NeighborIndex>> BuildIndex(
+    std::shared_ptr<const Matrix> data, std::vector<int64_t> ids, const IndexOptions& options);
+
+// Checks that every value is finite; the error names `what`, the row and the column.
+absl::Status CheckFinite(MatrixView m, const std::string& what);
+
+}  // namespace knncluster
+
+#endif  // KNNCLUSTER_CORE_INDEX_NEIGHBOR_INDEX_H_

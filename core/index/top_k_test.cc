@@ -1,0 +1,74 @@
+#include "core/index/top_k.h"
+
+#include <random>
+
+#include "gtest/gtest.h"
+
+namespace knncluster {
+namespace {
+
+TEST(TopKTest, KeepsSmallestAndBreaksTiesById) {
+  TopK heap(3);
+  EXPECT_EQ(heap.WorstRdist(), std::numeric_limits<double>::infinity());
+  heap.Push(2.0, 7);
+  heap.Push(1.0, 9);
+  heap.Push(2.0, 3);
+  EXPECT_EQ(heap.WorstRdist(), 2.0);
+  heap.Push(2.0, 5);  // ties with the worst (2.0, 7) and has a smaller id: replaces it
+  heap.Push(2.0, 8);  // ties, larger id: rejected
+  heap.Push(3.0, 0);  // farther: rejected
+  std::vector<Neighbor> got = heap.TakeSorted();
+  std::vector<Neighbor> want = {{1.0, 9}, {2.0, 3}, {2.0, 5}};
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(heap.size(), 0u);
+}
+
+TEST(TopKTest, MatchesFullSortOnRandomTies) {
+  std::mt19937 rng(1);
+  for (int trial = 0; trial < 200; ++trial) {
+    const size_t n = 1 + rng() % 50, k = 1 + rng() % 60;
+    std::vector<Neighbor> all;
+    TopK heap(k);
+    for (size_t i = 0; i < n; ++i) {
+      Neighbor nb{static_cast<double>(rng() % 5), static_cast<int64_t>(rng() % 1000)};
+      all.push_back(nb);
+      heap.Push(nb.rdist, nb.id);
+    }
+    std::sort(all.begin(), all.end(), NeighborLess);
+    all.resize(std::min(k, n));
+    EXPECT_EQ(heap.TakeSorted(), all);
+  }
+}
+
+TEST(MergeTopKTest, EqualsTopKOfTheUnion) {
+  std::mt19937 rng(2);
+  for (int trial = 0; trial < 200; ++trial) {
+    const size_t parts = 1 + rng() % 5, k = 1 + rng() % 20;
+    std::vector<std::vector<Neighbor>> lists(parts);
+    std::vector<Neighbor> all;
+    int64_t next_id = 0;
+    for (auto& list : lists) {
+      const size_t len = rng() % 25;
+      for (size_t i = 0; i < len; ++i) {
+        list.push_back({static_cast<double>(rng() % 4), next_id++});
+      }
+      std::sort(list.begin(), list.end(), NeighborLess);
+      if (list.size() > k) list.resize(k);
+      all.insert(all.end(), list.begin(), list.end());
+    }
+    std::sort(all.begin(), all.end(), NeighborLess);
+    if (all.size() > k) all.resize(k);
+    std::vector<absl::Span<const Neighbor>> spans(lists.begin(), lists.end());
+    EXPECT_EQ(MergeTopK(spans, k), all);
+  }
+}
+
+TEST(MergeTopKTest, KeepsAReplicatedRowOnce) {
+  std::vector<Neighbor> a = {{1, 4}, {2, 6}}, b = {{1, 4}, {3, 1}};
+  std::vector<absl::Span<const Neighbor>> spans = {a, b};
+  std::vector<Neighbor> want = {{1, 4}, {2, 6}, {3, 1}};
+  EXPECT_EQ(MergeTopK(spans, 5), want);
+}
+
+}  // namespace
+}  // namespace knncluster
