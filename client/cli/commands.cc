@@ -1,0 +1,484 @@
+#include "client/cli/commands.h"
+
+#include <charconv>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <variant>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "client/cli/png_writer.h"
+#include "core/base/status_macros.h"
+#include "core/datasets/dataset.h"
+#include "core/estimators/kneighbors_classifier.h"
+#include "core/estimators/kneighbors_regressor.h"
+#include "core/estimators/metrics.h"
+#include "core/estimators/model_io.h"
+#include "core/estimators/outlier_detector.h"
+#include "core/index/metric.h"
+
+namespace knncluster::cli {
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+// The shortest decimal that reads back as the same double, as Python's repr prints it.
+std::string Num(double v) {
+  char buf[64];
+  auto r = std::to_chars(buf, buf + sizeof(buf), v);
+  return std::string(buf, r.ptr);
+}
+
+// A fitted estimator of any task, as read from a model file.
+using Estimator = std::variant<KNeighborsClassifier, KNeighborsRegressor, OutlierDetector>;
+
+absl::StatusOr<Estimator> FromModel(Model model, ThreadPool* pool) {
+  switch (model.task) {
+    case Model::Task::kClassifier: {
+      KNN_ASSIGN_OR_RETURN(auto e, KNeighborsClassifier::FromModel(std::move(model)));
+      return Estimator(std::move(e));
+    }
+    case Model::Task::kRegressor: {
+      KNN_ASSIGN_OR_RETURN(auto e, KNeighborsRegressor::FromModel(std::move(model)));
+      return Estimator(std::move(e));
+    }
+    case Model::Task::kOutlier:
+      break;
+  }
+  KNN_ASSIGN_OR_RETURN(auto e, OutlierDetector::FromModel(std::move(model), pool));
+  return Estimator(std::move(e));
+}
+
+absl::StatusOr<Estimator> LoadEstimator(const std::string& path, ThreadPool* pool) {
+  KNN_ASSIGN_OR_RETURN(Model model, LoadModel(path));
+  return FromModel(std::move(model), pool);
+}
+
+absl::StatusOr<Model> ToModel(const Estimator& e) {
+  return std::visit([](const auto& x) { return x.ToModel(); }, e);
+}
+
+// The label as a user wrote it: its class name, or the number.
+Json LabelJson(double label, const std::vector<std::string>& class_names) {
+  if (!class_names.empty()) {
+    const auto code = static_cast<size_t>(label);
+    return code < class_names.size() ? Json(class_names[code]) : Json(nullptr);
+  }
+  if (label == static_cast<double>(static_cast<int64_t>(label))) return static_cast<int64_t>(label);
+  return label;
+}
+
+std::string LabelText(double label, const std::vector<std::string>& class_names) {
+  Json j = LabelJson(label, class_names);
+  return j.is_string() ? j.get<std::string>() : j.dump();
+}
+
+// Re-expresses `data`'s labels in the model's label space. With string labels, a name the model
+// never saw becomes -1 (never predicted, so counted wrong).
+absl::StatusOr<std::vector<double>> AlignLabels(const Dataset& data,
+                                                const std::vector<std::string>& model_names) {
+  if (data.targets.empty()) {
+    return absl::InvalidArgumentError(
+        "labels: the selected data has no label column (give --label-column or --labels)");
+  }
+  if (data.class_names.empty() != model_names.empty()) {
+    return absl::InvalidArgumentError(
+        data.class_names.empty()
+            ? "labels: the model was fitted on string labels but these labels are numbers"
+            : "labels: the model was fitted on numeric labels but these labels are strings");
+  }
+  if (model_names.empty()) return data.targets;
+  std::vector<double> out;
+  out.reserve(data.targets.size());
+  for (double code : data.targets) {
+    const std::string& name = data.class_names[static_cast<size_t>(code)];
+    auto it = std::find(model_names.begin(), model_names.end(), name);
+    out.push_back(it == model_names.end() ? -1.0 : static_cast<double>(it - model_names.begin()));
+  }
+  return out;
+}
+
+Json ParamsJson(const NeighborsParams& p) {
+  Json j;
+  j["n_neighbors"] = p.n_neighbors;
+  j["weights"] = WeightsName(p.weights);
+  j["algorithm"] = AlgorithmName(p.algorithm);
+  j["leaf_size"] = p.leaf_size;
+  j["p"] = std::isinf(p.p) ? Json("inf") : Json(p.p);
+  return j;
+}
+
+std::string ParamsText(const NeighborsParams& p) {
+  return absl::StrFormat("n_neighbors=%d, weights=%s, algorithm=%s, leaf_size=%d, p=%s",
+                         p.n_neighbors, WeightsName(p.weights), AlgorithmName(p.algorithm),
+                         p.leaf_size, Minkowski::Create(p.p).value().ToString());
+}
+
+Json ModelJson(const Model& m, const std::string& path) {
+  Json j;
+  j["model"] = path;
+  j["task"] = TaskName(m.task);
+  j["params"] = ParamsJson(m.params);
+  j["n_samples"] = m.X.rows();
+  j["n_features"] = m.X.cols();
+  if (!m.dataset_name.empty()) j["dataset"] = m.dataset_name;
+  if (m.task == Model::Task::kOutlier) {
+    j["contamination"] = m.contamination;
+    if (m.threshold) j["threshold"] = *m.threshold;
+  }
+  return j;
+}
+
+absl::StatusOr<NeighborsParams> ParamsFrom(const ModelOptions& o) {
+  NeighborsParams p;
+  p.n_neighbors = o.n_neighbors;
+  if (o.task == "outlier" && !o.n_neighbors_set) p.n_neighbors = 1;
+  KNN_ASSIGN_OR_RETURN(p.weights, ParseWeights(o.weights));
+  KNN_ASSIGN_OR_RETURN(p.algorithm, ParseAlgorithm(o.algorithm));
+  p.leaf_size = o.leaf_size;
+  KNN_ASSIGN_OR_RETURN(Minkowski metric, Minkowski::Parse(o.p));
+  p.p = metric.p();
+  KNN_RETURN_IF_ERROR(p.Validate());
+  return p;
+}
+
+std::shared_ptr<const Matrix> Share(Matrix m) { return std::make_shared<const Matrix>(std::move(m)); }
+
+}  // namespace
+
+absl::StatusOr<Output> RunSplit(const DataSourceOptions& data) {
+  KNN_ASSIGN_OR_RETURN(Dataset d, LoadSource(data));
+  KNN_ASSIGN_OR_RETURN(TrainTestIndices split, SplitFor(data, static_cast<int64_t>(d.size())));
+  Output out;
+  out.json["dataset"] = d.name;
+  out.json["n_samples"] = d.size();
+  out.json["test_size"] = data.test_size;
+  out.json["random_state"] = data.random_state ? Json(*data.random_state) : Json(nullptr);
+  out.json["shuffle"] = data.shuffle;
+  out.json["n_train"] = split.train.size();
+  out.json["n_test"] = split.test.size();
+  out.json["train"] = split.train;
+  out.json["test"] = split.test;
+  out.text = absl::StrFormat("%s: %d samples -> %d train, %d test\ntrain: %s\ntest: %s\n", d.name,
+                             d.size(), split.train.size(), split.test.size(),
+                             absl::StrJoin(split.train, " "), absl::StrJoin(split.test, " "));
+  return out;
+}
+
+absl::StatusOr<Output> RunFit(const DataSourceOptions& data, const ModelOptions& options,
+                              const std::string& model_path, ThreadPool* pool) {
+  KNN_ASSIGN_OR_RETURN(NeighborsParams params, ParamsFrom(options));
+  KNN_ASSIGN_OR_RETURN(Dataset d, LoadSelection(data));
+  Estimator estimator;
+  if (options.task == "classifier" || options.task == "regressor") {
+    if (d.targets.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "labels: fitting a ", options.task, " needs labels (give --label-column or --labels)"));
+    }
+  }
+  if (options.task == "classifier") {
+    KNeighborsClassifier clf(params);
+    KNN_RETURN_IF_ERROR(clf.Fit(Share(std::move(d.features)), d.targets, d.class_names));
+    estimator = std::move(clf);
+  } else if (options.task == "regressor") {
+    KNeighborsRegressor reg(params);
+    KNN_RETURN_IF_ERROR(reg.Fit(Share(std::move(d.features)), d.targets));
+    estimator = std::move(reg);
+  } else if (options.task == "outlier") {
+    OutlierParams op;
+    op.neighbors = params;
+    op.contamination = options.contamination;
+    op.threshold = options.threshold;
+    OutlierDetector det(op);
+    KNN_RETURN_IF_ERROR(det.Fit(Share(std::move(d.features)), pool));
+    estimator = std::move(det);
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "task: expected classifier, regressor or outlier, got \"", options.task, "\""));
+  }
+  KNN_ASSIGN_OR_RETURN(Model model, ToModel(estimator));
+  model.dataset_name = d.name;
+  model.feature_names = d.feature_names;
+  KNN_RETURN_IF_ERROR(SaveModel(model_path, model));
+  Output out;
+  out.json = ModelJson(model, model_path);
+  out.text = absl::StrFormat("fitted %s (%s) on %d samples x %d features; saved to %s\n",
+                             TaskName(model.task), ParamsText(model.params), model.X.rows(),
+                             model.X.cols(), model_path);
+  if (model.threshold) absl::StrAppendFormat(&out.text, "outlier threshold: %s\n", Num(*model.threshold));
+  return out;
+}
+
+absl::StatusOr<Output> RunScore(const std::string& model_path, const DataSourceOptions& data,
+                                ThreadPool* pool) {
+  KNN_ASSIGN_OR_RETURN(Estimator estimator, LoadEstimator(model_path, pool));
+  KNN_ASSIGN_OR_RETURN(Dataset d, LoadSelection(data));
+  Output out;
+  out.json["model"] = model_path;
+  out.json["n_samples"] = d.size();
+  if (auto* clf = std::get_if<KNeighborsClassifier>(&estimator)) {
+    KNN_ASSIGN_OR_RETURN(std::vector<double> y, AlignLabels(d, clf->class_names()));
+    KNN_ASSIGN_OR_RETURN(std::vector<double> pred, clf->Predict(d.features, pool));
+    KNN_ASSIGN_OR_RETURN(double accuracy, AccuracyScore(y, pred));
+    KNN_ASSIGN_OR_RETURN(double balanced, BalancedAccuracyScore(y, pred));
+    KNN_ASSIGN_OR_RETURN(double f1, F1ScoreMacro(y, pred));
+    size_t correct = 0;
+    for (size_t i = 0; i < y.size(); ++i) correct += (y[i] == pred[i]);
+    out.json["task"] = "classifier";
+    out.json["metric"] = "accuracy";
+    out.json["score"] = accuracy;
+    out.json["n_correct"] = correct;
+    out.json["balanced_accuracy"] = balanced;
+    out.json["f1_macro"] = f1;
+    out.text = absl::StrFormat(
+        "accuracy: %s (%d of %d)\nbalanced accuracy: %s\nmacro F1: %s\n", Num(accuracy),
+        correct, y.size(), Num(balanced), Num(f1));
+  } else if (auto* reg = std::get_if<KNeighborsRegressor>(&estimator)) {
+    KNN_ASSIGN_OR_RETURN(std::vector<double> y, AlignLabels(d, {}));
+    KNN_ASSIGN_OR_RETURN(std::vector<double> pred, reg->Predict(d.features, pool));
+    KNN_ASSIGN_OR_RETURN(double r2, R2Score(y, pred));
+    KNN_ASSIGN_OR_RETURN(double mse, MeanSquaredError(y, pred));
+    out.json["task"] = "regressor";
+    out.json["metric"] = "r2";
+    out.json["score"] = r2;
+    out.json["mean_squared_error"] = mse;
+    out.text = absl::StrFormat("R²: %s\nmean squared error: %s\n", Num(r2), Num(mse));
+  } else {
+    const auto& det = std::get<OutlierDetector>(estimator);
+    KNN_ASSIGN_OR_RETURN(std::vector<int> pred, det.Predict(d.features, pool));
+    const size_t outliers = std::count(pred.begin(), pred.end(), -1);
+    const double fraction = pred.empty() ? 0.0 : static_cast<double>(outliers) / pred.size();
+    out.json["task"] = "outlier";
+    out.json["metric"] = "outlier_fraction";
+    out.json["score"] = fraction;
+    out.json["n_outliers"] = outliers;
+    out.json["threshold"] = det.threshold();
+    out.text = absl::StrFormat("outliers: %d of %d (%s) at threshold %s\n", outliers,
+                               pred.size(), Num(fraction), Num(det.threshold()));
+  }
+  return out;
+}
+
+absl::StatusOr<Output> RunPredict(const std::string& model_path, const DataSourceOptions& data,
+                                  bool proba, size_t limit, ThreadPool* pool) {
+  KNN_ASSIGN_OR_RETURN(Estimator estimator, LoadEstimator(model_path, pool));
+  KNN_ASSIGN_OR_RETURN(Dataset d, LoadSelection(data));
+  const size_t shown = limit == 0 ? d.size() : std::min(limit, d.size());
+  MatrixView rows = d.features.view().Slice(0, shown);
+  Output out;
+  out.json["model"] = model_path;
+  Json predictions = Json::array();
+  if (auto* clf = std::get_if<KNeighborsClassifier>(&estimator)) {
+    KNN_ASSIGN_OR_RETURN(std::vector<double> pred, clf->Predict(rows, pool));
+    for (size_t i = 0; i < pred.size(); ++i) {
+      predictions.push_back(LabelJson(pred[i], clf->class_names()));
+      absl::StrAppend(&out.text, i, "\t", LabelText(pred[i], clf->class_names()), "\n");
+    }
+    if (proba) {
+      KNN_ASSIGN_OR_RETURN(Matrix p, clf->PredictProba(rows, pool));
+      Json classes = Json::array(), probs = Json::array();
+      for (double c : clf->classes()) classes.push_back(LabelJson(c, clf->class_names()));
+      out.text.clear();
+      absl::StrAppend(&out.text, "row\tprediction\t", absl::StrJoin(classes, "\t", [](std::string* s, const Json& c) {
+                        absl::StrAppend(s, c.is_string() ? c.get<std::string>() : c.dump());
+                      }), "\n");
+      for (size_t i = 0; i < p.rows(); ++i) {
+        std::vector<double> row(p.row(i), p.row(i) + p.cols());
+        probs.push_back(row);
+        absl::StrAppend(&out.text, i, "\t", LabelText(pred[i], clf->class_names()), "\t",
+                        absl::StrJoin(row, "\t", [](std::string* s, double v) {
+                          absl::StrAppendFormat(s, "%.6g", v);
+                        }), "\n");
+      }
+      out.json["classes"] = classes;
+      out.json["probabilities"] = probs;
+    }
+  } else if (auto* reg = std::get_if<KNeighborsRegressor>(&estimator)) {
+    KNN_ASSIGN_OR_RETURN(std::vector<double> pred, reg->Predict(rows, pool));
+    for (size_t i = 0; i < pred.size(); ++i) {
+      predictions.push_back(pred[i]);
+      absl::StrAppendFormat(&out.text, "%d\t%s\n", i, Num(pred[i]));
+    }
+  } else {
+    const auto& det = std::get<OutlierDetector>(estimator);
+    KNN_ASSIGN_OR_RETURN(std::vector<int> pred, det.Predict(rows, pool));
+    KNN_ASSIGN_OR_RETURN(std::vector<double> scores, det.ScoreSamples(rows, pool));
+    out.json["scores"] = scores;
+    out.json["threshold"] = det.threshold();
+    for (size_t i = 0; i < pred.size(); ++i) {
+      predictions.push_back(pred[i]);
+      absl::StrAppendFormat(&out.text, "%d\t%s\t%s\n", i, pred[i] < 0 ? "outlier" : "inlier",
+                            Num(scores[i]));
+    }
+  }
+  out.json["predictions"] = predictions;
+  return out;
+}
+
+absl::StatusOr<Output> RunKNeighbors(const std::string& model_path, const DataSourceOptions& data,
+                                     std::optional<int> k, size_t limit, ThreadPool* pool) {
+  KNN_ASSIGN_OR_RETURN(Model model, LoadModel(model_path));
+  KNN_ASSIGN_OR_RETURN(Dataset d, LoadSelection(data));
+  auto train = Share(std::move(model.X));
+  KNN_ASSIGN_OR_RETURN(auto index, BuildIndex(train, {}, model.params.index_options()));
+  const size_t shown = limit == 0 ? d.size() : std::min(limit, d.size());
+  KNN_ASSIGN_OR_RETURN(KNeighborsResult r,
+                       index->KNeighbors(d.features.view().Slice(0, shown),
+                                         k.value_or(model.params.n_neighbors), pool));
+  Output out;
+  out.json["model"] = model_path;
+  out.json["n_neighbors"] = r.k;
+  Json distances = Json::array(), indices = Json::array();
+  for (size_t q = 0; q < r.num_queries; ++q) {
+    std::vector<double> dist(r.distances.begin() + q * r.k, r.distances.begin() + (q + 1) * r.k);
+    std::vector<int64_t> idx(r.indices.begin() + q * r.k, r.indices.begin() + (q + 1) * r.k);
+    absl::StrAppend(&out.text, q, "\t", absl::StrJoin(idx, " "), "\t",
+                    absl::StrJoin(dist, " ", [](std::string* s, double v) {
+                      absl::StrAppend(s, Num(v));
+                    }), "\n");
+    distances.push_back(std::move(dist));
+    indices.push_back(std::move(idx));
+  }
+  out.json["distances"] = distances;
+  out.json["indices"] = indices;
+  return out;
+}
+
+absl::StatusOr<Output> RunSave(const std::string& model_path, const std::string& out_path) {
+  KNN_ASSIGN_OR_RETURN(Model model, LoadModel(model_path));
+  KNN_RETURN_IF_ERROR(SaveModel(out_path, model));
+  Output out;
+  out.json = ModelJson(model, out_path);
+  out.json["source"] = model_path;
+  out.text = absl::StrFormat("saved %s model from %s to %s\n", TaskName(model.task), model_path,
+                             out_path);
+  return out;
+}
+
+absl::StatusOr<Output> RunLoad(const std::string& model_path) {
+  KNN_ASSIGN_OR_RETURN(Model model, LoadModel(model_path));
+  // Rebuilding the estimator checks everything a later command would need.
+  KNN_RETURN_IF_ERROR(FromModel(model, nullptr).status());
+  Output out;
+  out.json = ModelJson(model, model_path);
+  out.text = absl::StrFormat("%s: %s model (%s), %d samples x %d features\n", model_path,
+                             TaskName(model.task), ParamsText(model.params), model.X.rows(),
+                             model.X.cols());
+  return out;
+}
+
+absl::StatusOr<Output> RunTutorial(const TutorialOptions& options, ThreadPool* pool) {
+  Output out;
+  // 1. Load the digits.
+  KNN_ASSIGN_OR_RETURN(Dataset digits, LoadDigits());
+  out.json["dataset"] = {{"name", digits.name},
+                         {"n_samples", digits.size()},
+                         {"n_features", digits.dim()}};
+  absl::StrAppendFormat(&out.text, "digits: %d images of 8x8 pixels (%d features)\n", digits.size(),
+                        digits.dim());
+  // 2. train_test_split(test_size=0.2, random_state=1337).
+  DataSourceOptions split_options;
+  split_options.test_size = options.test_size;
+  split_options.random_state = options.random_state;
+  KNN_ASSIGN_OR_RETURN(TrainTestIndices split,
+                       SplitFor(split_options, static_cast<int64_t>(digits.size())));
+  Dataset train = Subset(digits, split.train), test = Subset(digits, split.test);
+  out.json["split"] = {{"test_size", options.test_size},
+                       {"random_state", options.random_state},
+                       {"n_train", train.size()},
+                       {"n_test", test.size()}};
+  absl::StrAppendFormat(&out.text, "train_test_split(test_size=%s, random_state=%d): %d train, %d test\n",
+                        options.test_size, options.random_state, train.size(), test.size());
+  // 3. Fit KNeighborsClassifier(n_neighbors=20, algorithm=kd_tree, p=2) and score it.
+  ModelOptions mo;
+  mo.n_neighbors = options.n_neighbors;
+  mo.algorithm = options.algorithm;
+  mo.p = options.p;
+  KNN_ASSIGN_OR_RETURN(NeighborsParams params, ParamsFrom(mo));
+  KNeighborsClassifier clf(params);
+  KNN_RETURN_IF_ERROR(clf.Fit(Share(train.features), train.targets));
+  KNN_ASSIGN_OR_RETURN(std::vector<double> pred, clf.Predict(test.features, pool));
+  KNN_ASSIGN_OR_RETURN(double accuracy, AccuracyScore(test.targets, pred));
+  size_t correct = 0;
+  for (size_t i = 0; i < pred.size(); ++i) correct += (pred[i] == test.targets[i]);
+  out.json["classifier"] = {{"params", ParamsJson(params)},
+                            {"test_accuracy", accuracy},
+                            {"n_correct", correct}};
+  absl::StrAppendFormat(&out.text, "KNeighborsClassifier(%s)\n  test accuracy: %s (%d of %d)\n",
+                        ParamsText(params), Num(accuracy), correct, pred.size());
+  // 4. Save the model, load it back, and check it predicts the same.
+  std::string path = options.model_path;
+  std::error_code ec;
+  const bool temporary = path.empty();
+  if (temporary) {
+    path = (std::filesystem::temp_directory_path(ec) / absl::StrCat("knnctl-tutorial-", getpid(), ".model")).string();
+  }
+  KNN_ASSIGN_OR_RETURN(Model model, clf.ToModel());
+  model.dataset_name = "digits (train part)";
+  KNN_RETURN_IF_ERROR(SaveModel(path, model));
+  const auto file_size = std::filesystem::file_size(path, ec);
+  KNN_ASSIGN_OR_RETURN(Model loaded, LoadModel(path));
+  if (temporary) std::filesystem::remove(path, ec);
+  KNN_ASSIGN_OR_RETURN(KNeighborsClassifier reloaded, KNeighborsClassifier::FromModel(std::move(loaded)));
+  KNN_ASSIGN_OR_RETURN(std::vector<double> pred2, reloaded.Predict(test.features, pool));
+  KNN_ASSIGN_OR_RETURN(double accuracy2, AccuracyScore(test.targets, pred2));
+  const bool identical = pred2 == pred;
+  out.json["save_load"] = {{"model", temporary ? Json(nullptr) : Json(path)},
+                           {"bytes", ec ? 0 : file_size},
+                           {"identical_predictions", identical},
+                           {"test_accuracy", accuracy2}};
+  absl::StrAppendFormat(&out.text, "saved the model (%d bytes)%s and loaded it back: %s, accuracy %s\n",
+                        ec ? 0 : file_size, temporary ? "" : absl::StrCat(" to ", path),
+                        identical ? "identical predictions" : "PREDICTIONS DIFFER", Num(accuracy2));
+  if (!identical) return absl::InternalError("the reloaded model predicts differently");
+  // 5. Grid search arrives with the distributed grid search (issue 4).
+  out.json["grid_search"] = nullptr;
+  return out;
+}
+
+absl::StatusOr<Output> RunShowDigits(int count, int scale, const std::string& out_path) {
+  KNN_ASSIGN_OR_RETURN(Dataset digits, LoadDigits());
+  if (count < 1 || static_cast<size_t>(count) > digits.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("--count: must be in [1, %d], got %d", digits.size(), count));
+  }
+  if (scale < 1 || scale > 64) {
+    return absl::InvalidArgumentError(absl::StrFormat("--scale: must be in [1, 64], got %d", scale));
+  }
+  // Each digit is an 8x8 cell block with a one-cell white margin, like the tutorial's subplots.
+  const int cell = scale, side = 8, pitch = side + 1;
+  const int width = (count * pitch + 1) * cell, height = (side + 2) * cell;
+  std::vector<uint8_t> pixels(static_cast<size_t>(width) * height, 255);
+  for (int n = 0; n < count; ++n) {
+    for (int r = 0; r < side; ++r) {
+      for (int c = 0; c < side; ++c) {
+        const double v = digits.features.at(n, r * side + c);  // 0..16, 16 = full ink
+        const auto gray = static_cast<uint8_t>(255 - std::lround(v * 255.0 / 16.0));
+        for (int dy = 0; dy < cell; ++dy) {
+          for (int dx = 0; dx < cell; ++dx) {
+            const int x = (n * pitch + 1 + c) * cell + dx, y = (1 + r) * cell + dy;
+            pixels[static_cast<size_t>(y) * width + x] = gray;
+          }
+        }
+      }
+    }
+  }
+  KNN_RETURN_IF_ERROR(WriteGrayPng(out_path, width, height, pixels));
+  Output out;
+  std::vector<int64_t> labels;
+  for (int n = 0; n < count; ++n) labels.push_back(static_cast<int64_t>(digits.targets[n]));
+  out.json["out"] = out_path;
+  out.json["count"] = count;
+  out.json["width"] = width;
+  out.json["height"] = height;
+  out.json["labels"] = labels;
+  out.text = absl::StrFormat("wrote %s (%dx%d): digits %s\n", out_path, width, height,
+                             absl::StrJoin(labels, " "));
+  return out;
+}
+
+}  // namespace knncluster::cli

@@ -1,0 +1,67 @@
+// knnctl's commands in local mode: each runs in-process on the core library and returns its
+// result twice, as JSON (stable field names, for --json and scripts) and as text for people.
+// The cluster issue adds the same commands against a coordinator.
+// Thread-safe: no shared state beyond the ThreadPool passed in.
+#ifndef KNNCLUSTER_CLIENT_CLI_COMMANDS_H_
+#define KNNCLUSTER_CLIENT_CLI_COMMANDS_H_
+
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "client/cli/data_source.h"
+#include "core/base/thread_pool.h"
+#include "nlohmann/json.hpp"
+
+namespace knncluster::cli {
+
+struct Output {
+  nlohmann::ordered_json json;
+  std::string text;  // ends with a newline
+};
+
+// Estimator choice and hyper-parameters, with scikit-learn's names and defaults.
+struct ModelOptions {
+  std::string task = "classifier";  // classifier | regressor | outlier
+  int n_neighbors = 5;              // outlier detection defaults to 1 (see `fit --help`)
+  bool n_neighbors_set = false;
+  std::string weights = "uniform";
+  std::string algorithm = "auto";
+  int leaf_size = 30;
+  std::string p = "2";  // a number >= 1 or "inf"
+  double contamination = 0.1;
+  std::optional<double> threshold;
+};
+
+absl::StatusOr<Output> RunSplit(const DataSourceOptions& data);
+absl::StatusOr<Output> RunFit(const DataSourceOptions& data, const ModelOptions& model,
+                              const std::string& model_path, ThreadPool* pool);
+absl::StatusOr<Output> RunScore(const std::string& model_path, const DataSourceOptions& data,
+                                ThreadPool* pool);
+// limit: print at most this many rows (0 = all).
+absl::StatusOr<Output> RunPredict(const std::string& model_path, const DataSourceOptions& data,
+                                  bool proba, size_t limit, ThreadPool* pool);
+absl::StatusOr<Output> RunKNeighbors(const std::string& model_path, const DataSourceOptions& data,
+                                     std::optional<int> k, size_t limit, ThreadPool* pool);
+// Loads a model file, checks it, and writes it to out_path (in cluster mode: export).
+absl::StatusOr<Output> RunSave(const std::string& model_path, const std::string& out_path);
+// Loads a model file, checks it and describes it (in cluster mode: import).
+absl::StatusOr<Output> RunLoad(const std::string& model_path);
+
+struct TutorialOptions {
+  std::string model_path;  // where the fitted model is saved and reloaded from
+  std::string algorithm = "kd_tree";
+  int n_neighbors = 20;
+  std::string p = "2";
+  std::string test_size = "0.2";
+  uint32_t random_state = 1337;
+};
+absl::StatusOr<Output> RunTutorial(const TutorialOptions& options, ThreadPool* pool);
+
+// Writes the first `count` digits side by side as a grayscale PNG, each 8x8 image scaled up
+// `scale` times, dark ink on white as the tutorial plots them (matplotlib cmap gray_r).
+absl::StatusOr<Output> RunShowDigits(int count, int scale, const std::string& out_path);
+
+}  // namespace knncluster::cli
+
+#endif  // KNNCLUSTER_CLIENT_CLI_COMMANDS_H_

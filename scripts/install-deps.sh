@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package knncluster needs to build, test, benchmark and run the demo,
+# with apt-get (through sudo when not root), only what is missing, non-interactively.
+# Safe to run any number of times.
+set -euo pipefail
+
+packages=(
+  # toolchain
+  build-essential cmake ninja-build pkg-config git
+  # C++ libraries
+  libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev
+  libpng-dev zlib1g-dev
+  # scikit-learn as the test oracle and benchmark reference; FAISS and OpenBLAS for benchmarks
+  python3 python3-numpy python3-sklearn python3-faiss libopenblas0-openmp
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  [[ "$status" == "install ok installed" ]] || missing+=("$p")
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "install-deps: all ${#packages[@]} packages already installed"
+  exit 0
+fi
+
+sudo=()
+if [[ $(id -u) -ne 0 ]]; then sudo=(sudo); fi
+echo "install-deps: installing ${missing[*]}"
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
