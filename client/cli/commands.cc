@@ -20,6 +20,10 @@
 #include "core/estimators/model_io.h"
 #include "core/estimators/outlier_detector.h"
 #include "core/index/metric.h"
+#include "core/model_selection/grid_search.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 
 namespace knncluster::cli {
 namespace {
@@ -144,6 +148,96 @@ absl::StatusOr<NeighborsParams> ParamsFrom(const ModelOptions& o) {
   p.p = metric.p();
   KNN_RETURN_IF_ERROR(p.Validate());
   return p;
+}
+
+// "1,3,5" or "2:20:2" (start:stop[:step], stop exclusive, as Python's range).
+absl::StatusOr<std::vector<int>> ParseIntList(const std::string& key, const std::string& text) {
+  std::vector<int> out;
+  std::vector<std::string> range = absl::StrSplit(text, ':');
+  if (range.size() == 2 || range.size() == 3) {
+    int start, stop, step = 1;
+    if (!absl::SimpleAtoi(range[0], &start) || !absl::SimpleAtoi(range[1], &stop) ||
+        (range.size() == 3 && (!absl::SimpleAtoi(range[2], &step) || step <= 0))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(key, ": expected a range start:stop[:step] with step > 0, got \"", text, "\""));
+    }
+    for (int v = start; v < stop; v += step) out.push_back(v);
+  } else {
+    for (absl::string_view part : absl::StrSplit(text, ',')) {
+      int v;
+      if (!absl::SimpleAtoi(part, &v)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(key, ": \"", std::string(part), "\" is not an integer"));
+      }
+      out.push_back(v);
+    }
+  }
+  if (out.empty()) return absl::InvalidArgumentError(absl::StrCat(key, ": no values in \"", text, "\""));
+  return out;
+}
+
+// One grid from "n_neighbors=2:20:2;p=1,2,3;weights=uniform,distance".
+absl::StatusOr<ParamGrid> ParseGrid(const std::string& text) {
+  ParamGrid g;
+  for (absl::string_view item : absl::StrSplit(text, ';', absl::SkipWhitespace())) {
+    std::pair<std::string, std::string> kv = absl::StrSplit(item, absl::MaxSplits('=', 1));
+    const std::string key(absl::StripAsciiWhitespace(kv.first));
+    const std::string values(absl::StripAsciiWhitespace(kv.second));
+    if (key == "n_neighbors" || key == "leaf_size") {
+      KNN_ASSIGN_OR_RETURN(std::vector<int> v, ParseIntList(key, values));
+      (key == "n_neighbors" ? g.n_neighbors : g.leaf_size) = std::move(v);
+    } else if (key == "p") {
+      for (absl::string_view part : absl::StrSplit(values, ',')) {
+        KNN_ASSIGN_OR_RETURN(Minkowski m, Minkowski::Parse(std::string(part)));
+        g.p.push_back(m.p());
+      }
+    } else if (key == "weights") {
+      g.weights = absl::StrSplit(values, ',');
+    } else if (key == "algorithm") {
+      g.algorithm = absl::StrSplit(values, ',');
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "grid: unknown parameter \"", key,
+          "\" (expected n_neighbors, p, weights, algorithm, leaf_size) in \"", text, "\""));
+    }
+  }
+  return g;
+}
+
+Json CvResultsJson(const CvResults& cv) {
+  Json j;
+  Json params = Json::array();
+  for (const NeighborsParams& p : cv.params) params.push_back(ParamsJson(p));
+  j["params"] = params;
+  for (size_t f = 0; f < (cv.split_test_scores.empty() ? 0 : cv.split_test_scores[0].size()); ++f) {
+    Json col = Json::array();
+    for (const auto& row : cv.split_test_scores) col.push_back(row[f]);
+    j[absl::StrCat("split", f, "_test_score")] = col;
+  }
+  j["mean_test_score"] = cv.mean_test_score;
+  j["std_test_score"] = cv.std_test_score;
+  j["rank_test_score"] = cv.rank_test_score;
+  return j;
+}
+
+std::string CvResultsText(const CvResults& cv) {
+  std::string t = absl::StrFormat("%-5s %-11s %-5s %-9s %-20s %-9s\n", "rank", "n_neighbors", "p",
+                                  "weights", "mean_test_score", "std");
+  for (size_t c = 0; c < cv.params.size(); ++c) {
+    const NeighborsParams& p = cv.params[c];
+    absl::StrAppendFormat(&t, "%-5d %-11d %-5s %-9s %-20s %.6f\n", cv.rank_test_score[c],
+                          p.n_neighbors, Minkowski::Create(p.p).value().ToString(),
+                          WeightsName(p.weights), Num(cv.mean_test_score[c]), cv.std_test_score[c]);
+  }
+  return t;
+}
+
+Json BestJson(const CvResults& cv) {
+  return {{"best_index", cv.best_index},
+          {"best_score", cv.best_score},
+          {"best_params", ParamsJson(cv.best_params)},
+          {"scoring", ScoringName(cv.scoring)},
+          {"neighbor_searches", cv.neighbor_searches}};
 }
 
 std::shared_ptr<const Matrix> Share(Matrix m) { return std::make_shared<const Matrix>(std::move(m)); }
@@ -371,6 +465,56 @@ absl::StatusOr<Output> RunLoad(const std::string& model_path) {
   return out;
 }
 
+absl::StatusOr<Output> RunGridSearch(const DataSourceOptions& data,
+                                     const GridSearchCommandOptions& options, ThreadPool* pool) {
+  GridSearchOptions o;
+  if (options.task != "classifier" && options.task != "regressor") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "task: grid search takes classifier or regressor, got \"", options.task, "\""));
+  }
+  o.classifier = options.task == "classifier";
+  KNN_ASSIGN_OR_RETURN(o.base, ParamsFrom(options.base));
+  for (const std::string& g : options.grids) {
+    KNN_ASSIGN_OR_RETURN(ParamGrid grid, ParseGrid(g));
+    o.param_grid.push_back(std::move(grid));
+  }
+  if (o.param_grid.empty()) o.param_grid.emplace_back();  // just the base parameters
+  o.cv = options.cv;
+  o.shuffle = options.shuffle;
+  o.random_state = data.random_state;
+  if (!options.scoring.empty()) {
+    KNN_ASSIGN_OR_RETURN(Scoring scoring, ParseScoring(options.scoring));
+    o.scoring = scoring;
+  }
+  o.refit = !options.refit_model.empty();
+  KNN_ASSIGN_OR_RETURN(Dataset d, LoadSelection(data));
+  if (d.targets.empty()) {
+    return absl::InvalidArgumentError("labels: grid search needs labels (give --label-column or --labels)");
+  }
+  KNN_ASSIGN_OR_RETURN(GridSearchResult r, GridSearchCV(Share(std::move(d.features)), d.targets, o,
+                                                        pool, d.class_names));
+  Output out;
+  out.json = BestJson(r.cv_results);
+  out.json["n_candidates"] = r.cv_results.params.size();
+  out.json["cv_results"] = CvResultsJson(r.cv_results);
+  out.text = CvResultsText(r.cv_results);
+  absl::StrAppendFormat(&out.text, "best %s: %s with %s (%d neighbour searches)\n",
+                        ScoringName(r.cv_results.scoring), Num(r.cv_results.best_score),
+                        ParamsText(r.cv_results.best_params), r.cv_results.neighbor_searches);
+  if (o.refit) {
+    absl::StatusOr<Model> model = r.best_classifier ? r.best_classifier->ToModel()
+                                                    : r.best_regressor->ToModel();
+    KNN_RETURN_IF_ERROR(model.status());
+    model->dataset_name = d.name;
+    model->feature_names = d.feature_names;
+    KNN_RETURN_IF_ERROR(SaveModel(options.refit_model, *model));
+    out.json["refit_model"] = options.refit_model;
+    absl::StrAppendFormat(&out.text, "best model refit on all %d rows, saved to %s\n",
+                          model->X.rows(), options.refit_model);
+  }
+  return out;
+}
+
 absl::StatusOr<Output> RunTutorial(const TutorialOptions& options, ThreadPool* pool) {
   Output out;
   // 1. Load the digits.
@@ -435,8 +579,32 @@ absl::StatusOr<Output> RunTutorial(const TutorialOptions& options, ThreadPool* p
                         ec ? 0 : file_size, temporary ? "" : absl::StrCat(" to ", path),
                         identical ? "identical predictions" : "PREDICTIONS DIFFER", Num(accuracy2));
   if (!identical) return absl::InternalError("the reloaded model predicts differently");
-  // 5. Grid search arrives with the distributed grid search (issue 4).
-  out.json["grid_search"] = nullptr;
+  // 5. GridSearchCV(KNeighborsClassifier(algorithm), {n_neighbors: 2..18 step 2, p: 1..3},
+  //    cv=5) on all of digits, then the refit best model's accuracy on the test split.
+  GridSearchOptions gs;
+  gs.base = params;
+  ParamGrid grid;
+  for (int k = 2; k < 20; k += 2) grid.n_neighbors.push_back(k);
+  grid.p = {1, 2, 3};
+  gs.param_grid = {grid};
+  gs.cv = 5;
+  KNN_ASSIGN_OR_RETURN(GridSearchResult search,
+                       GridSearchCV(Share(digits.features), digits.targets, gs, pool));
+  const CvResults& cv = search.cv_results;
+  KNN_ASSIGN_OR_RETURN(double best_test, search.best_classifier->Score(test.features, test.targets, pool));
+  out.json["grid_search"] = BestJson(cv);
+  out.json["grid_search"]["cv"] = gs.cv;
+  out.json["grid_search"]["n_candidates"] = cv.params.size();
+  out.json["grid_search"]["test_accuracy_of_best_estimator"] = best_test;
+  out.json["grid_search"]["cv_results"] = CvResultsJson(cv);
+  absl::StrAppendFormat(&out.text,
+                        "GridSearchCV(n_neighbors=2..18 step 2, p=1..3, cv=5): %d candidates, %d "
+                        "neighbour searches\n%s",
+                        cv.params.size(), cv.neighbor_searches, CvResultsText(cv));
+  absl::StrAppendFormat(&out.text, "  best score: %s\n  best params: n_neighbors=%d, p=%s\n",
+                        Num(cv.best_score), cv.best_params.n_neighbors,
+                        Minkowski::Create(cv.best_params.p).value().ToString());
+  absl::StrAppendFormat(&out.text, "  test accuracy of the best model: %s\n", Num(best_test));
   return out;
 }
 

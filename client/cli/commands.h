@@ -56,6 +56,20 @@ struct TutorialOptions {
   std::string test_size = "0.2";
   uint32_t random_state = 1337;
 };
+// Grid search with cross-validation, in-process. Value lists are "1,3,5" or a Python-style
+// range "2:20:2" (stop exclusive); several --grid options make several grids.
+struct GridSearchCommandOptions {
+  std::string task = "classifier";  // classifier | regressor
+  std::vector<std::string> grids;   // "n_neighbors=2:20:2;p=1,2,3" (one per grid)
+  ModelOptions base;                // values for the parameters a grid leaves out
+  int cv = 5;
+  bool shuffle = false;
+  std::string scoring;  // empty: accuracy / r2
+  std::string refit_model;  // when set, the best candidate refit on all rows is saved here
+};
+absl::StatusOr<Output> RunGridSearch(const DataSourceOptions& data,
+                                     const GridSearchCommandOptions& options, ThreadPool* pool);
+
 absl::StatusOr<Output> RunTutorial(const TutorialOptions& options, ThreadPool* pool);
 
 // Writes the first `count` digits side by side as a grayscale PNG, each 8x8 image scaled up

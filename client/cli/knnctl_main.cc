@@ -107,6 +107,26 @@ int Run(int argc, char** argv) {
   auto* load = app.add_subcommand("load", "check a model file and describe it");
   load->add_option("--model", model_path, "model file")->required();
 
+  GridSearchCommandOptions grid;
+  std::string grid_k, grid_p, grid_weights, grid_algorithm, grid_leaf;
+  auto* gs = app.add_subcommand("grid-search", "exhaustive grid search with cross-validation "
+                                               "(scikit-learn's GridSearchCV)");
+  AddDataOptions(gs, &data, &random_state);
+  gs->add_option("--task", grid.task, "classifier or regressor")->capture_default_str();
+  gs->add_option("--n-neighbors,-k", grid_k, "values: 1,3,5 or a range 2:20:2 (stop exclusive)");
+  gs->add_option("--p", grid_p, "values: 1,2,3 or inf");
+  gs->add_option("--weights", grid_weights, "values: uniform,distance");
+  gs->add_option("--algorithm", grid_algorithm, "values: auto,kd_tree,ball_tree,brute");
+  gs->add_option("--leaf-size", grid_leaf, "values: 10,30 or a range");
+  gs->add_option("--grid", grid.grids,
+                 "a further grid: \"n_neighbors=1:10;p=1,2\" (repeatable, as a list of dicts)");
+  gs->add_option("--cv", grid.cv, "number of folds (StratifiedKFold for classifiers, KFold for "
+                                  "regressors)")->capture_default_str();
+  gs->add_flag("--shuffle", grid.shuffle, "shuffle before splitting into folds (--random-state)");
+  gs->add_option("--scoring", grid.scoring,
+                 "accuracy, balanced_accuracy, f1_macro | r2, neg_mean_squared_error");
+  gs->add_option("--refit-model", grid.refit_model, "save the best candidate refit on all rows");
+
   auto* tut = app.add_subcommand("tutorial", "run scikit-learn's KNN tutorial on digits");
   tut->add_option("--model", tutorial.model_path, "where to save the model (default: a temp file)");
   tut->add_option("--algorithm", tutorial.algorithm, "search algorithm")->capture_default_str();
@@ -144,6 +164,19 @@ int Run(int argc, char** argv) {
     out = RunSave(model_path, out_path);
   } else if (*load) {
     out = RunLoad(model_path);
+  } else if (*gs) {
+    std::vector<std::string> parts;
+    if (!grid_k.empty()) parts.push_back("n_neighbors=" + grid_k);
+    if (!grid_p.empty()) parts.push_back("p=" + grid_p);
+    if (!grid_weights.empty()) parts.push_back("weights=" + grid_weights);
+    if (!grid_algorithm.empty()) parts.push_back("algorithm=" + grid_algorithm);
+    if (!grid_leaf.empty()) parts.push_back("leaf_size=" + grid_leaf);
+    if (!parts.empty()) {
+      std::string first;
+      for (const auto& part : parts) first += part + ";";
+      grid.grids.insert(grid.grids.begin(), first);
+    }
+    out = RunGridSearch(data, grid, &pool);
   } else if (*tut) {
     out = RunTutorial(tutorial, &pool);
   } else if (*show) {

@@ -92,6 +92,58 @@ class KnnctlTest(unittest.TestCase):
         text = run("tutorial").stdout
         self.assertIn("test accuracy: 0.9694444444444444 (349 of 360)", text)
 
+    def test_tutorial_grid_search_matches_reference(self):
+        out = run_json("tutorial")
+        gs = out["grid_search"]
+        self.assertEqual(gs["best_params"]["n_neighbors"], 2)
+        self.assertEqual(gs["best_params"]["p"], 2)
+        self.assertEqual(gs["best_score"], 0.9671711544413494)
+        self.assertEqual(gs["best_index"], 1)
+        self.assertEqual(gs["test_accuracy_of_best_estimator"], 0.9833333333333333)
+        self.assertLessEqual(gs["neighbor_searches"], 15)
+        with open(os.path.join(DATA, "reference/digits_gridsearch_canonical.csv")) as f:
+            rows = [line.strip().split(",") for line in f][1:]
+        self.assertEqual(gs["cv_results"]["mean_test_score"], [float(r[2]) for r in rows])
+        self.assertEqual(gs["cv_results"]["split3_test_score"], [float(r[6]) for r in rows])
+
+    @need_sklearn
+    def test_grid_search_matches_sklearn_cv_results(self):
+        from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
+        from sklearn.neighbors import KNeighborsRegressor
+        rs = np.random.RandomState(7)
+        X = rs.standard_normal((240, 5))
+        y_cls = (X[:, 0] + 0.5 * rs.standard_normal(240) > 0).astype(int) + (X[:, 1] > 1)
+        y_reg = X[:, 0] * 3 + X[:, 2] ** 2 + 0.1 * rs.standard_normal(240)
+        cases = [
+            ("classifier", y_cls, KNeighborsClassifier(), "f1_macro",
+             StratifiedKFold(4, shuffle=True, random_state=3),
+             ["--cv", "4", "--shuffle", "--random-state", "3", "--scoring", "f1_macro"]),
+            ("classifier", y_cls, KNeighborsClassifier(), "balanced_accuracy",
+             StratifiedKFold(5), ["--scoring", "balanced_accuracy"]),
+            ("regressor", y_reg, KNeighborsRegressor(), "neg_mean_squared_error",
+             KFold(3, shuffle=True, random_state=0),
+             ["--cv", "3", "--shuffle", "--random-state", "0", "--scoring",
+              "neg_mean_squared_error"]),
+            ("regressor", y_reg, KNeighborsRegressor(), "r2", KFold(5), []),
+        ]
+        grid = {"n_neighbors": [1, 4, 9], "p": [1, 2], "weights": ["uniform", "distance"]}
+        for task, y, est, scoring, cv, flags in cases:
+            csv = self.path("g.csv")
+            np.savetxt(csv, np.column_stack([X, y]), delimiter=",", fmt="%.17g")
+            ours = run_json("grid-search", "--data", csv, "--task", task, "-k", "1,4,9",
+                            "--p", "1,2", "--weights", "uniform,distance", *flags)
+            ref = GridSearchCV(est, grid, cv=cv, scoring=scoring).fit(X, y)
+            for key in ("mean_test_score", "std_test_score", "split0_test_score"):
+                np.testing.assert_allclose(ours["cv_results"][key], ref.cv_results_[key],
+                                           rtol=1e-12, atol=1e-15, err_msg=f"{task} {scoring} {key}")
+            self.assertEqual(ours["cv_results"]["rank_test_score"],
+                             ref.cv_results_["rank_test_score"].tolist(), f"{task} {scoring}")
+            self.assertEqual(ours["best_index"], ref.best_index_)
+            got_params = [(p["n_neighbors"], p["p"], p["weights"]) for p in ours["cv_results"]["params"]]
+            want_params = [(p["n_neighbors"], p["p"], p["weights"]) for p in ref.cv_results_["params"]]
+            self.assertEqual(got_params, want_params)
+            self.assertEqual(ours["neighbor_searches"], cv.get_n_splits() * 2)
+
     def test_fit_score_for_every_algorithm(self):
         for algorithm in ("kd_tree", "ball_tree", "brute", "auto"):
             model = self.path(f"{algorithm}.model")
@@ -213,7 +265,7 @@ class KnnctlTest(unittest.TestCase):
 
     def test_every_command_has_help(self):
         for cmd in ("split", "fit", "score", "predict", "kneighbors", "save", "load", "tutorial",
-                    "show-digits"):
+                    "show-digits", "grid-search"):
             p = run(cmd, "--help")
             self.assertIn("Usage", p.stdout, cmd)
 

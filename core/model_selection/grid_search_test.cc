@@ -1,0 +1,152 @@
+#include "core/model_selection/grid_search.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "core/datasets/dataset.h"
+#include "gtest/gtest.h"
+
+namespace knncluster {
+namespace {
+
+struct CanonicalRow {
+  int n_neighbors;
+  double p;
+  double mean;
+  std::vector<double> splits;
+};
+
+// tests/data/reference/digits_gridsearch_canonical.csv: scikit-learn 1.2.1's cv_results_ for the
+// tutorial grid on digits, with scores under the (distance, training index) tie rule.
+std::vector<CanonicalRow> ReadCanonical() {
+  std::ifstream in(std::string(KNN_TEST_DATA_DIR) + "/reference/digits_gridsearch_canonical.csv");
+  std::vector<CanonicalRow> rows;
+  std::string line;
+  std::getline(in, line);  // header
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    std::vector<std::string> f = absl::StrSplit(line, ',');
+    CanonicalRow r;
+    double v;
+    EXPECT_TRUE(absl::SimpleAtoi(f[0], &r.n_neighbors));
+    EXPECT_TRUE(absl::SimpleAtod(f[1], &r.p));
+    EXPECT_TRUE(absl::SimpleAtod(f[2], &r.mean));
+    for (int i = 3; i < 8; ++i) {
+      EXPECT_TRUE(absl::SimpleAtod(f[i], &v));
+      r.splits.push_back(v);
+    }
+    rows.push_back(r);
+  }
+  return rows;
+}
+
+GridSearchOptions TutorialGrid() {
+  GridSearchOptions o;
+  o.base.algorithm = Algorithm::kKdTree;
+  ParamGrid g;
+  for (int k = 2; k < 20; k += 2) g.n_neighbors.push_back(k);
+  g.p = {1, 2, 3};
+  o.param_grid = {g};
+  o.cv = 5;
+  return o;
+}
+
+TEST(GridSearchTest, TutorialGridMatchesScikitLearnCvResultsExactly) {
+  auto digits = LoadDigits();
+  ASSERT_TRUE(digits.ok());
+  auto X = std::make_shared<const Matrix>(digits->features);
+  ThreadPool pool(2);
+  auto result = GridSearchCV(X, digits->targets, TutorialGrid(), &pool);
+  ASSERT_TRUE(result.ok()) << result.status();
+  const CvResults& cv = result->cv_results;
+  const std::vector<CanonicalRow> want = ReadCanonical();
+  ASSERT_EQ(want.size(), 27u);
+  ASSERT_EQ(cv.params.size(), 27u);
+  for (size_t c = 0; c < want.size(); ++c) {
+    SCOPED_TRACE(c);
+    EXPECT_EQ(cv.params[c].n_neighbors, want[c].n_neighbors);
+    EXPECT_EQ(cv.params[c].p, want[c].p);
+    EXPECT_EQ(cv.split_test_scores[c], want[c].splits);  // exact doubles
+    EXPECT_EQ(cv.mean_test_score[c], want[c].mean);
+  }
+  EXPECT_EQ(cv.best_index, 1u);
+  EXPECT_EQ(cv.best_params.n_neighbors, 2);
+  EXPECT_EQ(cv.best_params.p, 2);
+  EXPECT_EQ(cv.best_score, 0.9671711544413494);
+  EXPECT_EQ(cv.rank_test_score[1], 1);
+  // 5 folds x 3 values of p: one neighbour search each, scoring all 9 n_neighbors from it.
+  EXPECT_EQ(cv.neighbor_searches, 15);
+
+  // The refit best estimator, scored on the tutorial's test split (as the tutorial does).
+  ASSERT_TRUE(result->best_classifier.has_value());
+  auto split = TrainTestSplit(1797, TestSize::Fraction(0.2), 1337);
+  ASSERT_TRUE(split.ok());
+  Matrix X_test = Matrix::Gather(*X, split->test);
+  std::vector<double> y_test;
+  for (int64_t i : split->test) y_test.push_back(digits->targets[i]);
+  auto acc = result->best_classifier->Score(X_test, y_test, &pool);
+  ASSERT_TRUE(acc.ok());
+  EXPECT_EQ(*acc, 0.9833333333333333);
+}
+
+TEST(GridSearchTest, ParameterGridOrderIsSortedKeysLastFastest) {
+  ParamGrid g;
+  g.weights = {"uniform", "distance"};
+  g.n_neighbors = {3, 1};
+  g.algorithm = {"brute"};
+  ParamGrid g2;
+  g2.p = {1};
+  auto c = ExpandParamGrid(std::vector<ParamGrid>{g, g2}, NeighborsParams{});
+  ASSERT_TRUE(c.ok());
+  ASSERT_EQ(c->size(), 5u);
+  EXPECT_EQ((*c)[0].n_neighbors, 3);
+  EXPECT_EQ((*c)[0].weights, Weights::kUniform);
+  EXPECT_EQ((*c)[1].n_neighbors, 3);
+  EXPECT_EQ((*c)[1].weights, Weights::kDistance);
+  EXPECT_EQ((*c)[2].n_neighbors, 1);
+  EXPECT_EQ((*c)[4].p, 1);
+  EXPECT_EQ((*c)[4].n_neighbors, 5);  // the base value
+  ParamGrid bad;
+  bad.n_neighbors = {0};
+  auto e = ExpandParamGrid(std::vector<ParamGrid>{bad}, NeighborsParams{});
+  ASSERT_FALSE(e.ok());
+  EXPECT_NE(e.status().message().find("param_grid[0]"), std::string::npos) << e.status();
+}
+
+TEST(GridSearchTest, JobsShareOneSearchPerFoldAndSearchSetting) {
+  std::vector<NeighborsParams> candidates(4);
+  candidates[0].n_neighbors = 3;
+  candidates[1].n_neighbors = 9;
+  candidates[2].p = 1;
+  candidates[3].weights = Weights::kDistance;
+  auto jobs = PlanFoldJobs(candidates, 3);
+  ASSERT_EQ(jobs.size(), 6u);  // 3 folds x {p=2, p=1}
+  EXPECT_EQ(jobs[0].max_neighbors, 9);
+  EXPECT_EQ(jobs[0].candidates, (std::vector<size_t>{0, 1, 3}));
+  EXPECT_EQ(jobs[1].candidates, (std::vector<size_t>{2}));
+  EXPECT_EQ(jobs[5].fold, 2u);
+}
+
+TEST(GridSearchTest, ClearErrors) {
+  auto X = std::make_shared<const Matrix>(10, 2);
+  std::vector<double> y(10, 0);
+  for (int i = 5; i < 10; ++i) y[i] = 1;
+  GridSearchOptions o = TutorialGrid();
+  o.param_grid[0].n_neighbors = {20};
+  o.cv = 2;
+  auto r = GridSearchCV(X, y, o, nullptr);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("n_neighbors"), std::string::npos) << r.status();
+  o.scoring = Scoring::kR2;
+  r = GridSearchCV(X, y, o, nullptr);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("scoring"), std::string::npos) << r.status();
+  y.pop_back();
+  r = GridSearchCV(X, y, TutorialGrid(), nullptr);
+  EXPECT_FALSE(r.ok());
+}
+
+}  // namespace
+}  // namespace knncluster
