@@ -211,5 +211,85 @@ TEST(IndexPropertyTest, AutoResolvesByShape) {
   EXPECT_EQ(ResolveAuto(100, 3), Algorithm::kBrute);
 }
 
+// The float32 candidate filter (float_filter.h) used by brute force and by tree leaf scans for
+// p = 2 must never change an answer: on data built to stress float32 (large offsets that cancel,
+// huge and tiny magnitudes, many exact ties and duplicates, queries far outside the data) every
+// algorithm still equals the plain exact scan of every row, computed here with the same Rdist.
+std::vector<Neighbor> ExactScan(const Matrix& x, const double* q, size_t k) {
+  EuclideanMetric m;
+  TopK heap(k);
+  for (size_t i = 0; i < x.rows(); ++i) heap.Push(m.Rdist(q, x.row(i), x.cols()), static_cast<int64_t>(i));
+  return heap.TakeSorted();
+}
+
+void CheckAgainstExactScan(const Matrix& data, const Matrix& queries, size_t k, ThreadPool* pool) {
+  auto shared = std::make_shared<Matrix>(data);
+  for (Algorithm a : kAlgorithms) {
+    SCOPED_TRACE(AlgorithmName(a));
+    auto index = BuildIndex(shared, {}, {a, 30, 2});
+    ASSERT_TRUE(index.ok()) << index.status();
+    auto r = (*index)->KNeighborsRdist(queries, static_cast<int>(k), pool);
+    ASSERT_TRUE(r.ok()) << r.status();
+    for (size_t q = 0; q < queries.rows(); ++q) {
+      const std::vector<Neighbor> want = ExactScan(data, queries.row(q), r->k);
+      for (size_t j = 0; j < r->k; ++j) {
+        ASSERT_EQ(r->index(q, j), want[j].id) << "query " << q << " neighbour " << j;
+        ASSERT_EQ(r->distance(q, j), want[j].rdist) << "query " << q << " neighbour " << j;
+      }
+    }
+  }
+}
+
+TEST(IndexPropertyTest, FloatFilterKeepsExactAnswersOnStressData) {
+  ThreadPool pool(2);
+  std::mt19937 rng(2024);
+  std::normal_distribution<double> g;
+  for (size_t d : {8, 16, 33, 64, 200}) {
+    for (double offset : {0.0, 1e4, 1e8, -3e12}) {
+      for (double unit : {1.0, 1e-6, 1e-30, 1e30}) {
+        SCOPED_TRACE(absl::StrFormat("d=%d offset=%g unit=%g", d, offset, unit));
+        const size_t n = 700;
+        Matrix data(n, d);
+        for (size_t i = 0; i < n; ++i) {
+          for (size_t j = 0; j < d; ++j) {
+            // Integer grid values: many exactly equal distances; every 5th row a duplicate.
+            const double v = (i % 5 == 4) ? data.at(i - 1, j) : std::round(g(rng) * 2);
+            data.at(i, j) = offset + v * unit;
+          }
+        }
+        Matrix queries(24, d);
+        for (size_t q = 0; q < queries.rows(); ++q) {
+          for (size_t j = 0; j < d; ++j) {
+            if (q < 8) {
+              queries.at(q, j) = data.at(q * 37, j);  // training rows: distance 0, duplicates
+            } else if (q < 20) {
+              queries.at(q, j) = offset + std::round(g(rng) * 2) * unit + (q % 2) * 0.5 * unit;
+            } else {
+              queries.at(q, j) = offset + (q - 19) * 1e12 * unit;  // far outside the data
+            }
+          }
+        }
+        CheckAgainstExactScan(data, queries, 10, &pool);
+      }
+    }
+  }
+}
+
+TEST(IndexPropertyTest, FloatFilterLargeBruteForceMatchesExactScan) {
+  // Larger n and d than the oracle test, several query blocks and panel pairs, k up to n.
+  ThreadPool pool(2);
+  std::mt19937 rng(7);
+  for (const auto& [n, d, k] : std::vector<std::tuple<size_t, size_t, size_t>>{
+           {5000, 20, 10}, {1437, 64, 10}, {333, 784, 17}, {4100, 3, 50}, {97, 16, 97}}) {
+    SCOPED_TRACE(absl::StrFormat("n=%d d=%d k=%d", n, d, k));
+    Matrix data = IntegerData(n, d, 3, &rng);
+    Matrix queries = IntegerData(300, d, 3, &rng);
+    CheckAgainstExactScan(data, queries, k, &pool);
+    Matrix gdata = GaussianData(n, d, &rng);
+    Matrix gqueries = GaussianData(300, d, &rng);
+    CheckAgainstExactScan(gdata, gqueries, k, &pool);
+  }
+}
+
 }  // namespace
 }  // namespace knncluster

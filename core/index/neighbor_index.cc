@@ -13,9 +13,19 @@
 namespace knncluster {
 
 namespace {
-// Queries per ParallelFor task: big enough to amortise scheduling, small enough that the
-// scratch memory of a task stays small whatever the batch size.
-constexpr size_t kQueryBlock = 64;
+// Queries per ParallelFor task: big enough to amortise scheduling and to let brute force reuse
+// each panel of rows across many queries (float_filter.h), small enough that the scratch memory
+// of a task stays small whatever the batch size. Smaller batches are split so that every thread
+// of the pool gets work (QueryBlock).
+constexpr size_t kQueryBlock = 128;
+constexpr size_t kMinQueryBlock = 8;
+
+size_t QueryBlock(size_t num_queries, ThreadPool* pool) {
+  const size_t threads = pool == nullptr ? 1 : static_cast<size_t>(pool->num_threads());
+  // At least two tasks per thread when there are enough queries, for load balance.
+  const size_t per_task = (num_queries + 2 * threads - 1) / (2 * threads);
+  return std::max(kMinQueryBlock, std::min(kQueryBlock, per_task));
+}
 // Below this many rows brute force beats building and walking a tree.
 constexpr size_t kAutoBruteMaxRows = 2048;
 // Above this dimension trees cannot prune (scikit-learn's `auto` uses the same cut-off).
@@ -77,10 +87,11 @@ absl::StatusOr<KNeighborsResult> NeighborIndex::Search(MatrixView queries, size_
   result.k = k;
   result.distances.resize(queries.rows() * k);
   result.indices.resize(queries.rows() * k);
-  const size_t blocks = (queries.rows() + kQueryBlock - 1) / kQueryBlock;
+  const size_t block = QueryBlock(queries.rows(), pool);
+  const size_t blocks = (queries.rows() + block - 1) / block;
   ParallelFor(pool, blocks, [&](size_t b) {
-    const size_t begin = b * kQueryBlock;
-    const size_t end = std::min(queries.rows(), begin + kQueryBlock);
+    const size_t begin = b * block;
+    const size_t end = std::min(queries.rows(), begin + block);
     std::vector<Neighbor> out((end - begin) * k);
     SearchBlock(queries.Slice(begin, end), k, out.data());
     for (size_t i = 0; i < out.size(); ++i) {

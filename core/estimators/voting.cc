@@ -1,0 +1,235 @@
+#include "core/estimators/voting.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cmath>
+
+#include "absl/container/inlined_vector.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_format.h"
+#include "core/base/status_macros.h"
+
+namespace knncluster {
+
+namespace {
+
+// numpy/core/src/umath/loops_utils.h.src: pairwise_sum's unroll factor and block size.
+constexpr size_t kUnroll = 8;
+constexpr size_t kPairwiseBlock = 128;
+// numpy's default ufunc buffer size (np.getbufsize()): a reduction hands the inner loop at most
+// this many elements at a time.
+constexpr size_t kNumpyBufferSize = 8192;
+// Queries per ParallelFor task.
+constexpr size_t kQueryBlock = 256;
+
+// Scratch for one query; k is usually small.
+using Scratch = absl::InlinedVector<double, 32>;
+
+double PairwiseSum(const double* a, size_t n) {
+  if (n < kUnroll) {
+    double res = 0.;
+    for (size_t i = 0; i < n; ++i) res += a[i];
+    return res;
+  }
+  if (n <= kPairwiseBlock) {
+    double r[kUnroll];
+    for (size_t j = 0; j < kUnroll; ++j) r[j] = a[j];
+    size_t i = kUnroll;
+    for (; i < n - (n % kUnroll); i += kUnroll) {
+      for (size_t j = 0; j < kUnroll; ++j) r[j] += a[i + j];
+    }
+    double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+    for (; i < n; ++i) res += a[i];
+    return res;
+  }
+  size_t n2 = n / 2;
+  n2 -= n2 % kUnroll;
+  return PairwiseSum(a, n2) + PairwiseSum(a + n2, n - n2);
+}
+
+// The winner of VoteClass given per-neighbour weights.
+int32_t VoteWithWeights(absl::Span<const double> w, absl::Span<const int64_t> indices,
+                        absl::Span<const int32_t> labels) {
+  const size_t k = indices.size();
+  // Only classes present among the neighbours can have a positive weight; weighted_mode visits
+  // all classes in ascending order, but an absent class sums to 0 and never beats the running
+  // best (which starts at class 0 with weight 0, as weighted_mode's zeros do).
+  absl::InlinedVector<int32_t, 32> present(k);
+  for (size_t j = 0; j < k; ++j) present[j] = labels[static_cast<size_t>(indices[j])];
+  std::sort(present.begin(), present.end());
+  present.erase(std::unique(present.begin(), present.end()), present.end());
+  int32_t best = 0;
+  double best_weight = 0;
+  Scratch template_row(k);
+  for (int32_t c : present) {
+    // weighted_mode: template = zeros; template[a == score] = w[a == score]; np.sum(template).
+    for (size_t j = 0; j < k; ++j) {
+      template_row[j] = labels[static_cast<size_t>(indices[j])] == c ? w[j] : 0.0;
+    }
+    const double weight = NumpySum(template_row);
+    if (weight > best_weight) {
+      best = c;
+      best_weight = weight;
+    }
+  }
+  return best;
+}
+
+absl::Status CheckNeighbors(const KNeighborsResult& neighbors, size_t n_train) {
+  if (neighbors.k < 1) {
+    return absl::InvalidArgumentError("neighbors.k: must be >= 1, got 0");
+  }
+  const size_t total = neighbors.num_queries * neighbors.k;
+  if (neighbors.indices.size() != total || neighbors.distances.size() != total) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "neighbors: expected %d x %d indices and distances, got %d indices and %d distances",
+        neighbors.num_queries, neighbors.k, neighbors.indices.size(), neighbors.distances.size()));
+  }
+  for (size_t i = 0; i < total; ++i) {
+    const int64_t id = neighbors.indices[i];
+    if (id < 0 || static_cast<uint64_t>(id) >= n_train) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("neighbors.indices[%d][%d]: training index %d out of range [0, %d)",
+                          i / neighbors.k, i % neighbors.k, id, n_train));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckLabels(const KNeighborsResult& neighbors, absl::Span<const int32_t> labels,
+                         int32_t n_classes) {
+  if (n_classes < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("n_classes: must be >= 1, got %d", n_classes));
+  }
+  KNN_RETURN_IF_ERROR(CheckNeighbors(neighbors, labels.size()));
+  // Only the labels a neighbour refers to are read.
+  for (int64_t id : neighbors.indices) {
+    const int32_t code = labels[static_cast<size_t>(id)];
+    if (code < 0 || code >= n_classes) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("labels[%d]: class code %d out of range [0, %d)", id, code, n_classes));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Runs fn(q, distances, indices) for each query, blocked over the pool.
+template <typename F>
+void ForEachQuery(const KNeighborsResult& neighbors, ThreadPool* pool, F fn) {
+  const size_t k = neighbors.k;
+  const size_t blocks = (neighbors.num_queries + kQueryBlock - 1) / kQueryBlock;
+  ParallelFor(pool, blocks, [&](size_t b) {
+    const size_t end = std::min(neighbors.num_queries, (b + 1) * kQueryBlock);
+    for (size_t q = b * kQueryBlock; q < end; ++q) {
+      fn(q, absl::MakeConstSpan(neighbors.distances.data() + q * k, k),
+         absl::MakeConstSpan(neighbors.indices.data() + q * k, k));
+    }
+  });
+}
+
+}  // namespace
+
+double NumpySum(absl::Span<const double> values) {
+  double sum = 0.;
+  for (size_t begin = 0; begin < values.size(); begin += kNumpyBufferSize) {
+    sum += PairwiseSum(values.data() + begin, std::min(kNumpyBufferSize, values.size() - begin));
+  }
+  return sum;
+}
+
+void NeighborWeights(absl::Span<const double> distances, Weights weights, absl::Span<double> out) {
+  assert(out.size() == distances.size() || weights == Weights::kUniform);
+  if (weights == Weights::kUniform) {
+    std::fill(out.begin(), out.end(), 1.0);
+    return;
+  }
+  bool any_inf = false;
+  for (size_t j = 0; j < distances.size(); ++j) {
+    out[j] = 1.0 / distances[j];
+    any_inf = any_inf || std::isinf(out[j]);
+  }
+  if (any_inf) {
+    for (double& w : out) w = std::isinf(w) ? 1.0 : 0.0;
+  }
+}
+
+void ClassProbabilities(absl::Span<const double> distances, absl::Span<const int64_t> indices,
+                        absl::Span<const int32_t> labels, Weights weights, absl::Span<double> out) {
+  assert(!indices.empty());
+  Scratch w(indices.size());
+  NeighborWeights(distances, weights, absl::MakeSpan(w));
+  std::fill(out.begin(), out.end(), 0.0);
+  for (size_t j = 0; j < indices.size(); ++j) {
+    out[static_cast<size_t>(labels[static_cast<size_t>(indices[j])])] += w[j];
+  }
+  double normalizer = NumpySum(out);
+  if (normalizer == 0.0) normalizer = 1.0;
+  for (double& v : out) v /= normalizer;
+}
+
+int32_t VoteClass(absl::Span<const double> distances, absl::Span<const int64_t> indices,
+                  absl::Span<const int32_t> labels, int32_t n_classes, Weights weights) {
+  assert(!indices.empty() && n_classes >= 1);
+  (void)n_classes;  // codes are < n_classes by REQUIRES; absent classes never win
+  Scratch w(indices.size());
+  NeighborWeights(distances, weights, absl::MakeSpan(w));
+  return VoteWithWeights(w, indices, labels);
+}
+
+double RegressionValue(absl::Span<const double> distances, absl::Span<const int64_t> indices,
+                       absl::Span<const double> targets, Weights weights) {
+  assert(!indices.empty());
+  const size_t k = indices.size();
+  Scratch y(k);
+  for (size_t j = 0; j < k; ++j) y[j] = targets[static_cast<size_t>(indices[j])];
+  if (weights == Weights::kUniform) {
+    // np.mean(_y[neigh_ind], axis=1): the sum, then a true division by the count.
+    return NumpySum(y) / static_cast<double>(k);
+  }
+  Scratch w(k);
+  NeighborWeights(distances, weights, absl::MakeSpan(w));
+  const double denom = NumpySum(w);
+  for (size_t j = 0; j < k; ++j) y[j] *= w[j];
+  return NumpySum(y) / denom;
+}
+
+absl::StatusOr<Matrix> ClassProbabilitiesBatch(const KNeighborsResult& neighbors,
+                                               absl::Span<const int32_t> labels, int32_t n_classes,
+                                               Weights weights, ThreadPool* pool) {
+  KNN_RETURN_IF_ERROR(CheckLabels(neighbors, labels, n_classes));
+  Matrix proba(neighbors.num_queries, static_cast<size_t>(n_classes));
+  ForEachQuery(neighbors, pool,
+               [&](size_t q, absl::Span<const double> d, absl::Span<const int64_t> idx) {
+                 ClassProbabilities(d, idx, labels, weights,
+                                    absl::MakeSpan(proba.row(q), static_cast<size_t>(n_classes)));
+               });
+  return proba;
+}
+
+absl::StatusOr<std::vector<int32_t>> VoteClassBatch(const KNeighborsResult& neighbors,
+                                                    absl::Span<const int32_t> labels,
+                                                    int32_t n_classes, Weights weights,
+                                                    ThreadPool* pool) {
+  KNN_RETURN_IF_ERROR(CheckLabels(neighbors, labels, n_classes));
+  std::vector<int32_t> codes(neighbors.num_queries);
+  ForEachQuery(neighbors, pool,
+               [&](size_t q, absl::Span<const double> d, absl::Span<const int64_t> idx) {
+                 codes[q] = VoteClass(d, idx, labels, n_classes, weights);
+               });
+  return codes;
+}
+
+absl::StatusOr<std::vector<double>> RegressionBatch(const KNeighborsResult& neighbors,
+                                                    absl::Span<const double> targets,
+                                                    Weights weights, ThreadPool* pool) {
+  KNN_RETURN_IF_ERROR(CheckNeighbors(neighbors, targets.size()));
+  std::vector<double> values(neighbors.num_queries);
+  ForEachQuery(neighbors, pool,
+               [&](size_t q, absl::Span<const double> d, absl::Span<const int64_t> idx) {
+                 values[q] = RegressionValue(d, idx, targets, weights);
+               });
+  return values;
+}
+
+}  // namespace knncluster
