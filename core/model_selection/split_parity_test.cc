@@ -17,31 +17,20 @@
 #include "core/model_selection/random_state.h"
 #include "core/model_selection/split.h"
 #include "gtest/gtest.h"
+#include "tests/testing/sklearn_oracle.h"
 #include "nlohmann/json.hpp"
 
 namespace knncluster {
 namespace {
 
-constexpr char kPython[] = "/usr/bin/python3";
-
-bool InCi() {
-  const char* ci = std::getenv("CI");
-  return ci != nullptr && std::string(ci) == "true";
-}
+using testing::InCi;
+using testing::kPython;
 
 // Runs the generator for `section` into a temp file and parses it. Sets *skip_reason when the
 // Python side is unavailable.
 std::optional<nlohmann::json> Generate(const std::string& section, std::string* skip_reason) {
-  if (access(kPython, X_OK) != 0) {
-    *skip_reason = absl::StrCat(kPython, " not found; install python3-sklearn (apt)");
-    return std::nullopt;
-  }
-  if (std::system(absl::StrCat(kPython, " -c 'import numpy, sklearn' >/dev/null 2>&1").c_str()) !=
-      0) {
-    *skip_reason =
-        absl::StrCat(kPython, " cannot import numpy and sklearn; install python3-sklearn");
-    return std::nullopt;
-  }
+  *skip_reason = testing::SklearnUnavailableReason();
+  if (!skip_reason->empty()) return std::nullopt;
   const std::string out = absl::StrCat(::testing::TempDir(), "split_refs_", section, "_",
                                        static_cast<long>(getpid()), ".json");
   const std::string command = absl::StrCat(kPython, " ", KNN_SOURCE_DIR,

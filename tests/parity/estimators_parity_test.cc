@@ -27,17 +27,14 @@
 #include "core/estimators/kneighbors_classifier.h"
 #include "core/estimators/kneighbors_regressor.h"
 #include "gtest/gtest.h"
+#include "tests/testing/sklearn_oracle.h"
 #include "nlohmann/json.hpp"
 
 namespace knncluster {
 namespace {
 
-constexpr char kPython[] = "/usr/bin/python3";
-
-bool InCi() {
-  const char* ci = std::getenv("CI");
-  return ci != nullptr && std::string(ci) == "true";
-}
+using testing::InCi;
+using testing::kPython;
 
 void RemoveDir(const std::string& dir) {
   if (DIR* d = opendir(dir.c_str())) {
@@ -53,16 +50,8 @@ void RemoveDir(const std::string& dir) {
 // Runs the generator for one dataset and parses its file. Sets *skip_reason when the Python side
 // is unavailable; reports a failure (and returns nullopt) when the generator itself fails.
 std::optional<nlohmann::json> Generate(const std::string& dataset, std::string* skip_reason) {
-  if (access(kPython, X_OK) != 0) {
-    *skip_reason = absl::StrCat(kPython, " not found; install python3-sklearn (apt)");
-    return std::nullopt;
-  }
-  if (std::system(absl::StrCat(kPython, " -c 'import numpy, sklearn' >/dev/null 2>&1").c_str()) !=
-      0) {
-    *skip_reason =
-        absl::StrCat(kPython, " cannot import numpy and sklearn; install python3-sklearn");
-    return std::nullopt;
-  }
+  *skip_reason = testing::SklearnUnavailableReason();
+  if (!skip_reason->empty()) return std::nullopt;
   std::string dir = absl::StrCat(::testing::TempDir(), "estimator_refs_XXXXXX");
   if (mkdtemp(dir.data()) == nullptr) {
     ADD_FAILURE() << "mkdtemp failed in " << ::testing::TempDir();
