@@ -328,6 +328,14 @@ absl::StatusOr<Output> RunScore(const std::string& model_path, const DataSourceO
     out.json["n_correct"] = correct;
     out.json["balanced_accuracy"] = balanced;
     out.json["f1_macro"] = f1;
+    KNN_ASSIGN_OR_RETURN(ConfusionMatrixResult cm, ConfusionMatrix(y, pred));
+    Json labels = Json::array(), matrix = Json::array();
+    for (double l : cm.labels) labels.push_back(LabelJson(l, clf->class_names()));
+    for (size_t i = 0; i < cm.labels.size(); ++i) {
+      matrix.push_back(std::vector<int64_t>(cm.counts.begin() + i * cm.labels.size(),
+                                            cm.counts.begin() + (i + 1) * cm.labels.size()));
+    }
+    out.json["confusion_matrix"] = {{"labels", labels}, {"counts", matrix}};
     out.text = absl::StrFormat(
         "accuracy: %s (%d of %d)\nbalanced accuracy: %s\nmacro F1: %s\n", Num(accuracy),
         correct, y.size(), Num(balanced), Num(f1));
@@ -414,22 +422,38 @@ absl::StatusOr<Output> RunPredict(const std::string& model_path, const DataSourc
 }
 
 absl::StatusOr<Output> RunKNeighbors(const std::string& model_path, const DataSourceOptions& data,
-                                     std::optional<int> k, size_t limit, ThreadPool* pool) {
+                                     std::optional<int> k, std::optional<double> radius,
+                                     size_t limit, ThreadPool* pool) {
   KNN_ASSIGN_OR_RETURN(Model model, LoadModel(model_path));
   KNN_ASSIGN_OR_RETURN(Dataset d, LoadSelection(data));
   auto train = Share(std::move(model.X));
   KNN_ASSIGN_OR_RETURN(auto index, BuildIndex(train, {}, model.params.index_options()));
   const size_t shown = limit == 0 ? d.size() : std::min(limit, d.size());
-  KNN_ASSIGN_OR_RETURN(KNeighborsResult r,
-                       index->KNeighbors(d.features.view().Slice(0, shown),
-                                         k.value_or(model.params.n_neighbors), pool));
+  const MatrixView queries = d.features.view().Slice(0, shown);
+  // Both answers as per-query lists: [offsets[q], offsets[q+1]).
+  std::vector<size_t> offsets;
+  std::vector<double> dists;
+  std::vector<int64_t> ids;
   Output out;
   out.json["model"] = model_path;
-  out.json["n_neighbors"] = r.k;
+  if (radius) {
+    KNN_ASSIGN_OR_RETURN(RadiusResult r, index->RadiusNeighbors(queries, *radius, pool));
+    offsets = std::move(r.offsets);
+    dists = std::move(r.distances);
+    ids = std::move(r.indices);
+    out.json["radius"] = *radius;
+  } else {
+    KNN_ASSIGN_OR_RETURN(KNeighborsResult r,
+                         index->KNeighbors(queries, k.value_or(model.params.n_neighbors), pool));
+    for (size_t q = 0; q <= r.num_queries; ++q) offsets.push_back(q * r.k);
+    dists = std::move(r.distances);
+    ids = std::move(r.indices);
+    out.json["n_neighbors"] = r.k;
+  }
   Json distances = Json::array(), indices = Json::array();
-  for (size_t q = 0; q < r.num_queries; ++q) {
-    std::vector<double> dist(r.distances.begin() + q * r.k, r.distances.begin() + (q + 1) * r.k);
-    std::vector<int64_t> idx(r.indices.begin() + q * r.k, r.indices.begin() + (q + 1) * r.k);
+  for (size_t q = 0; q + 1 < offsets.size(); ++q) {
+    std::vector<double> dist(dists.begin() + offsets[q], dists.begin() + offsets[q + 1]);
+    std::vector<int64_t> idx(ids.begin() + offsets[q], ids.begin() + offsets[q + 1]);
     absl::StrAppend(&out.text, q, "\t", absl::StrJoin(idx, " "), "\t",
                     absl::StrJoin(dist, " ", [](std::string* s, double v) {
                       absl::StrAppend(s, Num(v));

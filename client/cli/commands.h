@@ -41,8 +41,10 @@ absl::StatusOr<Output> RunScore(const std::string& model_path, const DataSourceO
 // limit: print at most this many rows (0 = all).
 absl::StatusOr<Output> RunPredict(const std::string& model_path, const DataSourceOptions& data,
                                   bool proba, size_t limit, ThreadPool* pool);
+// With `radius`, every training row within that distance instead (radius_neighbors).
 absl::StatusOr<Output> RunKNeighbors(const std::string& model_path, const DataSourceOptions& data,
-                                     std::optional<int> k, size_t limit, ThreadPool* pool);
+                                     std::optional<int> k, std::optional<double> radius,
+                                     size_t limit, ThreadPool* pool);
 // Loads a model file, checks it, and writes it to out_path (in cluster mode: export).
 absl::StatusOr<Output> RunSave(const std::string& model_path, const std::string& out_path);
 // Loads a model file, checks it and describes it (in cluster mode: import).

@@ -68,6 +68,7 @@ int Run(int argc, char** argv) {
   ModelOptions model;
   std::string model_path, out_path;
   std::optional<int> k;
+  std::optional<double> radius;
   bool proba = false;
   size_t limit = 0;
   TutorialOptions tutorial;
@@ -98,6 +99,8 @@ int Run(int argc, char** argv) {
   AddDataOptions(kneighbors, &data, &random_state);
   kneighbors->add_option("--model", model_path, "model file")->required();
   kneighbors->add_option("--n-neighbors,-k", k, "neighbours per query (default: the model's)");
+  kneighbors->add_option("--radius", radius,
+                         "all training rows within this distance instead (radius_neighbors)");
   kneighbors->add_option("--limit", limit, "print at most this many rows (0: all)");
 
   auto* save = app.add_subcommand("save", "check a model file and write it to --out");
@@ -159,7 +162,7 @@ int Run(int argc, char** argv) {
   } else if (*predict) {
     out = RunPredict(model_path, data, proba, limit, &pool);
   } else if (*kneighbors) {
-    out = RunKNeighbors(model_path, data, k, limit, &pool);
+    out = RunKNeighbors(model_path, data, k, radius, limit, &pool);
   } else if (*save) {
     out = RunSave(model_path, out_path);
   } else if (*load) {

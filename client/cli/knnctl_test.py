@@ -154,6 +154,10 @@ class KnnctlTest(unittest.TestCase):
                              *SPLIT)
             self.assertEqual(score["n_correct"], 349, algorithm)
             self.assertEqual(score["score"], 0.9694444444444444, algorithm)
+            cm = score["confusion_matrix"]
+            self.assertEqual(cm["labels"], list(range(10)))
+            self.assertEqual(sum(cm["counts"][i][i] for i in range(10)), 349)
+            self.assertEqual(sum(map(sum, cm["counts"])), 360)
 
     @need_sklearn
     def test_predict_proba_and_kneighbors_match_sklearn(self):
@@ -178,6 +182,15 @@ class KnnctlTest(unittest.TestCase):
             nb = run_json("kneighbors", "--model", model, "--dataset", "digits", "--split",
                           "test", *SPLIT, "-k", "5")
             dist, ind = ref.kneighbors(Xte, 5)
+            rn = run_json("kneighbors", "--model", model, "--dataset", "digits", "--split",
+                          "test", *SPLIT, "--radius", "20", "--limit", "40")
+            from sklearn.neighbors import NearestNeighbors
+            nn = NearestNeighbors(p=int(p)).fit(Xtr)
+            rd, ri = nn.radius_neighbors(Xte[:40], 20, sort_results=True)
+            for q in range(40):
+                self.assertEqual(sorted(rn["indices"][q]), sorted(ri[q].tolist()), f"p={p} q={q}")
+                np.testing.assert_allclose(rn["distances"][q], np.sort(rd[q]), rtol=1e-12)
+                self.assertEqual(rn["distances"][q], sorted(rn["distances"][q]))
             np.testing.assert_allclose(np.array(nb["distances"]), dist, rtol=1e-12)
             # Where sklearn's order is ambiguous (equal distances), ours is (distance, index).
             ours_ind = np.array(nb["indices"])
