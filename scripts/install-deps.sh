@@ -10,6 +10,9 @@ packages=(
   # C++ libraries
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev
   libpng-dev zlib1g-dev
+  # gRPC and Protocol Buffers (the -dev packages do not pull protoc or libprotobuf-dev)
+  libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
+  python3-grpcio python3-protobuf
   # scikit-learn as the test oracle and benchmark reference; FAISS and OpenBLAS for benchmarks
   python3 python3-numpy python3-sklearn python3-faiss libopenblas0-openmp
 )

@@ -1,0 +1,46 @@
+// Conversions between wire types (knncluster::v1) and core types (knncluster), written once and
+// used by the worker, the coordinator and the C++ client. Every FromProto validates: a bad value
+// is an InvalidArgument whose message names the field (prefixed with `field`, e.g.
+// "queries.rows: expected 64 features, got 63"), so a handler can reject a request before it
+// touches shared state.
+// Thread-safe: pure functions.
+#ifndef KNNCLUSTER_RPC_CONVERT_H_
+#define KNNCLUSTER_RPC_CONVERT_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "core/base/matrix.h"
+#include "core/estimators/model_io.h"
+#include "core/estimators/params.h"
+#include "core/index/neighbor_index.h"
+#include "knncluster/v1/common.pb.h"
+
+namespace knncluster::rpc {
+
+// Matrix: shape and length checked (values.size() == rows * cols); with `require_finite`, every
+// value finite ("queries.values[3][7]: value nan is not finite").
+absl::StatusOr<Matrix> FromProto(const v1::Matrix& m, const std::string& field,
+                                 bool require_finite = true);
+void ToProto(MatrixView m, v1::Matrix* out);
+
+// NeighborsParams: unset fields take scikit-learn's defaults; values validated
+// ("params.n_neighbors: must be >= 1, got 0", "params.p: ...").
+absl::StatusOr<NeighborsParams> FromProto(const v1::NeighborsParams& p, const std::string& field);
+void ToProto(const NeighborsParams& p, v1::NeighborsParams* out);
+
+v1::Algorithm ToProto(Algorithm a);
+absl::StatusOr<Algorithm> FromProto(v1::Algorithm a, const std::string& field);
+v1::Task ToProto(Model::Task t);
+absl::StatusOr<Model::Task> FromProto(v1::Task t, const std::string& field);
+
+// Neighbors (either reduced or true distances; the caller knows which).
+void ToProto(const KNeighborsResult& r, v1::Neighbors* out);
+absl::StatusOr<KNeighborsResult> FromProto(const v1::Neighbors& n, const std::string& field);
+
+// Names of datasets and models: [A-Za-z0-9_.-]{1,128}, not "." or "..".
+absl::Status ValidateName(const std::string& name, const std::string& field);
+
+}  // namespace knncluster::rpc
+
+#endif  // KNNCLUSTER_RPC_CONVERT_H_

@@ -1,0 +1,71 @@
+#include "rpc/convert.h"
+
+#include <cmath>
+
+#include "gtest/gtest.h"
+#include "rpc/status.h"
+
+namespace knncluster::rpc {
+namespace {
+
+TEST(ConvertTest, MatrixRoundTripAndShapeErrors) {
+  Matrix m(2, 3, {1, 2, 3, 4, 5, 6});
+  v1::Matrix p;
+  ToProto(m, &p);
+  auto back = FromProto(p, "queries");
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->values(), m.values());
+  p.add_values(7);
+  auto bad = FromProto(p, "queries");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().message(), "queries.values: expected rows * cols = 2 * 3 values, got 7");
+  p.mutable_values()->RemoveLast();
+  p.set_values(4, std::nan(""));
+  bad = FromProto(p, "queries");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("queries.row[1][1]"), std::string::npos) << bad.status();
+  p.set_rows(uint64_t{1} << 62);
+  EXPECT_FALSE(FromProto(p, "queries").ok());
+}
+
+TEST(ConvertTest, ParamsDefaultsChebyshevAndErrors) {
+  v1::NeighborsParams p;
+  auto d = FromProto(p, "params");
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->n_neighbors, 5);
+  EXPECT_EQ(d->p, 2);
+  p.set_metric(v1::METRIC_CHEBYSHEV);
+  auto c = FromProto(p, "params");
+  ASSERT_TRUE(c.ok());
+  EXPECT_TRUE(std::isinf(c->p));
+  v1::NeighborsParams round;
+  ToProto(*c, &round);
+  EXPECT_EQ(round.metric(), v1::METRIC_CHEBYSHEV);
+  p.set_metric(v1::METRIC_MINKOWSKI);
+  p.set_p(0.5);
+  auto bad = FromProto(p, "params");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("params.p"), std::string::npos) << bad.status();
+  p.set_p(2);
+  p.set_n_neighbors(0);
+  bad = FromProto(p, "params");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("params.n_neighbors"), std::string::npos) << bad.status();
+  p.set_n_neighbors(3);
+  p.set_algorithm(static_cast<v1::Algorithm>(42));
+  EXPECT_FALSE(FromProto(p, "params").ok());
+}
+
+TEST(ConvertTest, NamesAndStatus) {
+  EXPECT_TRUE(ValidateName("digits-train_1.v2", "dataset").ok());
+  EXPECT_FALSE(ValidateName("", "dataset").ok());
+  EXPECT_FALSE(ValidateName("../etc", "dataset").ok());
+  EXPECT_FALSE(ValidateName("..", "dataset").ok());
+  auto g = ToGrpcStatus(absl::NotFoundError("model: no model named \"x\""));
+  EXPECT_EQ(g.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(FromGrpcStatus(g), absl::NotFoundError("model: no model named \"x\""));
+  EXPECT_TRUE(ToGrpcStatus(absl::OkStatus()).ok());
+}
+
+}  // namespace
+}  // namespace knncluster::rpc
