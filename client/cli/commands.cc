@@ -1,29 +1,26 @@
 #include "client/cli/commands.h"
 
 #include <charconv>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <optional>
-#include <variant>
 
 #include "absl/status/status.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "client/cli/png_writer.h"
 #include "core/base/status_macros.h"
 #include "core/datasets/dataset.h"
-#include "core/estimators/kneighbors_classifier.h"
-#include "core/estimators/kneighbors_regressor.h"
 #include "core/estimators/metrics.h"
 #include "core/estimators/model_io.h"
-#include "core/estimators/outlier_detector.h"
 #include "core/index/metric.h"
 #include "core/model_selection/grid_search.h"
-#include "absl/strings/numbers.h"
-#include "absl/strings/str_split.h"
-#include "absl/strings/strip.h"
 
 namespace knncluster::cli {
 namespace {
@@ -35,35 +32,6 @@ std::string Num(double v) {
   char buf[64];
   auto r = std::to_chars(buf, buf + sizeof(buf), v);
   return std::string(buf, r.ptr);
-}
-
-// A fitted estimator of any task, as read from a model file.
-using Estimator = std::variant<KNeighborsClassifier, KNeighborsRegressor, OutlierDetector>;
-
-absl::StatusOr<Estimator> FromModel(Model model, ThreadPool* pool) {
-  switch (model.task) {
-    case Model::Task::kClassifier: {
-      KNN_ASSIGN_OR_RETURN(auto e, KNeighborsClassifier::FromModel(std::move(model)));
-      return Estimator(std::move(e));
-    }
-    case Model::Task::kRegressor: {
-      KNN_ASSIGN_OR_RETURN(auto e, KNeighborsRegressor::FromModel(std::move(model)));
-      return Estimator(std::move(e));
-    }
-    case Model::Task::kOutlier:
-      break;
-  }
-  KNN_ASSIGN_OR_RETURN(auto e, OutlierDetector::FromModel(std::move(model), pool));
-  return Estimator(std::move(e));
-}
-
-absl::StatusOr<Estimator> LoadEstimator(const std::string& path, ThreadPool* pool) {
-  KNN_ASSIGN_OR_RETURN(Model model, LoadModel(path));
-  return FromModel(std::move(model), pool);
-}
-
-absl::StatusOr<Model> ToModel(const Estimator& e) {
-  return std::visit([](const auto& x) { return x.ToModel(); }, e);
 }
 
 // The label as a user wrote it: its class name, or the number.
@@ -122,32 +90,29 @@ std::string ParamsText(const NeighborsParams& p) {
                          p.leaf_size, Minkowski::Create(p.p).value().ToString());
 }
 
-Json ModelJson(const Model& m, const std::string& path) {
+Json ModelJson(const ModelDesc& m) {
   Json j;
-  j["model"] = path;
+  j["model"] = m.model;
   j["task"] = TaskName(m.task);
   j["params"] = ParamsJson(m.params);
-  j["n_samples"] = m.X.rows();
-  j["n_features"] = m.X.cols();
-  if (!m.dataset_name.empty()) j["dataset"] = m.dataset_name;
-  if (m.task == Model::Task::kOutlier) {
-    j["contamination"] = m.contamination;
-    if (m.threshold) j["threshold"] = *m.threshold;
-  }
+  j["n_samples"] = m.rows;
+  j["n_features"] = m.cols;
+  if (!m.dataset.empty()) j["dataset"] = m.dataset;
+  if (m.task == Model::Task::kOutlier && m.threshold) j["threshold"] = *m.threshold;
   return j;
 }
 
 absl::StatusOr<NeighborsParams> ParamsFrom(const ModelOptions& o) {
-  NeighborsParams p;
-  p.n_neighbors = o.n_neighbors;
-  if (o.task == "outlier" && !o.n_neighbors_set) p.n_neighbors = 1;
-  KNN_ASSIGN_OR_RETURN(p.weights, ParseWeights(o.weights));
-  KNN_ASSIGN_OR_RETURN(p.algorithm, ParseAlgorithm(o.algorithm));
-  p.leaf_size = o.leaf_size;
-  KNN_ASSIGN_OR_RETURN(Minkowski metric, Minkowski::Parse(o.p));
-  p.p = metric.p();
-  KNN_RETURN_IF_ERROR(p.Validate());
-  return p;
+  const int k = (o.task == "outlier" && !o.n_neighbors_set) ? 1 : o.n_neighbors;
+  return ParseParams(k, o.weights, o.algorithm, o.leaf_size, o.p);
+}
+
+absl::StatusOr<Model::Task> TaskFrom(const std::string& task) {
+  if (task == "classifier") return Model::Task::kClassifier;
+  if (task == "regressor") return Model::Task::kRegressor;
+  if (task == "outlier") return Model::Task::kOutlier;
+  return absl::InvalidArgumentError(
+      absl::StrCat("task: expected classifier, regressor or outlier, got \"", task, "\""));
 }
 
 // "1,3,5" or "2:20:2" (start:stop[:step], stop exclusive, as Python's range).
@@ -242,14 +207,62 @@ Json BestJson(const CvResults& cv) {
 
 std::shared_ptr<const Matrix> Share(Matrix m) { return std::make_shared<const Matrix>(std::move(m)); }
 
+
+// Per-query neighbour lists as JSON and text: query q's are [offsets[q], offsets[q+1]).
+void AppendNeighbors(const std::vector<size_t>& offsets, const std::vector<double>& dists,
+                     const std::vector<int64_t>& ids, Output* out) {
+  Json distances = Json::array(), indices = Json::array();
+  for (size_t q = 0; q + 1 < offsets.size(); ++q) {
+    std::vector<double> dist(dists.begin() + offsets[q], dists.begin() + offsets[q + 1]);
+    std::vector<int64_t> idx(ids.begin() + offsets[q], ids.begin() + offsets[q + 1]);
+    absl::StrAppend(&out->text, q, "\t", absl::StrJoin(idx, " "), "\t",
+                    absl::StrJoin(dist, " ", [](std::string* s, double v) {
+                      absl::StrAppend(s, Num(v));
+                    }), "\n");
+    distances.push_back(std::move(dist));
+    indices.push_back(std::move(idx));
+  }
+  out->json["distances"] = distances;
+  out->json["indices"] = indices;
+}
+
+// Accuracy, balanced accuracy, macro F1 and the confusion matrix of predictions.
+absl::Status AppendClassifierScores(const std::vector<double>& y, const std::vector<double>& pred,
+                                    const std::vector<std::string>& class_names, Output* out) {
+  KNN_ASSIGN_OR_RETURN(double accuracy, AccuracyScore(y, pred));
+  KNN_ASSIGN_OR_RETURN(double balanced, BalancedAccuracyScore(y, pred));
+  KNN_ASSIGN_OR_RETURN(double f1, F1ScoreMacro(y, pred));
+  KNN_ASSIGN_OR_RETURN(ConfusionMatrixResult cm, ConfusionMatrix(y, pred));
+  size_t correct = 0;
+  for (size_t i = 0; i < y.size(); ++i) correct += (y[i] == pred[i]);
+  out->json["task"] = "classifier";
+  out->json["metric"] = "accuracy";
+  out->json["score"] = accuracy;
+  out->json["n_correct"] = correct;
+  out->json["balanced_accuracy"] = balanced;
+  out->json["f1_macro"] = f1;
+  Json labels = Json::array(), matrix = Json::array();
+  for (double l : cm.labels) labels.push_back(LabelJson(l, class_names));
+  for (size_t i = 0; i < cm.labels.size(); ++i) {
+    matrix.push_back(std::vector<int64_t>(cm.counts.begin() + i * cm.labels.size(),
+                                          cm.counts.begin() + (i + 1) * cm.labels.size()));
+  }
+  out->json["confusion_matrix"] = {{"labels", labels}, {"counts", matrix}};
+  out->text = absl::StrFormat(
+      "accuracy: %s (%d of %d)\nbalanced accuracy: %s\nmacro F1: %s\n", Num(accuracy), correct,
+      y.size(), Num(balanced), Num(f1));
+  return absl::OkStatus();
+}
+
 }  // namespace
 
-absl::StatusOr<Output> RunSplit(const DataSourceOptions& data) {
-  KNN_ASSIGN_OR_RETURN(Dataset d, LoadSource(data));
-  KNN_ASSIGN_OR_RETURN(TrainTestIndices split, SplitFor(data, static_cast<int64_t>(d.size())));
+absl::StatusOr<Output> RunSplit(Engine* engine, const DataSourceOptions& data) {
+  KNN_ASSIGN_OR_RETURN(TrainTestIndices split, engine->Split(data));
+  const std::string name = data.dataset.empty() ? data.data_file : data.dataset;
+  const size_t n = split.train.size() + split.test.size();
   Output out;
-  out.json["dataset"] = d.name;
-  out.json["n_samples"] = d.size();
+  out.json["dataset"] = name;
+  out.json["n_samples"] = n;
   out.json["test_size"] = data.test_size;
   out.json["random_state"] = data.random_state ? Json(*data.random_state) : Json(nullptr);
   out.json["shuffle"] = data.shuffle;
@@ -257,91 +270,45 @@ absl::StatusOr<Output> RunSplit(const DataSourceOptions& data) {
   out.json["n_test"] = split.test.size();
   out.json["train"] = split.train;
   out.json["test"] = split.test;
-  out.text = absl::StrFormat("%s: %d samples -> %d train, %d test\ntrain: %s\ntest: %s\n", d.name,
-                             d.size(), split.train.size(), split.test.size(),
+  out.text = absl::StrFormat("%s: %d samples -> %d train, %d test\ntrain: %s\ntest: %s\n", name,
+                             n, split.train.size(), split.test.size(),
                              absl::StrJoin(split.train, " "), absl::StrJoin(split.test, " "));
   return out;
 }
 
-absl::StatusOr<Output> RunFit(const DataSourceOptions& data, const ModelOptions& options,
-                              const std::string& model_path, ThreadPool* pool) {
-  KNN_ASSIGN_OR_RETURN(NeighborsParams params, ParamsFrom(options));
-  KNN_ASSIGN_OR_RETURN(Dataset d, LoadSelection(data));
-  Estimator estimator;
-  if (options.task == "classifier" || options.task == "regressor") {
-    if (d.targets.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "labels: fitting a ", options.task, " needs labels (give --label-column or --labels)"));
-    }
-  }
-  if (options.task == "classifier") {
-    KNeighborsClassifier clf(params);
-    KNN_RETURN_IF_ERROR(clf.Fit(Share(std::move(d.features)), d.targets, d.class_names));
-    estimator = std::move(clf);
-  } else if (options.task == "regressor") {
-    KNeighborsRegressor reg(params);
-    KNN_RETURN_IF_ERROR(reg.Fit(Share(std::move(d.features)), d.targets));
-    estimator = std::move(reg);
-  } else if (options.task == "outlier") {
-    OutlierParams op;
-    op.neighbors = params;
-    op.contamination = options.contamination;
-    op.threshold = options.threshold;
-    OutlierDetector det(op);
-    KNN_RETURN_IF_ERROR(det.Fit(Share(std::move(d.features)), pool));
-    estimator = std::move(det);
-  } else {
+absl::StatusOr<Output> RunFit(Engine* engine, const DataSourceOptions& data,
+                              const ModelOptions& options, const std::string& model) {
+  FitSpec spec;
+  KNN_ASSIGN_OR_RETURN(spec.task, TaskFrom(options.task));
+  KNN_ASSIGN_OR_RETURN(spec.params, ParamsFrom(options));
+  spec.contamination = options.contamination;
+  spec.threshold = options.threshold;
+  KNN_ASSIGN_OR_RETURN(Selection rows, engine->Select(data));
+  if (spec.task != Model::Task::kOutlier && rows.data.targets.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "task: expected classifier, regressor or outlier, got \"", options.task, "\""));
+        "labels: fitting a ", options.task, " needs labels (give --label-column or --labels)"));
   }
-  KNN_ASSIGN_OR_RETURN(Model model, ToModel(estimator));
-  model.dataset_name = d.name;
-  model.feature_names = d.feature_names;
-  KNN_RETURN_IF_ERROR(SaveModel(model_path, model));
+  KNN_ASSIGN_OR_RETURN(ModelDesc desc, engine->Fit(model, rows, spec));
   Output out;
-  out.json = ModelJson(model, model_path);
-  out.text = absl::StrFormat("fitted %s (%s) on %d samples x %d features; saved to %s\n",
-                             TaskName(model.task), ParamsText(model.params), model.X.rows(),
-                             model.X.cols(), model_path);
-  if (model.threshold) absl::StrAppendFormat(&out.text, "outlier threshold: %s\n", Num(*model.threshold));
+  out.json = ModelJson(desc);
+  out.text = absl::StrFormat("fitted %s (%s) on %d samples x %d features; saved as %s\n",
+                             TaskName(desc.task), ParamsText(desc.params), desc.rows, desc.cols,
+                             model);
+  if (desc.threshold) absl::StrAppendFormat(&out.text, "outlier threshold: %s\n", Num(*desc.threshold));
   return out;
 }
 
-absl::StatusOr<Output> RunScore(const std::string& model_path, const DataSourceOptions& data,
-                                ThreadPool* pool) {
-  KNN_ASSIGN_OR_RETURN(Estimator estimator, LoadEstimator(model_path, pool));
-  KNN_ASSIGN_OR_RETURN(Dataset d, LoadSelection(data));
+absl::StatusOr<Output> RunScore(Engine* engine, const std::string& model,
+                                const DataSourceOptions& data) {
+  KNN_ASSIGN_OR_RETURN(ModelDesc desc, engine->Describe(model));
+  KNN_ASSIGN_OR_RETURN(Selection rows, engine->Select(data));
+  KNN_ASSIGN_OR_RETURN(std::vector<double> pred, engine->Predict(desc, rows));
   Output out;
-  out.json["model"] = model_path;
-  out.json["n_samples"] = d.size();
-  if (auto* clf = std::get_if<KNeighborsClassifier>(&estimator)) {
-    KNN_ASSIGN_OR_RETURN(std::vector<double> y, AlignLabels(d, clf->class_names()));
-    KNN_ASSIGN_OR_RETURN(std::vector<double> pred, clf->Predict(d.features, pool));
-    KNN_ASSIGN_OR_RETURN(double accuracy, AccuracyScore(y, pred));
-    KNN_ASSIGN_OR_RETURN(double balanced, BalancedAccuracyScore(y, pred));
-    KNN_ASSIGN_OR_RETURN(double f1, F1ScoreMacro(y, pred));
-    size_t correct = 0;
-    for (size_t i = 0; i < y.size(); ++i) correct += (y[i] == pred[i]);
-    out.json["task"] = "classifier";
-    out.json["metric"] = "accuracy";
-    out.json["score"] = accuracy;
-    out.json["n_correct"] = correct;
-    out.json["balanced_accuracy"] = balanced;
-    out.json["f1_macro"] = f1;
-    KNN_ASSIGN_OR_RETURN(ConfusionMatrixResult cm, ConfusionMatrix(y, pred));
-    Json labels = Json::array(), matrix = Json::array();
-    for (double l : cm.labels) labels.push_back(LabelJson(l, clf->class_names()));
-    for (size_t i = 0; i < cm.labels.size(); ++i) {
-      matrix.push_back(std::vector<int64_t>(cm.counts.begin() + i * cm.labels.size(),
-                                            cm.counts.begin() + (i + 1) * cm.labels.size()));
-    }
-    out.json["confusion_matrix"] = {{"labels", labels}, {"counts", matrix}};
-    out.text = absl::StrFormat(
-        "accuracy: %s (%d of %d)\nbalanced accuracy: %s\nmacro F1: %s\n", Num(accuracy),
-        correct, y.size(), Num(balanced), Num(f1));
-  } else if (auto* reg = std::get_if<KNeighborsRegressor>(&estimator)) {
-    KNN_ASSIGN_OR_RETURN(std::vector<double> y, AlignLabels(d, {}));
-    KNN_ASSIGN_OR_RETURN(std::vector<double> pred, reg->Predict(d.features, pool));
+  if (desc.task == Model::Task::kClassifier) {
+    KNN_ASSIGN_OR_RETURN(std::vector<double> y, AlignLabels(rows.data, desc.class_names));
+    KNN_RETURN_IF_ERROR(AppendClassifierScores(y, pred, desc.class_names, &out));
+  } else if (desc.task == Model::Task::kRegressor) {
+    KNN_ASSIGN_OR_RETURN(std::vector<double> y, AlignLabels(rows.data, {}));
     KNN_ASSIGN_OR_RETURN(double r2, R2Score(y, pred));
     KNN_ASSIGN_OR_RETURN(double mse, MeanSquaredError(y, pred));
     out.json["task"] = "regressor";
@@ -350,69 +317,67 @@ absl::StatusOr<Output> RunScore(const std::string& model_path, const DataSourceO
     out.json["mean_squared_error"] = mse;
     out.text = absl::StrFormat("R²: %s\nmean squared error: %s\n", Num(r2), Num(mse));
   } else {
-    const auto& det = std::get<OutlierDetector>(estimator);
-    KNN_ASSIGN_OR_RETURN(std::vector<int> pred, det.Predict(d.features, pool));
-    const size_t outliers = std::count(pred.begin(), pred.end(), -1);
+    const size_t outliers = std::count(pred.begin(), pred.end(), -1.0);
     const double fraction = pred.empty() ? 0.0 : static_cast<double>(outliers) / pred.size();
     out.json["task"] = "outlier";
     out.json["metric"] = "outlier_fraction";
     out.json["score"] = fraction;
     out.json["n_outliers"] = outliers;
-    out.json["threshold"] = det.threshold();
-    out.text = absl::StrFormat("outliers: %d of %d (%s) at threshold %s\n", outliers,
-                               pred.size(), Num(fraction), Num(det.threshold()));
+    out.json["threshold"] = desc.threshold.value_or(0);
+    out.text = absl::StrFormat("outliers: %d of %d (%s) at threshold %s\n", outliers, pred.size(),
+                               Num(fraction), Num(desc.threshold.value_or(0)));
   }
+  out.json["model"] = model;
+  out.json["n_samples"] = pred.size();
+  if (auto server = engine->ServerScore(desc, rows)) out.json["server_score"] = *server;
   return out;
 }
 
-absl::StatusOr<Output> RunPredict(const std::string& model_path, const DataSourceOptions& data,
-                                  bool proba, size_t limit, ThreadPool* pool) {
-  KNN_ASSIGN_OR_RETURN(Estimator estimator, LoadEstimator(model_path, pool));
-  KNN_ASSIGN_OR_RETURN(Dataset d, LoadSelection(data));
-  const size_t shown = limit == 0 ? d.size() : std::min(limit, d.size());
-  MatrixView rows = d.features.view().Slice(0, shown);
+absl::StatusOr<Output> RunPredict(Engine* engine, const std::string& model,
+                                  const DataSourceOptions& data, bool proba, size_t limit) {
+  KNN_ASSIGN_OR_RETURN(ModelDesc desc, engine->Describe(model));
+  KNN_ASSIGN_OR_RETURN(Selection all, engine->Select(data));
+  const Selection rows = Head(all, limit);
+  KNN_ASSIGN_OR_RETURN(std::vector<double> pred, engine->Predict(desc, rows));
   Output out;
-  out.json["model"] = model_path;
+  out.json["model"] = model;
   Json predictions = Json::array();
-  if (auto* clf = std::get_if<KNeighborsClassifier>(&estimator)) {
-    KNN_ASSIGN_OR_RETURN(std::vector<double> pred, clf->Predict(rows, pool));
+  if (desc.task == Model::Task::kClassifier) {
     for (size_t i = 0; i < pred.size(); ++i) {
-      predictions.push_back(LabelJson(pred[i], clf->class_names()));
-      absl::StrAppend(&out.text, i, "\t", LabelText(pred[i], clf->class_names()), "\n");
+      predictions.push_back(LabelJson(pred[i], desc.class_names));
+      absl::StrAppend(&out.text, i, "\t", LabelText(pred[i], desc.class_names), "\n");
     }
     if (proba) {
-      KNN_ASSIGN_OR_RETURN(Matrix p, clf->PredictProba(rows, pool));
+      KNN_ASSIGN_OR_RETURN(Matrix p, engine->PredictProba(desc, rows));
       Json classes = Json::array(), probs = Json::array();
-      for (double c : clf->classes()) classes.push_back(LabelJson(c, clf->class_names()));
-      out.text.clear();
-      absl::StrAppend(&out.text, "row\tprediction\t", absl::StrJoin(classes, "\t", [](std::string* s, const Json& c) {
-                        absl::StrAppend(s, c.is_string() ? c.get<std::string>() : c.dump());
-                      }), "\n");
+      for (double c : desc.classes) classes.push_back(LabelJson(c, desc.class_names));
+      out.text = absl::StrCat("row\tprediction\t",
+                              absl::StrJoin(classes, "\t", [](std::string* s, const Json& c) {
+                                absl::StrAppend(s, c.is_string() ? c.get<std::string>() : c.dump());
+                              }),
+                              "\n");
       for (size_t i = 0; i < p.rows(); ++i) {
         std::vector<double> row(p.row(i), p.row(i) + p.cols());
-        probs.push_back(row);
-        absl::StrAppend(&out.text, i, "\t", LabelText(pred[i], clf->class_names()), "\t",
+        absl::StrAppend(&out.text, i, "\t", LabelText(pred[i], desc.class_names), "\t",
                         absl::StrJoin(row, "\t", [](std::string* s, double v) {
                           absl::StrAppendFormat(s, "%.6g", v);
                         }), "\n");
+        probs.push_back(std::move(row));
       }
       out.json["classes"] = classes;
       out.json["probabilities"] = probs;
     }
-  } else if (auto* reg = std::get_if<KNeighborsRegressor>(&estimator)) {
-    KNN_ASSIGN_OR_RETURN(std::vector<double> pred, reg->Predict(rows, pool));
+  } else if (desc.task == Model::Task::kRegressor) {
     for (size_t i = 0; i < pred.size(); ++i) {
       predictions.push_back(pred[i]);
       absl::StrAppendFormat(&out.text, "%d\t%s\n", i, Num(pred[i]));
     }
   } else {
-    const auto& det = std::get<OutlierDetector>(estimator);
-    KNN_ASSIGN_OR_RETURN(std::vector<int> pred, det.Predict(rows, pool));
-    KNN_ASSIGN_OR_RETURN(std::vector<double> scores, det.ScoreSamples(rows, pool));
+    KNN_ASSIGN_OR_RETURN(std::vector<double> scores, engine->OutlierScores(desc, rows));
     out.json["scores"] = scores;
-    out.json["threshold"] = det.threshold();
+    out.json["threshold"] = desc.threshold.value_or(0);
     for (size_t i = 0; i < pred.size(); ++i) {
-      predictions.push_back(pred[i]);
+      predictions.push_back(static_cast<int>(pred[i]));
       absl::StrAppendFormat(&out.text, "%d\t%s\t%s\n", i, pred[i] < 0 ? "outlier" : "inlier",
                             Num(scores[i]));
     }
@@ -421,71 +386,49 @@ absl::StatusOr<Output> RunPredict(const std::string& model_path, const DataSourc
   return out;
 }
 
-absl::StatusOr<Output> RunKNeighbors(const std::string& model_path, const DataSourceOptions& data,
-                                     std::optional<int> k, std::optional<double> radius,
-                                     size_t limit, ThreadPool* pool) {
-  KNN_ASSIGN_OR_RETURN(Model model, LoadModel(model_path));
-  KNN_ASSIGN_OR_RETURN(Dataset d, LoadSelection(data));
-  auto train = Share(std::move(model.X));
-  KNN_ASSIGN_OR_RETURN(auto index, BuildIndex(train, {}, model.params.index_options()));
-  const size_t shown = limit == 0 ? d.size() : std::min(limit, d.size());
-  const MatrixView queries = d.features.view().Slice(0, shown);
-  // Both answers as per-query lists: [offsets[q], offsets[q+1]).
-  std::vector<size_t> offsets;
-  std::vector<double> dists;
-  std::vector<int64_t> ids;
+absl::StatusOr<Output> RunKNeighbors(Engine* engine, const std::string& model,
+                                     const DataSourceOptions& data, std::optional<int> k,
+                                     std::optional<double> radius, size_t limit) {
+  KNN_ASSIGN_OR_RETURN(ModelDesc desc, engine->Describe(model));
+  KNN_ASSIGN_OR_RETURN(Selection all, engine->Select(data));
+  const Selection rows = Head(all, limit);
   Output out;
-  out.json["model"] = model_path;
+  out.json["model"] = model;
   if (radius) {
-    KNN_ASSIGN_OR_RETURN(RadiusResult r, index->RadiusNeighbors(queries, *radius, pool));
-    offsets = std::move(r.offsets);
-    dists = std::move(r.distances);
-    ids = std::move(r.indices);
+    KNN_ASSIGN_OR_RETURN(RadiusResult r, engine->RadiusNeighbors(desc, rows, *radius));
     out.json["radius"] = *radius;
+    AppendNeighbors(r.offsets, r.distances, r.indices, &out);
   } else {
-    KNN_ASSIGN_OR_RETURN(KNeighborsResult r,
-                         index->KNeighbors(queries, k.value_or(model.params.n_neighbors), pool));
+    KNN_ASSIGN_OR_RETURN(KNeighborsResult r, engine->KNeighbors(desc, rows, k));
+    std::vector<size_t> offsets;
     for (size_t q = 0; q <= r.num_queries; ++q) offsets.push_back(q * r.k);
-    dists = std::move(r.distances);
-    ids = std::move(r.indices);
     out.json["n_neighbors"] = r.k;
+    AppendNeighbors(offsets, r.distances, r.indices, &out);
   }
-  Json distances = Json::array(), indices = Json::array();
-  for (size_t q = 0; q + 1 < offsets.size(); ++q) {
-    std::vector<double> dist(dists.begin() + offsets[q], dists.begin() + offsets[q + 1]);
-    std::vector<int64_t> idx(ids.begin() + offsets[q], ids.begin() + offsets[q + 1]);
-    absl::StrAppend(&out.text, q, "\t", absl::StrJoin(idx, " "), "\t",
-                    absl::StrJoin(dist, " ", [](std::string* s, double v) {
-                      absl::StrAppend(s, Num(v));
-                    }), "\n");
-    distances.push_back(std::move(dist));
-    indices.push_back(std::move(idx));
-  }
-  out.json["distances"] = distances;
-  out.json["indices"] = indices;
   return out;
 }
 
-absl::StatusOr<Output> RunSave(const std::string& model_path, const std::string& out_path) {
-  KNN_ASSIGN_OR_RETURN(Model model, LoadModel(model_path));
-  KNN_RETURN_IF_ERROR(SaveModel(out_path, model));
+absl::StatusOr<Output> RunSave(Engine* engine, const std::string& model,
+                               const std::string& out_path) {
+  KNN_ASSIGN_OR_RETURN(ModelDesc desc, engine->Describe(model));
+  KNN_RETURN_IF_ERROR(engine->Save(desc, out_path));
   Output out;
-  out.json = ModelJson(model, out_path);
-  out.json["source"] = model_path;
-  out.text = absl::StrFormat("saved %s model from %s to %s\n", TaskName(model.task), model_path,
-                             out_path);
+  out.json = ModelJson(desc);
+  out.json["out"] = out_path;
+  out.text = absl::StrFormat("saved %s model %s to %s\n", TaskName(desc.task), model, out_path);
   return out;
 }
 
-absl::StatusOr<Output> RunLoad(const std::string& model_path) {
-  KNN_ASSIGN_OR_RETURN(Model model, LoadModel(model_path));
-  // Rebuilding the estimator checks everything a later command would need.
-  KNN_RETURN_IF_ERROR(FromModel(model, nullptr).status());
+absl::StatusOr<Output> RunLoad(Engine* engine, const std::string& path, const std::string& name) {
+  // Local mode: parse the file fully (rebuilding the estimator checks everything).
+  if (engine->where() == "local") KNN_RETURN_IF_ERROR(LoadModel(path).status());
+  KNN_ASSIGN_OR_RETURN(ModelDesc desc, engine->Load(path, name));
   Output out;
-  out.json = ModelJson(model, model_path);
-  out.text = absl::StrFormat("%s: %s model (%s), %d samples x %d features\n", model_path,
-                             TaskName(model.task), ParamsText(model.params), model.X.rows(),
-                             model.X.cols());
+  out.json = ModelJson(desc);
+  out.json["file"] = path;
+  out.text = absl::StrFormat("%s: %s model (%s), %d samples x %d features%s\n", path,
+                             TaskName(desc.task), ParamsText(desc.params), desc.rows, desc.cols,
+                             desc.model == path ? "" : absl::StrCat(", loaded as ", desc.model));
   return out;
 }
 
@@ -539,92 +482,108 @@ absl::StatusOr<Output> RunGridSearch(const DataSourceOptions& data,
   return out;
 }
 
-absl::StatusOr<Output> RunTutorial(const TutorialOptions& options, ThreadPool* pool) {
+absl::StatusOr<Output> RunTutorial(Engine* engine, const TutorialOptions& options,
+                                   ThreadPool* pool) {
   Output out;
-  // 1. Load the digits.
+  out.json["engine"] = engine->where();
+  // 1. The digits.
   KNN_ASSIGN_OR_RETURN(Dataset digits, LoadDigits());
   out.json["dataset"] = {{"name", digits.name},
                          {"n_samples", digits.size()},
                          {"n_features", digits.dim()}};
-  absl::StrAppendFormat(&out.text, "digits: %d images of 8x8 pixels (%d features)\n", digits.size(),
-                        digits.dim());
+  absl::StrAppendFormat(&out.text, "digits: %d images of 8x8 pixels (%d features)\n",
+                        digits.size(), digits.dim());
   // 2. train_test_split(test_size=0.2, random_state=1337).
-  DataSourceOptions split_options;
-  split_options.test_size = options.test_size;
-  split_options.random_state = options.random_state;
-  KNN_ASSIGN_OR_RETURN(TrainTestIndices split,
-                       SplitFor(split_options, static_cast<int64_t>(digits.size())));
-  Dataset train = Subset(digits, split.train), test = Subset(digits, split.test);
+  DataSourceOptions train_rows;
+  train_rows.dataset = "digits";
+  train_rows.test_size = options.test_size;
+  train_rows.random_state = options.random_state;
+  train_rows.split = "train";
+  DataSourceOptions test_rows = train_rows;
+  test_rows.split = "test";
+  KNN_ASSIGN_OR_RETURN(Selection train, engine->Select(train_rows));
+  KNN_ASSIGN_OR_RETURN(Selection test, engine->Select(test_rows));
   out.json["split"] = {{"test_size", options.test_size},
                        {"random_state", options.random_state},
-                       {"n_train", train.size()},
-                       {"n_test", test.size()}};
-  absl::StrAppendFormat(&out.text, "train_test_split(test_size=%s, random_state=%d): %d train, %d test\n",
-                        options.test_size, options.random_state, train.size(), test.size());
-  // 3. Fit KNeighborsClassifier(n_neighbors=20, algorithm=kd_tree, p=2) and score it.
-  ModelOptions mo;
-  mo.n_neighbors = options.n_neighbors;
-  mo.algorithm = options.algorithm;
-  mo.p = options.p;
-  KNN_ASSIGN_OR_RETURN(NeighborsParams params, ParamsFrom(mo));
-  KNeighborsClassifier clf(params);
-  KNN_RETURN_IF_ERROR(clf.Fit(Share(train.features), train.targets));
-  KNN_ASSIGN_OR_RETURN(std::vector<double> pred, clf.Predict(test.features, pool));
-  KNN_ASSIGN_OR_RETURN(double accuracy, AccuracyScore(test.targets, pred));
+                       {"n_train", train.data.size()},
+                       {"n_test", test.data.size()}};
+  absl::StrAppendFormat(&out.text,
+                        "train_test_split(test_size=%s, random_state=%d): %d train, %d test\n",
+                        options.test_size, options.random_state, train.data.size(),
+                        test.data.size());
+  // 3. KNeighborsClassifier(n_neighbors=20, algorithm=kd_tree, p=2): fit, then test accuracy.
+  FitSpec spec;
+  KNN_ASSIGN_OR_RETURN(spec.params, ParseParams(options.n_neighbors, "uniform", options.algorithm,
+                                                30, options.p));
+  const bool local = engine->where() == "local";
+  std::string model = options.model;
+  std::error_code ec;
+  const bool temporary_file = local && model.empty();
+  if (temporary_file) {
+    model = (std::filesystem::temp_directory_path(ec) /
+             absl::StrCat("knnctl-tutorial-", getpid(), ".model")).string();
+  } else if (model.empty()) {
+    model = "tutorial-knn";
+  }
+  KNN_ASSIGN_OR_RETURN(ModelDesc desc, engine->Fit(model, train, spec));
+  KNN_ASSIGN_OR_RETURN(std::vector<double> pred, engine->Predict(desc, test));
+  KNN_ASSIGN_OR_RETURN(double accuracy, AccuracyScore(test.data.targets, pred));
   size_t correct = 0;
-  for (size_t i = 0; i < pred.size(); ++i) correct += (pred[i] == test.targets[i]);
-  out.json["classifier"] = {{"params", ParamsJson(params)},
+  for (size_t i = 0; i < pred.size(); ++i) correct += (pred[i] == test.data.targets[i]);
+  out.json["classifier"] = {{"model", model},
+                            {"params", ParamsJson(spec.params)},
                             {"test_accuracy", accuracy},
                             {"n_correct", correct}};
   absl::StrAppendFormat(&out.text, "KNeighborsClassifier(%s)\n  test accuracy: %s (%d of %d)\n",
-                        ParamsText(params), Num(accuracy), correct, pred.size());
-  // 4. Save the model, load it back, and check it predicts the same.
-  std::string path = options.model_path;
-  std::error_code ec;
-  const bool temporary = path.empty();
-  if (temporary) {
-    path = (std::filesystem::temp_directory_path(ec) / absl::StrCat("knnctl-tutorial-", getpid(), ".model")).string();
-  }
-  KNN_ASSIGN_OR_RETURN(Model model, clf.ToModel());
-  model.dataset_name = "digits (train part)";
-  KNN_RETURN_IF_ERROR(SaveModel(path, model));
-  const auto file_size = std::filesystem::file_size(path, ec);
-  KNN_ASSIGN_OR_RETURN(Model loaded, LoadModel(path));
-  if (temporary) std::filesystem::remove(path, ec);
-  KNN_ASSIGN_OR_RETURN(KNeighborsClassifier reloaded, KNeighborsClassifier::FromModel(std::move(loaded)));
-  KNN_ASSIGN_OR_RETURN(std::vector<double> pred2, reloaded.Predict(test.features, pool));
-  KNN_ASSIGN_OR_RETURN(double accuracy2, AccuracyScore(test.targets, pred2));
+                        ParamsText(spec.params), Num(accuracy), correct, pred.size());
+  // 4. Save the model to a file, load it back, and check it predicts the same.
+  const std::string file =
+      local ? absl::StrCat(model, ".saved")
+            : (std::filesystem::temp_directory_path(ec) /
+               absl::StrCat("knnctl-tutorial-", getpid(), ".model")).string();
+  KNN_RETURN_IF_ERROR(engine->Save(desc, file));
+  const auto file_size = std::filesystem::file_size(file, ec);
+  KNN_ASSIGN_OR_RETURN(ModelDesc reloaded, engine->Load(file, absl::StrCat(model, "-reloaded")));
+  KNN_ASSIGN_OR_RETURN(std::vector<double> pred2, engine->Predict(reloaded, test));
+  std::filesystem::remove(file, ec);
+  if (temporary_file) std::filesystem::remove(model, ec);
+  KNN_ASSIGN_OR_RETURN(double accuracy2, AccuracyScore(test.data.targets, pred2));
   const bool identical = pred2 == pred;
-  out.json["save_load"] = {{"model", temporary ? Json(nullptr) : Json(path)},
-                           {"bytes", ec ? 0 : file_size},
+  out.json["save_load"] = {{"bytes", ec ? 0 : file_size},
                            {"identical_predictions", identical},
                            {"test_accuracy", accuracy2}};
-  absl::StrAppendFormat(&out.text, "saved the model (%d bytes)%s and loaded it back: %s, accuracy %s\n",
-                        ec ? 0 : file_size, temporary ? "" : absl::StrCat(" to ", path),
+  absl::StrAppendFormat(&out.text,
+                        "saved the model (%d bytes) and loaded it back: %s, accuracy %s\n",
+                        ec ? 0 : file_size,
                         identical ? "identical predictions" : "PREDICTIONS DIFFER", Num(accuracy2));
   if (!identical) return absl::InternalError("the reloaded model predicts differently");
   // 5. GridSearchCV(KNeighborsClassifier(algorithm), {n_neighbors: 2..18 step 2, p: 1..3},
-  //    cv=5) on all of digits, then the refit best model's accuracy on the test split.
+  //    cv=5) on all of digits, then the refit best model's accuracy on the test split. It runs
+  //    in-process in both modes until the distributed grid search lands.
   GridSearchOptions gs;
-  gs.base = params;
+  gs.base = spec.params;
   ParamGrid grid;
   for (int k = 2; k < 20; k += 2) grid.n_neighbors.push_back(k);
   grid.p = {1, 2, 3};
   gs.param_grid = {grid};
   gs.cv = 5;
   KNN_ASSIGN_OR_RETURN(GridSearchResult search,
-                       GridSearchCV(Share(digits.features), digits.targets, gs, pool));
+                       GridSearchCV(std::make_shared<const Matrix>(digits.features),
+                                    digits.targets, gs, pool));
   const CvResults& cv = search.cv_results;
-  KNN_ASSIGN_OR_RETURN(double best_test, search.best_classifier->Score(test.features, test.targets, pool));
+  KNN_ASSIGN_OR_RETURN(double best_test,
+                       search.best_classifier->Score(test.data.features, test.data.targets, pool));
   out.json["grid_search"] = BestJson(cv);
+  out.json["grid_search"]["engine"] = "local";
   out.json["grid_search"]["cv"] = gs.cv;
   out.json["grid_search"]["n_candidates"] = cv.params.size();
   out.json["grid_search"]["test_accuracy_of_best_estimator"] = best_test;
   out.json["grid_search"]["cv_results"] = CvResultsJson(cv);
   absl::StrAppendFormat(&out.text,
                         "GridSearchCV(n_neighbors=2..18 step 2, p=1..3, cv=5): %d candidates, %d "
-                        "neighbour searches\n%s",
-                        cv.params.size(), cv.neighbor_searches, CvResultsText(cv));
+                        "neighbour searches%s\n%s",
+                        cv.params.size(), cv.neighbor_searches,
+                        local ? "" : " (in-process)", CvResultsText(cv));
   absl::StrAppendFormat(&out.text, "  best score: %s\n  best params: n_neighbors=%d, p=%s\n",
                         Num(cv.best_score), cv.best_params.n_neighbors,
                         Minkowski::Create(cv.best_params.p).value().ToString());

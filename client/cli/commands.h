@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "client/cli/data_source.h"
+#include "client/cli/engine.h"
 #include "core/base/thread_pool.h"
 #include "nlohmann/json.hpp"
 
@@ -33,31 +34,26 @@ struct ModelOptions {
   std::optional<double> threshold;
 };
 
-absl::StatusOr<Output> RunSplit(const DataSourceOptions& data);
-absl::StatusOr<Output> RunFit(const DataSourceOptions& data, const ModelOptions& model,
-                              const std::string& model_path, ThreadPool* pool);
-absl::StatusOr<Output> RunScore(const std::string& model_path, const DataSourceOptions& data,
-                                ThreadPool* pool);
-// limit: print at most this many rows (0 = all).
-absl::StatusOr<Output> RunPredict(const std::string& model_path, const DataSourceOptions& data,
-                                  bool proba, size_t limit, ThreadPool* pool);
+// Commands run against an engine (engine.h): in-process, or a coordinator. `model` is a model
+// file in local mode and a model name on a cluster.
+absl::StatusOr<Output> RunSplit(Engine* engine, const DataSourceOptions& data);
+absl::StatusOr<Output> RunFit(Engine* engine, const DataSourceOptions& data,
+                              const ModelOptions& model_options, const std::string& model);
+absl::StatusOr<Output> RunScore(Engine* engine, const std::string& model,
+                                const DataSourceOptions& data);
+// limit: at most this many rows (0 = all).
+absl::StatusOr<Output> RunPredict(Engine* engine, const std::string& model,
+                                  const DataSourceOptions& data, bool proba, size_t limit);
 // With `radius`, every training row within that distance instead (radius_neighbors).
-absl::StatusOr<Output> RunKNeighbors(const std::string& model_path, const DataSourceOptions& data,
-                                     std::optional<int> k, std::optional<double> radius,
-                                     size_t limit, ThreadPool* pool);
-// Loads a model file, checks it, and writes it to out_path (in cluster mode: export).
-absl::StatusOr<Output> RunSave(const std::string& model_path, const std::string& out_path);
-// Loads a model file, checks it and describes it (in cluster mode: import).
-absl::StatusOr<Output> RunLoad(const std::string& model_path);
+absl::StatusOr<Output> RunKNeighbors(Engine* engine, const std::string& model,
+                                     const DataSourceOptions& data, std::optional<int> k,
+                                     std::optional<double> radius, size_t limit);
+// Writes the model's file to out_path (cluster: export).
+absl::StatusOr<Output> RunSave(Engine* engine, const std::string& model,
+                               const std::string& out_path);
+// Reads and checks a model file; on a cluster, imports it as `name`.
+absl::StatusOr<Output> RunLoad(Engine* engine, const std::string& path, const std::string& name);
 
-struct TutorialOptions {
-  std::string model_path;  // where the fitted model is saved and reloaded from
-  std::string algorithm = "kd_tree";
-  int n_neighbors = 20;
-  std::string p = "2";
-  std::string test_size = "0.2";
-  uint32_t random_state = 1337;
-};
 // Grid search with cross-validation, in-process. Value lists are "1,3,5" or a Python-style
 // range "2:20:2" (stop exclusive); several --grid options make several grids.
 struct GridSearchCommandOptions {
@@ -72,7 +68,17 @@ struct GridSearchCommandOptions {
 absl::StatusOr<Output> RunGridSearch(const DataSourceOptions& data,
                                      const GridSearchCommandOptions& options, ThreadPool* pool);
 
-absl::StatusOr<Output> RunTutorial(const TutorialOptions& options, ThreadPool* pool);
+struct TutorialOptions {
+  std::string model;  // model file (local; default a temp file) or name (cluster; "tutorial-knn")
+  std::string algorithm = "kd_tree";
+  int n_neighbors = 20;
+  std::string p = "2";
+  std::string test_size = "0.2";
+  uint32_t random_state = 1337;
+};
+// scikit-learn's KNN tutorial on digits: split, fit, test accuracy, save and reload, grid search.
+absl::StatusOr<Output> RunTutorial(Engine* engine, const TutorialOptions& options,
+                                   ThreadPool* pool);
 
 // Writes the first `count` digits side by side as a grayscale PNG, each 8x8 image scaled up
 // `scale` times, dark ink on white as the tutorial plots them (matplotlib cmap gray_r).

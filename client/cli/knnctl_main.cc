@@ -2,6 +2,8 @@
 // the core library; the cluster issue adds --coordinator. This file only parses the command line
 // (CLI11, for its per-subcommand --help) and prints; the commands live in commands.cc.
 #include <cstdio>
+#include <filesystem>
+#include <memory>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -10,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "client/cli/commands.h"
+#include "client/cli/engine.h"
 #include "core/base/thread_pool.h"
 
 namespace knncluster::cli {
@@ -61,6 +64,10 @@ int Run(int argc, char** argv) {
   int threads = 0;
   app.add_flag("--json", json, "print machine-readable JSON (stable field names)");
   app.add_option("--threads", threads, "threads for searches (default: all cores)");
+  std::string coordinator;
+  app.add_option("--coordinator", coordinator,
+                 "run against the cluster at HOST:PORT (default: in-process); models are then "
+                 "named, and data is uploaded once");
   app.set_version_flag("--version", "knnctl 0.1.0");
 
   DataSourceOptions data;
@@ -108,7 +115,10 @@ int Run(int argc, char** argv) {
   save->add_option("--out", out_path, "model file to write")->required();
 
   auto* load = app.add_subcommand("load", "check a model file and describe it");
-  load->add_option("--model", model_path, "model file")->required();
+  std::string load_file;
+  load->add_option("--model", model_path,
+                   "model file (local) or, on a cluster, the name to import as (default: the file's stem)");
+  load->add_option("--file", load_file, "on a cluster: the model file to import");
 
   GridSearchCommandOptions grid;
   std::string grid_k, grid_p, grid_weights, grid_algorithm, grid_leaf;
@@ -131,7 +141,8 @@ int Run(int argc, char** argv) {
   gs->add_option("--refit-model", grid.refit_model, "save the best candidate refit on all rows");
 
   auto* tut = app.add_subcommand("tutorial", "run scikit-learn's KNN tutorial on digits");
-  tut->add_option("--model", tutorial.model_path, "where to save the model (default: a temp file)");
+  tut->add_option("--model", tutorial.model,
+                  "model file (default: a temp file) or, on a cluster, model name");
   tut->add_option("--algorithm", tutorial.algorithm, "search algorithm")->capture_default_str();
   tut->add_option("--n-neighbors,-k", tutorial.n_neighbors, "neighbours")->capture_default_str();
   tut->add_option("--p", tutorial.p, "Minkowski order")->capture_default_str();
@@ -152,21 +163,30 @@ int Run(int argc, char** argv) {
   model.n_neighbors_set = fit->count("--n-neighbors") > 0;
 
   ThreadPool pool(threads);
+  std::unique_ptr<Engine> engine =
+      coordinator.empty() ? MakeLocalEngine(&pool) : MakeClusterEngine(coordinator);
   absl::StatusOr<Output> out;
   if (*split) {
-    out = RunSplit(data);
+    out = RunSplit(engine.get(), data);
   } else if (*fit) {
-    out = RunFit(data, model, model_path, &pool);
+    out = RunFit(engine.get(), data, model, model_path);
   } else if (*score) {
-    out = RunScore(model_path, data, &pool);
+    out = RunScore(engine.get(), model_path, data);
   } else if (*predict) {
-    out = RunPredict(model_path, data, proba, limit, &pool);
+    out = RunPredict(engine.get(), model_path, data, proba, limit);
   } else if (*kneighbors) {
-    out = RunKNeighbors(model_path, data, k, radius, limit, &pool);
+    out = RunKNeighbors(engine.get(), model_path, data, k, radius, limit);
   } else if (*save) {
-    out = RunSave(model_path, out_path);
+    out = RunSave(engine.get(), model_path, out_path);
   } else if (*load) {
-    out = RunLoad(model_path);
+    const std::string file = load_file.empty() ? model_path : load_file;
+    std::string name = model_path;
+    if (name.empty() || name == file) name = std::filesystem::path(file).stem().string();
+    if (file.empty()) {
+      out = absl::InvalidArgumentError("load: give --model FILE (local) or --file FILE (cluster)");
+    } else {
+      out = RunLoad(engine.get(), file, name);
+    }
   } else if (*gs) {
     std::vector<std::string> parts;
     if (!grid_k.empty()) parts.push_back("n_neighbors=" + grid_k);
@@ -181,7 +201,7 @@ int Run(int argc, char** argv) {
     }
     out = RunGridSearch(data, grid, &pool);
   } else if (*tut) {
-    out = RunTutorial(tutorial, &pool);
+    out = RunTutorial(engine.get(), tutorial, &pool);
   } else if (*show) {
     out = RunShowDigits(count, scale, out_path);
   }

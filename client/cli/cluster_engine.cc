@@ -1,0 +1,241 @@
+// The cluster engine: models live on a coordinator, named; data is uploaded once (built-in
+// datasets under their own name, files under their stem plus a content hash) and split there.
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "client/cli/engine.h"
+#include "client/cpp/knn_client.h"
+#include "core/base/crc32.h"
+#include "core/base/status_macros.h"
+#include "rpc/convert.h"
+
+namespace knncluster::cli {
+namespace {
+
+// A name for a file's rows on the cluster: its stem, sanitised, and a hash of its content, so
+// the same data is uploaded once and a changed file never reuses stale rows.
+std::string RemoteName(const DataSourceOptions& o, const Dataset& d) {
+  if (!o.dataset.empty()) return o.dataset;
+  std::string stem = std::filesystem::path(o.data_file).stem().string();
+  for (char& c : stem) {
+    const bool ok = std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+    if (!ok) c = '_';
+  }
+  if (stem.size() > 80) stem.resize(80);
+  uint32_t crc = ExtendCrc32(0, std::string_view(reinterpret_cast<const char*>(d.features.data()),
+                                                 d.size() * d.dim() * sizeof(double)));
+  crc = ExtendCrc32(crc, std::string_view(reinterpret_cast<const char*>(d.targets.data()),
+                                          d.targets.size() * sizeof(double)));
+  for (const auto& name : d.class_names) crc = ExtendCrc32(crc, name);
+  return absl::StrFormat("%s-%08x", stem, crc);
+}
+
+class ClusterEngine final : public Engine {
+ public:
+  explicit ClusterEngine(const std::string& address) : address_(address) {
+    client::ClientOptions options;
+    options.address = address;
+    client_ = client::KnnClient::Create(options);
+  }
+
+  std::string where() const override { return absl::StrCat("cluster ", address_); }
+
+  absl::StatusOr<Selection> Select(const DataSourceOptions& options) override {
+    KNN_ASSIGN_OR_RETURN(Dataset d, LoadSource(options));
+    Selection s;
+    KNN_ASSIGN_OR_RETURN(std::string base, EnsureUploaded(options, d));
+    if (options.split == "all") {
+      s.data = std::move(d);
+      s.remote_name = base;
+      return s;
+    }
+    if (options.split != "train" && options.split != "test") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--split: expected all, train or test, got \"", options.split, "\""));
+    }
+    KNN_ASSIGN_OR_RETURN(v1::SplitDatasetResponse split, RemoteSplit(options, base, false));
+    const bool train = options.split == "train";
+    // The same split computed here gives the rows' labels; it must agree with the server's.
+    DataSourceOptions seeded = options;
+    seeded.random_state = SeedFor(options);
+    KNN_ASSIGN_OR_RETURN(TrainTestIndices local, SplitFor(seeded, static_cast<int64_t>(d.size())));
+    const auto& info = train ? split.train() : split.test();
+    const auto& rows = train ? local.train : local.test;
+    if (info.rows() != rows.size()) {
+      return absl::InternalError(absl::StrFormat(
+          "the cluster's split of %s has %d %s rows, the local one %d", base, info.rows(),
+          options.split, rows.size()));
+    }
+    s.data = Subset(d, rows);
+    s.remote_name = info.name();
+    return s;
+  }
+
+  absl::StatusOr<TrainTestIndices> Split(const DataSourceOptions& options) override {
+    KNN_ASSIGN_OR_RETURN(Dataset d, LoadSource(options));
+    KNN_ASSIGN_OR_RETURN(std::string base, EnsureUploaded(options, d));
+    KNN_ASSIGN_OR_RETURN(v1::SplitDatasetResponse split, RemoteSplit(options, base, true));
+    TrainTestIndices out;
+    out.train.assign(split.train_indices().begin(), split.train_indices().end());
+    out.test.assign(split.test_indices().begin(), split.test_indices().end());
+    return out;
+  }
+
+  absl::StatusOr<ModelDesc> Fit(const std::string& model, const Selection& rows,
+                                const FitSpec& spec) override {
+    if (rows.remote_name.empty()) {
+      return absl::InvalidArgumentError("dataset: fitting on the cluster needs an uploaded dataset");
+    }
+    v1::FitRequest request;
+    request.set_model(model);
+    request.set_dataset(rows.remote_name);
+    request.set_task(rpc::ToProto(spec.task));
+    rpc::ToProto(spec.params, request.mutable_params());
+    if (spec.task == Model::Task::kOutlier) {
+      request.set_contamination(spec.contamination);
+      if (spec.threshold) request.set_threshold(*spec.threshold);
+    }
+    request.set_replace(true);
+    KNN_ASSIGN_OR_RETURN(v1::ModelInfo info, client_->Fit(request));
+    return FromInfo(info);
+  }
+
+  absl::StatusOr<ModelDesc> Describe(const std::string& model) override {
+    KNN_ASSIGN_OR_RETURN(v1::ModelInfo info, client_->DescribeModel(model));
+    return FromInfo(info);
+  }
+
+  absl::StatusOr<std::vector<double>> Predict(const ModelDesc& model,
+                                              const Selection& rows) override {
+    KNN_ASSIGN_OR_RETURN(v1::PredictResponse r, client_->Predict(model.model, QueriesOf(rows)));
+    return std::vector<double>(r.predictions().begin(), r.predictions().end());
+  }
+
+  absl::StatusOr<Matrix> PredictProba(const ModelDesc& model, const Selection& rows) override {
+    KNN_ASSIGN_OR_RETURN(v1::PredictProbaResponse r,
+                         client_->PredictProba(model.model, QueriesOf(rows)));
+    return rpc::FromProto(r.probabilities(), "probabilities");
+  }
+
+  absl::StatusOr<std::vector<double>> OutlierScores(const ModelDesc& model,
+                                                    const Selection& rows) override {
+    KNN_ASSIGN_OR_RETURN(v1::PredictResponse r, client_->Predict(model.model, QueriesOf(rows)));
+    return std::vector<double>(r.scores().begin(), r.scores().end());
+  }
+
+  absl::StatusOr<KNeighborsResult> KNeighbors(const ModelDesc& model, const Selection& rows,
+                                              std::optional<int> k) override {
+    return client_->KNeighbors(model.model, QueriesOf(rows), k);
+  }
+
+  absl::StatusOr<RadiusResult> RadiusNeighbors(const ModelDesc&, const Selection&,
+                                               double) override {
+    return absl::UnimplementedError(
+        "--radius: radius neighbours are answered in local mode only for now");
+  }
+
+  std::optional<double> ServerScore(const ModelDesc& model, const Selection& rows) override {
+    if (rows.remote_name.empty()) return std::nullopt;
+    auto r = client_->Score(model.model, client::KnnClient::DatasetQueries(rows.remote_name));
+    if (!r.ok()) return std::nullopt;
+    return r->score();
+  }
+
+  absl::Status Save(const ModelDesc& model, const std::string& path) override {
+    KNN_ASSIGN_OR_RETURN(std::string bytes, client_->ExportModel(model.model));
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    out.close();
+    if (!out) return absl::DataLossError(absl::StrCat(path, ": cannot write the model file"));
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<ModelDesc> Load(const std::string& path, const std::string& name) override {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open the model file"));
+    std::stringstream bytes;
+    bytes << in.rdbuf();
+    KNN_ASSIGN_OR_RETURN(v1::ModelInfo info, client_->ImportModel(name, bytes.str()));
+    return FromInfo(info);
+  }
+
+ private:
+  static v1::Queries QueriesOf(const Selection& rows) {
+    return rows.remote_name.empty() ? client::KnnClient::InlineQueries(rows.data.features)
+                                    : client::KnnClient::DatasetQueries(rows.remote_name);
+  }
+
+  absl::StatusOr<std::string> EnsureUploaded(const DataSourceOptions& options, const Dataset& d) {
+    const std::string name = RemoteName(options, d);
+    auto info = client_->DescribeDataset(name);
+    if (info.ok()) return name;
+    if (info.status().code() != absl::StatusCode::kNotFound) return info.status();
+    auto uploaded = client_->UploadDataset(name, d);
+    // Another client may have uploaded it meanwhile; the content is the same either way.
+    if (!uploaded.ok() && uploaded.status().code() != absl::StatusCode::kAlreadyExists) {
+      return uploaded.status();
+    }
+    return name;
+  }
+
+  // The seed of a split: the user's, or one drawn once per command (a random split).
+  uint32_t SeedFor(const DataSourceOptions& options) {
+    if (options.random_state) return *options.random_state;
+    if (!random_seed_) random_seed_ = std::random_device{}();
+    return *random_seed_;
+  }
+
+  absl::StatusOr<v1::SplitDatasetResponse> RemoteSplit(const DataSourceOptions& options,
+                                                       const std::string& base, bool indices) {
+    KNN_ASSIGN_OR_RETURN(TestSize test_size, ParseTestSize(options.test_size));
+    const uint32_t seed = SeedFor(options);
+    v1::SplitDatasetRequest request;
+    request.set_dataset(base);
+    if (test_size.is_fraction()) {
+      request.set_test_fraction(test_size.fraction());
+    } else {
+      request.set_test_count(static_cast<uint64_t>(test_size.count()));
+    }
+    request.set_random_state(seed);
+    request.set_no_shuffle(!options.shuffle);
+    // Views are named by their parameters, so the same split is made once and then reused.
+    const std::string suffix = absl::StrCat(options.test_size, "-", options.shuffle ? seed : 0,
+                                            options.shuffle ? "" : "-noshuffle");
+    request.set_train_name(absl::StrCat(base, ".train-", suffix));
+    request.set_test_name(absl::StrCat(base, ".test-", suffix));
+    request.set_return_indices(indices);
+    request.set_replace(true);
+    return client_->SplitDataset(request);
+  }
+
+  static absl::StatusOr<ModelDesc> FromInfo(const v1::ModelInfo& info) {
+    ModelDesc d;
+    d.model = info.name();
+    KNN_ASSIGN_OR_RETURN(d.task, rpc::FromProto(info.task(), "model.task"));
+    KNN_ASSIGN_OR_RETURN(d.params, rpc::FromProto(info.params(), "model.params"));
+    d.rows = info.rows();
+    d.cols = info.cols();
+    d.classes.assign(info.classes().begin(), info.classes().end());
+    d.class_names.assign(info.class_names().begin(), info.class_names().end());
+    if (info.has_threshold()) d.threshold = info.threshold();
+    d.dataset = info.dataset();
+    return d;
+  }
+
+  std::string address_;
+  std::unique_ptr<client::KnnClient> client_;
+  std::optional<uint32_t> random_seed_;
+};
+
+}  // namespace
+
+std::unique_ptr<Engine> MakeClusterEngine(const std::string& address) {
+  return std::make_unique<ClusterEngine>(address);
+}
+
+}  // namespace knncluster::cli

@@ -1,0 +1,200 @@
+#include "client/cpp/knn_client.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "rpc/convert.h"
+#include "rpc/status.h"
+
+namespace knncluster::client {
+
+namespace {
+// Large enough for a batch of query results; the server sets its own limits.
+constexpr int kMaxMessageBytes = 64 << 20;
+}  // namespace
+
+std::unique_ptr<KnnClient> KnnClient::Create(const ClientOptions& options) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  args.SetMaxSendMessageSize(kMaxMessageBytes);
+  auto channel =
+      grpc::CreateCustomChannel(options.address, grpc::InsecureChannelCredentials(), args);
+  return std::unique_ptr<KnnClient>(new KnnClient(options, v1::Coordinator::NewStub(channel)));
+}
+
+void KnnClient::SetDeadline(grpc::ClientContext* context) const {
+  context->set_deadline(std::chrono::system_clock::now() + options_.deadline);
+}
+
+v1::Queries KnnClient::DatasetQueries(const std::string& dataset) {
+  v1::Queries q;
+  q.set_dataset(dataset);
+  return q;
+}
+
+v1::Queries KnnClient::InlineQueries(MatrixView rows) {
+  v1::Queries q;
+  rpc::ToProto(rows, q.mutable_matrix());
+  return q;
+}
+
+absl::StatusOr<v1::DatasetInfo> KnnClient::UploadDataset(const std::string& name,
+                                                         const Dataset& data, bool replace) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::DatasetInfo info;
+  auto writer = stub_->UploadDataset(&context, &info);
+  v1::UploadDatasetRequest header;
+  header.mutable_header()->set_name(name);
+  header.mutable_header()->set_cols(data.dim());
+  header.mutable_header()->set_replace(replace);
+  const bool labeled = !data.targets.empty();
+  const bool strings = labeled && !data.class_names.empty();
+  header.mutable_header()->set_labels(!labeled ? v1::LABELS_NONE
+                                      : strings ? v1::LABELS_STRING
+                                                : v1::LABELS_NUMERIC);
+  for (const auto& f : data.feature_names) header.mutable_header()->add_feature_names(f);
+  bool ok = writer->Write(header);
+  const size_t rows_per_chunk =
+      std::max<size_t>(1, options_.chunk_bytes / (sizeof(double) * std::max<size_t>(1, data.dim())));
+  for (size_t begin = 0; ok && begin < data.size(); begin += rows_per_chunk) {
+    const size_t end = std::min(data.size(), begin + rows_per_chunk);
+    v1::UploadDatasetRequest chunk;
+    rpc::ToProto(data.features.view().Slice(begin, end), chunk.mutable_chunk()->mutable_rows());
+    for (size_t i = begin; labeled && i < end; ++i) {
+      if (strings) {
+        chunk.mutable_chunk()->add_string_labels(data.class_names[static_cast<size_t>(data.targets[i])]);
+      } else {
+        chunk.mutable_chunk()->add_labels(data.targets[i]);
+      }
+    }
+    ok = writer->Write(chunk);
+  }
+  writer->WritesDone();
+  grpc::Status status = writer->Finish();
+  if (!status.ok()) return rpc::FromGrpcStatus(status);
+  return info;
+}
+
+#define KNN_UNARY_CALL(Method, request, Response)          \
+  grpc::ClientContext context;                             \
+  SetDeadline(&context);                                   \
+  Response response;                                       \
+  grpc::Status status = stub_->Method(&context, request, &response); \
+  if (!status.ok()) return rpc::FromGrpcStatus(status);    \
+  return response
+
+absl::StatusOr<v1::DatasetInfo> KnnClient::DescribeDataset(const std::string& name) {
+  v1::DescribeDatasetRequest request;
+  request.set_name(name);
+  KNN_UNARY_CALL(DescribeDataset, request, v1::DatasetInfo);
+}
+
+absl::StatusOr<v1::SplitDatasetResponse> KnnClient::SplitDataset(
+    const v1::SplitDatasetRequest& request) {
+  KNN_UNARY_CALL(SplitDataset, request, v1::SplitDatasetResponse);
+}
+
+absl::StatusOr<v1::ModelInfo> KnnClient::Fit(const v1::FitRequest& request) {
+  KNN_UNARY_CALL(Fit, request, v1::ModelInfo);
+}
+
+absl::StatusOr<KNeighborsResult> KnnClient::KNeighbors(const std::string& model,
+                                                       const v1::Queries& queries,
+                                                       std::optional<int> k) {
+  v1::KNeighborsRequest request;
+  request.set_model(model);
+  *request.mutable_queries() = queries;
+  if (k) request.set_k(*k);
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::KNeighborsResponse response;
+  grpc::Status status = stub_->KNeighbors(&context, request, &response);
+  if (!status.ok()) return rpc::FromGrpcStatus(status);
+  return rpc::FromProto(response.neighbors(), "neighbors");
+}
+
+absl::StatusOr<v1::PredictResponse> KnnClient::Predict(const std::string& model,
+                                                       const v1::Queries& queries) {
+  v1::PredictRequest request;
+  request.set_model(model);
+  *request.mutable_queries() = queries;
+  KNN_UNARY_CALL(Predict, request, v1::PredictResponse);
+}
+
+absl::StatusOr<v1::PredictProbaResponse> KnnClient::PredictProba(const std::string& model,
+                                                                 const v1::Queries& queries) {
+  v1::PredictProbaRequest request;
+  request.set_model(model);
+  *request.mutable_queries() = queries;
+  KNN_UNARY_CALL(PredictProba, request, v1::PredictProbaResponse);
+}
+
+absl::StatusOr<v1::ScoreResponse> KnnClient::Score(const std::string& model,
+                                                   const v1::Queries& queries) {
+  v1::ScoreRequest request;
+  request.set_model(model);
+  *request.mutable_queries() = queries;
+  KNN_UNARY_CALL(Score, request, v1::ScoreResponse);
+}
+
+absl::StatusOr<std::string> KnnClient::ExportModel(const std::string& model) {
+  v1::ExportModelRequest request;
+  request.set_model(model);
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  auto reader = stub_->ExportModel(&context, request);
+  std::string bytes;
+  v1::ModelChunk chunk;
+  while (reader->Read(&chunk)) bytes += chunk.data();
+  grpc::Status status = reader->Finish();
+  if (!status.ok()) return rpc::FromGrpcStatus(status);
+  return bytes;
+}
+
+absl::StatusOr<v1::ModelInfo> KnnClient::ImportModel(const std::string& model,
+                                                     const std::string& bytes) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::ModelInfo info;
+  auto writer = stub_->ImportModel(&context, &info);
+  v1::ImportModelRequest first;
+  first.set_model(model);
+  bool ok = writer->Write(first);
+  for (size_t begin = 0; ok && begin < bytes.size(); begin += options_.chunk_bytes) {
+    v1::ImportModelRequest part;
+    part.set_data(bytes.substr(begin, options_.chunk_bytes));
+    ok = writer->Write(part);
+  }
+  writer->WritesDone();
+  grpc::Status status = writer->Finish();
+  if (!status.ok()) return rpc::FromGrpcStatus(status);
+  return info;
+}
+
+absl::StatusOr<v1::ModelInfo> KnnClient::DescribeModel(const std::string& model) {
+  v1::DescribeModelRequest request;
+  request.set_model(model);
+  KNN_UNARY_CALL(DescribeModel, request, v1::ModelInfo);
+}
+
+absl::Status KnnClient::DeleteModel(const std::string& model) {
+  v1::DeleteModelRequest request;
+  request.set_model(model);
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::DeleteModelResponse response;
+  return rpc::FromGrpcStatus(stub_->DeleteModel(&context, request, &response));
+}
+
+absl::StatusOr<v1::ClusterStatus> KnnClient::GetClusterStatus() {
+  v1::GetClusterStatusRequest request;
+  KNN_UNARY_CALL(GetClusterStatus, request, v1::ClusterStatus);
+}
+
+#undef KNN_UNARY_CALL
+
+}  // namespace knncluster::client
