@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Installs missing Debian packages, builds, and runs the scikit-learn KNN tutorial on the embedded
-# digits data: split, fit KNN(n_neighbors=20, kd_tree, p=2), test accuracy, save and reload the model.
+# The README's run command: installs missing Debian packages, builds, starts a coordinator and
+# three workers on loopback, runs scikit-learn's KNN tutorial through the cluster on the embedded
+# digits data, prints the results, and stops exactly the processes it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-scripts/build.sh
-workdir=$(mktemp -d)
-trap 'rm -rf "$workdir"' EXIT
-build/bin/knnctl tutorial --model "$workdir/digits_knn.model" "$@"
+scripts/build.sh > /dev/null
+exec scripts/local-cluster.sh --workers 3 -- \
+  sh -c 'build/bin/knnctl --coordinator "$KNN_COORDINATOR" tutorial "$@"' knnctl "$@"

@@ -13,6 +13,8 @@
 #include "core/base/crc32.h"
 #include "core/base/status_macros.h"
 #include "rpc/convert.h"
+#include "google/protobuf/util/json_util.h"
+#include "client/cli/commands.h"
 
 namespace knncluster::cli {
 namespace {
@@ -233,6 +235,47 @@ class ClusterEngine final : public Engine {
 };
 
 }  // namespace
+
+absl::StatusOr<Output> RunClusterStatus(const std::string& address) {
+  if (address.empty()) {
+    return absl::FailedPreconditionError(
+        "status: give --coordinator HOST:PORT (in local mode there is no cluster)");
+  }
+  client::ClientOptions options;
+  options.address = address;
+  options.deadline = std::chrono::milliseconds(10'000);
+  auto client = client::KnnClient::Create(options);
+  KNN_ASSIGN_OR_RETURN(v1::ClusterStatus status, client->GetClusterStatus());
+  std::string json;
+  google::protobuf::util::JsonPrintOptions print;
+  print.always_print_primitive_fields = true;
+  print.preserve_proto_field_names = true;
+  if (!google::protobuf::util::MessageToJsonString(status, &json, print).ok()) {
+    return absl::InternalError("status: cannot print the cluster status as JSON");
+  }
+  Output out;
+  out.json = nlohmann::ordered_json::parse(json);
+  size_t alive = 0;
+  for (const auto& w : status.workers()) alive += w.state() == v1::WORKER_ALIVE;
+  out.text = absl::StrFormat("coordinator %s: %d workers (%d alive), %d datasets, %d models\n",
+                             address, status.workers_size(), alive, status.datasets_size(),
+                             status.models_size());
+  for (const auto& w : status.workers()) {
+    absl::StrAppendFormat(&out.text, "  worker %s at %s: %s, %d shards, %d rows, %d MiB RSS\n",
+                          w.worker_id(), w.address(),
+                          w.state() == v1::WORKER_ALIVE ? "alive" : "DEAD", w.shard_ids_size(),
+                          w.rows(), w.rss_bytes() >> 20);
+  }
+  for (const auto& d : status.datasets()) {
+    absl::StrAppendFormat(&out.text, "  dataset %s: %d x %d%s\n", d.name(), d.rows(), d.cols(),
+                          d.view_of().empty() ? "" : absl::StrCat(" (view of ", d.view_of(), ")"));
+  }
+  for (const auto& m : status.models()) {
+    absl::StrAppendFormat(&out.text, "  model %s: fitted on %s, %d rows in %d shards\n", m.name(),
+                          m.dataset(), m.rows(), m.shards_size());
+  }
+  return out;
+}
 
 std::unique_ptr<Engine> MakeClusterEngine(const std::string& address) {
   return std::make_unique<ClusterEngine>(address);

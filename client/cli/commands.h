@@ -80,6 +80,9 @@ struct TutorialOptions {
 absl::StatusOr<Output> RunTutorial(Engine* engine, const TutorialOptions& options,
                                    ThreadPool* pool);
 
+// Workers, datasets and models of the cluster at `address` (GetClusterStatus).
+absl::StatusOr<Output> RunClusterStatus(const std::string& address);
+
 // Writes the first `count` digits side by side as a grayscale PNG, each 8x8 image scaled up
 // `scale` times, dark ink on white as the tutorial plots them (matplotlib cmap gray_r).
 absl::StatusOr<Output> RunShowDigits(int count, int scale, const std::string& out_path);

@@ -149,6 +149,9 @@ int Run(int argc, char** argv) {
   tut->add_option("--test-size", tutorial.test_size, "test part of the split")->capture_default_str();
   tut->add_option("--random-state", tutorial.random_state, "split seed")->capture_default_str();
 
+  auto* status = app.add_subcommand("status", "workers, liveness, shards, datasets and models of "
+                                              "the cluster (--coordinator)");
+
   auto* show = app.add_subcommand("show-digits", "write the first digits side by side as a PNG");
   show->add_option("--count", count, "how many digits")->capture_default_str();
   show->add_option("--scale", scale, "pixels per cell")->capture_default_str();
@@ -202,6 +205,8 @@ int Run(int argc, char** argv) {
     out = RunGridSearch(data, grid, &pool);
   } else if (*tut) {
     out = RunTutorial(engine.get(), tutorial, &pool);
+  } else if (*status) {
+    out = RunClusterStatus(coordinator);
   } else if (*show) {
     out = RunShowDigits(count, scale, out_path);
   }

@@ -278,7 +278,7 @@ class KnnctlTest(unittest.TestCase):
 
     def test_every_command_has_help(self):
         for cmd in ("split", "fit", "score", "predict", "kneighbors", "save", "load", "tutorial",
-                    "show-digits", "grid-search"):
+                    "show-digits", "grid-search", "status"):
             p = run(cmd, "--help")
             self.assertIn("Usage", p.stdout, cmd)
 

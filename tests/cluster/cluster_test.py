@@ -1,0 +1,343 @@
+#!/usr/bin/python3
+"""End-to-end tests of the cluster: real knn-coordinator and knn-worker processes on 127.0.0.1
+with OS-chosen ports, driven by the real knnctl and by raw gRPC stubs (for requests knnctl would
+refuse before sending).
+
+ctest runs: /usr/bin/python3 cluster_test.py --bin build/bin --python build/python
+"""
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+import numpy as np
+
+BIN = None
+
+
+class Cluster:
+    """A coordinator and `workers` workers, each a real process with its own data directory."""
+
+    def __init__(self, workers, tmp):
+        self.tmp = tmp
+        self.procs = []
+        self.coordinator = self._start("coordinator", [
+            os.path.join(BIN, "knn-coordinator"), "--listen", "127.0.0.1:0",
+            "--data-dir", os.path.join(tmp, "coordinator"), "--heartbeat-interval-ms", "200"])
+        self.workers = {}
+        for i in range(workers):
+            self.add_worker(f"w{i}")
+        self.wait_alive(workers)
+
+    def _start(self, name, argv):
+        out = open(os.path.join(self.tmp, f"{name}.out"), "w+")
+        err = open(os.path.join(self.tmp, f"{name}.err"), "w")
+        proc = subprocess.Popen(argv, stdout=out, stderr=err,
+                                env={**os.environ, "GRPC_VERBOSITY": "ERROR"})
+        self.procs.append(proc)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            out.seek(0)
+            line = out.readline()
+            if line.startswith("listening on ") and line.endswith("\n"):
+                return line.split()[-1]
+            if proc.poll() is not None:
+                with open(os.path.join(self.tmp, f"{name}.err")) as f:
+                    raise RuntimeError(f"{name} exited: {f.read()}")
+            time.sleep(0.02)
+        raise RuntimeError(f"{name} did not print its address")
+
+    def add_worker(self, name):
+        addr = self._start(name, [
+            os.path.join(BIN, "knn-worker"), "--listen", "127.0.0.1:0", "--coordinator",
+            self.coordinator, "--data-dir", os.path.join(self.tmp, name)])
+        self.workers[name] = (addr, self.procs[-1])
+        return addr
+
+    def status(self):
+        return self.knnctl("status")
+
+    def wait_alive(self, n, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            alive = [w for w in self.status()["workers"] if w["state"] == "WORKER_ALIVE"]
+            if len(alive) >= n:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"fewer than {n} workers alive: {self.status()}")
+
+    def knnctl(self, *args, check=True):
+        return knnctl("--coordinator", self.coordinator, *args, check=check)
+
+    def stop(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def knnctl(*args, check=True):
+    p = subprocess.run([os.path.join(BIN, "knnctl"), "--json", *args], capture_output=True,
+                       text=True, timeout=300, env={**os.environ, "GRPC_VERBOSITY": "ERROR"})
+    if check and p.returncode != 0:
+        raise AssertionError(f"knnctl {' '.join(args)} failed: {p.stderr}")
+    return json.loads(p.stdout) if check else p
+
+
+SPLIT = ["--dataset", "digits", "--test-size", "0.2", "--random-state", "1337"]
+
+
+class ClusterTest(unittest.TestCase):
+    def setUp(self):
+        self.tmpdir = tempfile.TemporaryDirectory()
+        self.tmp = self.tmpdir.name
+        self.clusters = []
+
+    def tearDown(self):
+        for c in self.clusters:
+            c.stop()
+        self.tmpdir.cleanup()
+
+    def cluster(self, workers):
+        c = Cluster(workers, tempfile.mkdtemp(dir=self.tmp))
+        self.clusters.append(c)
+        return c
+
+    def test_tutorial_through_the_cluster_prints_the_local_figures(self):
+        c = self.cluster(3)
+        remote = c.knnctl("tutorial")
+        local = knnctl("tutorial")
+        self.assertEqual(remote["split"], local["split"])
+        self.assertEqual(remote["classifier"]["n_correct"], 349)
+        self.assertEqual(remote["classifier"]["test_accuracy"], local["classifier"]["test_accuracy"])
+        self.assertTrue(remote["save_load"]["identical_predictions"])
+        self.assertEqual(remote["grid_search"]["best_score"], local["grid_search"]["best_score"])
+        status = c.status()
+        self.assertEqual(len(status["workers"]), 3)
+        model = [m for m in status["models"] if m["name"] == "tutorial-knn"][0]
+        self.assertEqual(int(model["rows"]), 1437)
+        self.assertGreaterEqual(len(model["shards"]), 3)  # spread over every worker
+
+    def test_neighbours_equal_in_process_brute_force(self):
+        local_model = os.path.join(self.tmp, "brute.model")
+        for workers in (1, 2, 3):
+            c = self.cluster(workers)
+            for p in ("1", "2", "3"):
+                knnctl("fit", *SPLIT, "--split", "train", "-k", "10", "--algorithm", "brute",
+                       "--p", p, "--model", local_model)
+                want = knnctl("kneighbors", "--model", local_model, *SPLIT, "--split", "test")
+                want_pred = knnctl("predict", "--model", local_model, *SPLIT, "--split", "test",
+                                   "--proba")
+                for algorithm in ("kd_tree", "ball_tree", "brute", "auto"):
+                    name = f"m-{workers}-{p}-{algorithm}"
+                    c.knnctl("fit", *SPLIT, "--split", "train", "-k", "10", "--algorithm",
+                             algorithm, "--p", p, "--model", name)
+                    got = c.knnctl("kneighbors", "--model", name, *SPLIT, "--split", "test")
+                    ctx = f"workers={workers} p={p} {algorithm}"
+                    self.assertEqual(got["indices"], want["indices"], ctx)
+                    self.assertEqual(got["distances"], want["distances"], ctx)  # bit for bit
+                    pred = c.knnctl("predict", "--model", name, *SPLIT, "--split", "test",
+                                    "--proba")
+                    self.assertEqual(pred["predictions"], want_pred["predictions"], ctx)
+                    self.assertEqual(pred["probabilities"], want_pred["probabilities"], ctx)
+            score = c.knnctl("score", "--model", f"m-{workers}-2-kd_tree", *SPLIT, "--split",
+                             "test")
+            self.assertEqual(score["score"], score["server_score"])
+
+    def test_distance_weights_regression_and_outliers_equal_local(self):
+        c = self.cluster(2)
+        rs = np.random.RandomState(3)
+        X = rs.randint(0, 5, size=(400, 3)).astype(float)  # many ties and duplicates
+        y = X[:, 0] * 2 + rs.standard_normal(400)
+        csv = os.path.join(self.tmp, "reg.csv")
+        np.savetxt(csv, np.column_stack([X, y]), delimiter=",", fmt="%.17g")
+        for task, extra in (("regressor", ["--weights", "distance", "-k", "7"]),
+                            ("outlier", ["-k", "2", "--contamination", "0.1"]),
+                            ("classifier", ["--weights", "distance", "-k", "5"])):
+            data = ["--data", csv, "--test-size", "0.25", "--random-state", "5"]
+            if task == "classifier":
+                lab = os.path.join(self.tmp, "cls.csv")
+                np.savetxt(lab, np.column_stack([X, (y > 4).astype(int)]), delimiter=",", fmt="%.17g")
+                data = ["--data", lab, "--test-size", "0.25", "--random-state", "5"]
+            local_model = os.path.join(self.tmp, f"{task}.model")
+            knnctl("fit", *data, "--split", "train", "--task", task, *extra, "--model", local_model)
+            c.knnctl("fit", *data, "--split", "train", "--task", task, *extra, "--model", task)
+            want = knnctl("predict", "--model", local_model, *data, "--split", "test")
+            got = c.knnctl("predict", "--model", task, *data, "--split", "test")
+            self.assertEqual(got["predictions"], want["predictions"], task)
+            if task == "outlier":
+                self.assertEqual(got["scores"], want["scores"])
+                self.assertEqual(got["threshold"], want["threshold"])
+
+    def test_export_and_import_round_trip(self):
+        c = self.cluster(2)
+        c.knnctl("fit", *SPLIT, "--split", "train", "-k", "20", "--algorithm", "kd_tree",
+                 "--model", "digits-knn")
+        path = os.path.join(self.tmp, "exported.model")
+        c.knnctl("save", "--model", "digits-knn", "--out", path)
+        # The exported bytes are a model file the local engine reads.
+        local = knnctl("score", "--model", path, *SPLIT, "--split", "test")
+        self.assertEqual(local["n_correct"], 349)
+        c.knnctl("load", "--file", path, "--model", "imported")
+        remote = c.knnctl("score", "--model", "imported", *SPLIT, "--split", "test")
+        self.assertEqual(remote["n_correct"], 349)
+
+    def test_dataset_larger_than_16_mib(self):
+        c = self.cluster(2)
+        rs = np.random.RandomState(11)
+        X = rs.random_sample((600_000, 4))  # 19.2 MB of float64
+        y = (X[:, 0] > 0.5).astype(np.int64)
+        data = os.path.join(self.tmp, "big.npy")
+        labels = os.path.join(self.tmp, "big_labels.npy")
+        np.save(data, X)
+        np.save(labels, y)
+        queries = os.path.join(self.tmp, "q.npy")
+        np.save(queries, rs.random_sample((50, 4)))
+        c.knnctl("fit", "--data", data, "--labels", labels, "-k", "5", "--algorithm", "kd_tree",
+                 "--model", "big")
+        got = c.knnctl("kneighbors", "--model", "big", "--data", queries, "--label-column", "none")
+        # The oracle: numpy brute force with the (distance, index) order.
+        Q = np.load(queries)
+        for q in range(len(Q)):
+            d2 = ((X - Q[q]) ** 2).sum(axis=1)
+            order = np.lexsort((np.arange(len(X)), d2))[:5]
+            self.assertEqual(got["indices"][q], order.tolist())
+            np.testing.assert_allclose(got["distances"][q], np.sqrt(d2[order]), rtol=1e-12)
+        info = [d for d in c.status()["datasets"] if d["name"].startswith("big")]
+        self.assertEqual(int(info[0]["rows"]), 600_000)
+
+
+class BadInputTest(unittest.TestCase):
+    """Bad requests get INVALID_ARGUMENT / NOT_FOUND / FAILED_PRECONDITION naming the field, and
+    another client's calls running at the same time are unaffected."""
+
+    @classmethod
+    def setUpClass(cls):
+        import grpc
+        from knncluster.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
+        cls.grpc, cls.pb, cls.common = grpc, coordinator_pb2, common_pb2
+        cls.tmpdir = tempfile.TemporaryDirectory()
+        cls.c = Cluster(2, cls.tmpdir.name)
+        cls.c.knnctl("fit", *SPLIT, "--split", "train", "-k", "5", "--model", "good")
+        cls.channel = grpc.insecure_channel(cls.c.coordinator)
+        cls.stub = coordinator_pb2_grpc.CoordinatorStub(cls.channel)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.channel.close()
+        cls.c.stop()
+        cls.tmpdir.cleanup()
+
+    def queries(self, rows, cols=64, value=1.0):
+        m = self.common.Matrix(rows=rows, cols=cols, values=[value] * (rows * cols))
+        return self.pb.Queries(matrix=m)
+
+    def expect(self, call, request, code, *words):
+        with self.assertRaises(self.grpc.RpcError) as cm:
+            call(request, timeout=30)
+        self.assertEqual(cm.exception.code(), code, cm.exception.details())
+        for w in words:
+            self.assertIn(w, cm.exception.details())
+
+    def test_every_bad_request_is_named_and_the_good_client_is_unaffected(self):
+        code = self.grpc.StatusCode
+        good_request = self.pb.PredictRequest(model="good", queries=self.pb.Queries(
+            dataset="digits.test-0.2-1337"))
+        want = self.stub.Predict(good_request, timeout=30).predictions
+        failures, done = [], threading.Event()
+
+        def good_client():
+            while not done.is_set():
+                try:
+                    got = self.stub.Predict(good_request, timeout=30).predictions
+                    if got != want:
+                        failures.append("different predictions")
+                except self.grpc.RpcError as e:
+                    failures.append(e.details())
+
+        t = threading.Thread(target=good_client)
+        t.start()
+        try:
+            kn = self.pb.KNeighborsRequest
+            self.expect(self.stub.KNeighbors, kn(model="nope", queries=self.queries(1)),
+                        code.NOT_FOUND, "nope")
+            self.expect(self.stub.KNeighbors, kn(model="good", queries=self.queries(1), k=0),
+                        code.INVALID_ARGUMENT, "k")
+            self.expect(self.stub.KNeighbors, kn(model="good", queries=self.queries(1), k=-3),
+                        code.INVALID_ARGUMENT, "k")
+            self.expect(self.stub.KNeighbors, kn(model="good", queries=self.queries(1), k=1438),
+                        code.INVALID_ARGUMENT, "k")
+            self.expect(self.stub.KNeighbors, kn(model="good", queries=self.queries(2, cols=63)),
+                        code.INVALID_ARGUMENT, "queries", "64", "63")
+            self.expect(self.stub.Predict, self.pb.PredictRequest(
+                model="good", queries=self.queries(2, value=math.nan)),
+                code.INVALID_ARGUMENT, "queries")
+            self.expect(self.stub.Predict, self.pb.PredictRequest(
+                model="good", queries=self.queries(2, value=math.inf)),
+                code.INVALID_ARGUMENT, "queries")
+            self.expect(self.stub.Predict, self.pb.PredictRequest(
+                model="good", queries=self.pb.Queries(dataset="no-such-dataset")),
+                code.NOT_FOUND, "no-such-dataset")
+            params = self.common.NeighborsParams(p=0.5)
+            self.expect(self.stub.Fit, self.pb.FitRequest(model="bad", dataset="digits",
+                                                          params=params),
+                        code.INVALID_ARGUMENT, "p")
+            self.expect(self.stub.Fit, self.pb.FitRequest(model="bad", dataset="missing"),
+                        code.NOT_FOUND, "missing")
+            self.expect(self.stub.Fit, self.pb.FitRequest(
+                model="bad", dataset="digits",
+                params=self.common.NeighborsParams(n_neighbors=5000)),
+                code.INVALID_ARGUMENT, "n_neighbors")
+            self.expect(self.stub.SplitDataset, self.pb.SplitDatasetRequest(
+                dataset="digits", test_count=1797, train_name="a", test_name="b"),
+                code.INVALID_ARGUMENT, "test_size")
+            self.expect(self.stub.SplitDataset, self.pb.SplitDatasetRequest(
+                dataset="digits", test_fraction=0.0, train_name="a", test_name="b"),
+                code.INVALID_ARGUMENT, "test_size")
+            # An empty dataset: a header and no rows.
+            empty = iter([self.pb.UploadDatasetRequest(header=self.pb.DatasetHeader(
+                name="empty", cols=3))])
+            self.expect(self.stub.UploadDataset, empty, code.INVALID_ARGUMENT, "rows")
+            # Rows of the wrong width in an upload.
+            bad_rows = iter([
+                self.pb.UploadDatasetRequest(header=self.pb.DatasetHeader(name="w", cols=3)),
+                self.pb.UploadDatasetRequest(chunk=self.pb.DatasetChunk(
+                    rows=self.common.Matrix(rows=1, cols=2, values=[1, 2])))])
+            self.expect(self.stub.UploadDataset, bad_rows, code.INVALID_ARGUMENT, "cols")
+            # Scoring rows without labels.
+            self.expect(self.stub.Score, self.pb.ScoreRequest(model="good", queries=self.queries(2)),
+                        code.INVALID_ARGUMENT, "labels")
+        finally:
+            done.set()
+            t.join()
+        self.assertEqual(failures, [])
+        # The bad attempts left nothing behind.
+        names = [d.name for d in self.stub.ListDatasets(self.pb.ListDatasetsRequest(),
+                                                        timeout=30).datasets]
+        self.assertNotIn("empty", names)
+        self.assertNotIn("w", names)
+
+
+def main():
+    global BIN
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--python", required=True)
+    args, rest = ap.parse_known_args()
+    BIN = os.path.abspath(args.bin)
+    sys.path.insert(0, os.path.abspath(args.python))
+    unittest.main(argv=[sys.argv[0], *rest], verbosity=2)
+
+
+if __name__ == "__main__":
+    main()
