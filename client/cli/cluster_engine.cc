@@ -211,8 +211,27 @@ class ClusterEngine final : public Engine {
     request.set_train_name(absl::StrCat(base, ".train-", suffix));
     request.set_test_name(absl::StrCat(base, ".test-", suffix));
     request.set_return_indices(indices);
-    request.set_replace(true);
-    return client_->SplitDataset(request);
+    // `knnctl split` only wants the indices: nothing is stored.
+    request.set_dry_run(indices);
+    // A view of the same parameters is the same split: reuse it (a model fitted on it keeps it
+    // in use, so it is never replaced).
+    if (!indices) {
+      auto train = client_->DescribeDataset(request.train_name());
+      auto test = client_->DescribeDataset(request.test_name());
+      if (train.ok() && test.ok()) {
+        v1::SplitDatasetResponse existing;
+        *existing.mutable_train() = *train;
+        *existing.mutable_test() = *test;
+        return existing;
+      }
+    }
+    auto split = client_->SplitDataset(request);
+    if (split.ok() || split.status().code() != absl::StatusCode::kAlreadyExists) return split;
+    // Another client made the same views meanwhile.
+    v1::SplitDatasetResponse existing;
+    KNN_ASSIGN_OR_RETURN(*existing.mutable_train(), client_->DescribeDataset(request.train_name()));
+    KNN_ASSIGN_OR_RETURN(*existing.mutable_test(), client_->DescribeDataset(request.test_name()));
+    return existing;
   }
 
   static absl::StatusOr<ModelDesc> FromInfo(const v1::ModelInfo& info) {

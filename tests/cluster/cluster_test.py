@@ -27,6 +27,7 @@ class Cluster:
     def __init__(self, workers, tmp):
         self.tmp = tmp
         self.procs = []
+        self.files = []
         self.coordinator = self._start("coordinator", [
             os.path.join(BIN, "knn-coordinator"), "--listen", "127.0.0.1:0",
             "--data-dir", os.path.join(tmp, "coordinator"), "--heartbeat-interval-ms", "200"])
@@ -38,6 +39,7 @@ class Cluster:
     def _start(self, name, argv):
         out = open(os.path.join(self.tmp, f"{name}.out"), "w+")
         err = open(os.path.join(self.tmp, f"{name}.err"), "w")
+        self.files += [out, err]
         proc = subprocess.Popen(argv, stdout=out, stderr=err,
                                 env={**os.environ, "GRPC_VERBOSITY": "ERROR"})
         self.procs.append(proc)
@@ -84,6 +86,8 @@ class Cluster:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
+        for f in self.files:
+            f.close()
 
 
 def knnctl(*args, check=True):
@@ -303,7 +307,7 @@ class BadInputTest(unittest.TestCase):
                 code.INVALID_ARGUMENT, "test_size")
             self.expect(self.stub.SplitDataset, self.pb.SplitDatasetRequest(
                 dataset="digits", test_fraction=0.0, train_name="a", test_name="b"),
-                code.INVALID_ARGUMENT, "test_size")
+                code.INVALID_ARGUMENT, "test_fraction")
             # An empty dataset: a header and no rows.
             empty = iter([self.pb.UploadDatasetRequest(header=self.pb.DatasetHeader(
                 name="empty", cols=3))])
@@ -313,10 +317,10 @@ class BadInputTest(unittest.TestCase):
                 self.pb.UploadDatasetRequest(header=self.pb.DatasetHeader(name="w", cols=3)),
                 self.pb.UploadDatasetRequest(chunk=self.pb.DatasetChunk(
                     rows=self.common.Matrix(rows=1, cols=2, values=[1, 2])))])
-            self.expect(self.stub.UploadDataset, bad_rows, code.INVALID_ARGUMENT, "cols")
+            self.expect(self.stub.UploadDataset, bad_rows, code.INVALID_ARGUMENT, "chunk.rows", "columns")
             # Scoring rows without labels.
             self.expect(self.stub.Score, self.pb.ScoreRequest(model="good", queries=self.queries(2)),
-                        code.INVALID_ARGUMENT, "labels")
+                        code.FAILED_PRECONDITION, "labels")
         finally:
             done.set()
             t.join()

@@ -1,0 +1,149 @@
+// knn-coordinator: serves the Coordinator service (datasets, models, queries) and the Membership
+// service (worker registration and heartbeats). Flags → CoordinatorOptions → CoordinatorServer.
+// Prints "listening on HOST:PORT" as the first line of stdout once serving; logs go to stderr.
+// SIGINT / SIGTERM shut down gracefully (exit 0).
+#include <signal.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "coordinator/coordinator_server.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:0",
+          "HOST:PORT to serve on; port 0 picks a free port (the chosen address is printed on "
+          "the first line of stdout as \"listening on HOST:PORT\")");
+ABSL_FLAG(std::string, advertise, "",
+          "HOST:PORT clients and workers should use to reach this coordinator (default: the "
+          "bound address)");
+ABSL_FLAG(std::string, data_dir, "",
+          "Required. Directory where uploaded datasets and split parts are kept (the cluster's "
+          "source of truth; shards are re-sent from it)");
+ABSL_FLAG(std::vector<std::string>, workers, {},
+          "Comma-separated HOST:PORT list of workers to use without registration (their id is "
+          "their address); workers started with --coordinator register themselves");
+ABSL_FLAG(int, threads, 0, "Threads for merging and loading shards (0: all cores)");
+ABSL_FLAG(int, heartbeat_interval_ms, 1000,
+          "Heartbeat interval told to workers; a worker silent for 3 intervals is marked dead");
+ABSL_FLAG(int, rpc_deadline_ms, 60000, "Deadline of each search call to a worker, in ms");
+ABSL_FLAG(int, max_message_mb, 64, "Max gRPC message size in MiB, both directions");
+
+namespace {
+
+sigset_t TerminationSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  return set;
+}
+
+// absl flag names cannot contain '-'; the documented spelling is --data-dir. Rewrites the name
+// part of every "-name[=value]" / "--name[=value]" argument before the first bare "--" so that
+// '-' and '_' are interchangeable (as knn-worker does; the coordinator cannot link worker code).
+std::vector<char*> NormalizeFlagNames(int argc, char** argv, std::vector<std::string>* storage) {
+  storage->assign(argv, argv + argc);
+  for (size_t i = 1; i < storage->size(); ++i) {
+    std::string& arg = (*storage)[i];
+    if (arg == "--") break;
+    if (arg.size() < 2 || arg[0] != '-') continue;
+    const size_t begin = arg[1] == '-' ? 2 : 1;
+    const size_t end = std::min(arg.find('='), arg.size());
+    for (size_t j = begin; j < end; ++j) {
+      if (arg[j] == '-') arg[j] = '_';
+    }
+  }
+  std::vector<char*> out;
+  for (std::string& arg : *storage) out.push_back(arg.data());
+  out.push_back(nullptr);
+  return out;
+}
+
+void Log(const std::string& line) {
+  absl::FPrintF(stderr, "%s knn-coordinator: %s\n",
+                absl::FormatTime("%Y-%m-%dT%H:%M:%E3S", absl::Now(), absl::LocalTimeZone()),
+                line);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "knn-coordinator --data-dir DIR [--listen HOST:PORT] [--advertise HOST:PORT] "
+      "[--workers A,B,C] [--threads N] [--heartbeat-interval-ms MS]\n"
+      "Keeps the catalog of datasets and models, shards training sets over the workers, fans "
+      "queries out and merges the workers' partial answers into the exact k nearest neighbours.\n"
+      "Flag names accept '-' or '_' (--data-dir and --data_dir are the same flag).");
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view file) {
+    return absl::StrContains(file, "coordinator_main");
+  };
+  absl::SetFlagsUsageConfig(usage);
+  std::vector<std::string> storage;
+  std::vector<char*> args = NormalizeFlagNames(argc, argv, &storage);
+  absl::ParseCommandLine(static_cast<int>(args.size()) - 1, args.data());
+
+  knncluster::coordinator::CoordinatorOptions options;
+  options.listen_address = absl::GetFlag(FLAGS_listen);
+  options.advertise_address = absl::GetFlag(FLAGS_advertise);
+  options.data_dir = absl::GetFlag(FLAGS_data_dir);
+  for (const std::string& w : absl::GetFlag(FLAGS_workers)) {
+    if (!w.empty()) options.workers.push_back(w);
+  }
+  options.threads = absl::GetFlag(FLAGS_threads);
+  options.heartbeat_interval_ms = absl::GetFlag(FLAGS_heartbeat_interval_ms);
+  options.rpc_deadline = absl::Milliseconds(absl::GetFlag(FLAGS_rpc_deadline_ms));
+  options.max_message_bytes = absl::GetFlag(FLAGS_max_message_mb) << 20;
+  if (options.data_dir.empty()) {
+    absl::FPrintF(stderr,
+                  "knn-coordinator: --data-dir is required (the directory where uploaded "
+                  "datasets are kept). See --help.\n");
+    return 2;
+  }
+  if (options.heartbeat_interval_ms < 1 || absl::GetFlag(FLAGS_rpc_deadline_ms) < 1 ||
+      absl::GetFlag(FLAGS_max_message_mb) < 4 || absl::GetFlag(FLAGS_max_message_mb) > 1024) {
+    absl::FPrintF(stderr,
+                  "knn-coordinator: --heartbeat-interval-ms and --rpc-deadline-ms must be >= 1, "
+                  "--max-message-mb in [4, 1024]\n");
+    return 2;
+  }
+
+  const sigset_t signals = TerminationSignals();
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  knncluster::coordinator::CoordinatorServer server(options);
+  if (absl::Status status = server.Start(); !status.ok()) {
+    absl::FPrintF(stderr, "knn-coordinator: %s\n", status.ToString());
+    return 1;
+  }
+  std::printf("listening on %s\n", server.bound_address().c_str());
+  std::fflush(stdout);
+  Log(absl::StrFormat("serving on %s%s, data in %s, heartbeat interval %d ms%s",
+                      server.bound_address(),
+                      options.advertise_address.empty()
+                          ? ""
+                          : absl::StrCat(" (advertised as ", options.advertise_address, ")"),
+                      options.data_dir, options.heartbeat_interval_ms,
+                      options.workers.empty()
+                          ? ""
+                          : absl::StrCat(", static workers ", absl::StrJoin(options.workers, ","))));
+
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  Log(absl::StrFormat("signal %d: shutting down", signal_number));
+  server.Shutdown();
+  server.Wait();
+  Log("stopped");
+  return 0;
+}

@@ -1,0 +1,138 @@
+#include "coordinator/coordinator_server.h"
+
+#include <utility>
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server.h>
+#include <grpcpp/server_builder.h>
+
+#include "absl/strings/str_cat.h"
+#include "core/base/status_macros.h"
+#include "core/base/thread_pool.h"
+#include "coordinator/coordinator_service.h"
+#include "coordinator/dataset_store.h"
+#include "coordinator/model_manager.h"
+#include "coordinator/model_registry.h"
+#include "coordinator/scatter_gather.h"
+#include "coordinator/worker_pool.h"
+
+namespace knncluster::coordinator {
+
+namespace {
+constexpr char kCoordinatorService[] = "knncluster.v1.Coordinator";
+constexpr char kMembershipService[] = "knncluster.v1.Membership";
+}  // namespace
+
+CoordinatorServer::CoordinatorServer(CoordinatorOptions options) : options_(std::move(options)) {}
+
+CoordinatorServer::~CoordinatorServer() {
+  Shutdown();
+  Wait();
+}
+
+absl::Status CoordinatorServer::Start() {
+  if (options_.data_dir.empty()) {
+    return absl::InvalidArgumentError("data_dir: the coordinator needs a data directory");
+  }
+  if (options_.heartbeat_interval_ms < 1) {
+    return absl::InvalidArgumentError("heartbeat_interval_ms: must be >= 1");
+  }
+  const size_t colon = options_.listen_address.rfind(':');
+  if (colon == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "listen: expected HOST:PORT, got \"", options_.listen_address, "\""));
+  }
+  KNN_ASSIGN_OR_RETURN(store_, DatasetStore::Open(options_.data_dir));
+
+  WorkerPoolOptions pool_options;
+  pool_options.heartbeat_interval = absl::Milliseconds(options_.heartbeat_interval_ms);
+  pool_options.max_message_bytes = options_.max_message_bytes;
+  workers_ = std::make_unique<WorkerPool>(pool_options);
+  for (const std::string& address : options_.workers) {
+    KNN_RETURN_IF_ERROR(workers_->AddStatic(address));
+  }
+  registry_ = std::make_unique<ModelRegistry>();
+  pool_ = std::make_unique<ThreadPool>(options_.threads);
+  ScatterGatherOptions search_options;
+  search_options.rpc_deadline = options_.rpc_deadline;
+  // Leave room for the proto framing under the message limit.
+  search_options.max_response_bytes =
+      std::min<size_t>(search_options.max_response_bytes, options_.max_message_bytes / 2);
+  ModelRegistry* registry = registry_.get();
+  search_options.on_shards_lost = [registry](const std::vector<std::string>& ids) {
+    registry->MarkLost(ids);
+  };
+  search_ = std::make_unique<ScatterGather>(workers_.get(), pool_.get(), search_options);
+  ModelManagerOptions model_options;
+  model_options.sharding = options_.sharding;
+  model_options.load_deadline = options_.load_deadline;
+  models_ = std::make_unique<ModelManager>(store_.get(), workers_.get(), registry_.get(),
+                                           search_.get(), pool_.get(), model_options);
+  coordinator_service_ = std::make_unique<CoordinatorService>(store_.get(), registry_.get(),
+                                                              models_.get(), workers_.get());
+  membership_service_ = std::make_unique<MembershipService>(workers_.get());
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(options_.listen_address, grpc::InsecureServerCredentials(), &port);
+  builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
+  builder.SetMaxSendMessageSize(options_.max_message_bytes);
+  builder.RegisterService(coordinator_service_.get());
+  builder.RegisterService(membership_service_.get());
+  server_ = builder.BuildAndStart();
+  if (server_ == nullptr || port == 0) {
+    server_.reset();
+    return absl::UnavailableError(
+        absl::StrCat("listen: could not bind ", options_.listen_address));
+  }
+  bound_address_ = absl::StrCat(options_.listen_address.substr(0, colon), ":", port);
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  if (health != nullptr) {
+    health->SetServingStatus(kCoordinatorService, true);
+    health->SetServingStatus(kMembershipService, true);
+  }
+  if (options_.run_maintenance) {
+    liveness_thread_ = std::thread([this] { LivenessLoop(); });
+    repair_thread_ = std::thread([this] { RepairLoop(); });
+  }
+  return absl::OkStatus();
+}
+
+void CoordinatorServer::LivenessLoop() {
+  const absl::Duration interval = absl::Milliseconds(options_.heartbeat_interval_ms);
+  do {
+    models_->CheckWorkers();
+  } while (!stop_.WaitForNotificationWithTimeout(interval));
+}
+
+void CoordinatorServer::RepairLoop() {
+  const absl::Duration interval = absl::Milliseconds(options_.heartbeat_interval_ms);
+  while (!stop_.WaitForNotificationWithTimeout(interval)) models_->Repair();
+}
+
+void CoordinatorServer::Shutdown() {
+  {
+    absl::MutexLock lock(&shutdown_mu_);
+    if (shut_down_) return;
+    shut_down_ = true;
+  }
+  if (server_ != nullptr) {
+    if (grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService()) {
+      health->SetServingStatus(false);
+    }
+    server_->Shutdown(absl::ToChronoTime(absl::Now() + options_.shutdown_grace));
+  }
+  if (!stop_.HasBeenNotified()) stop_.Notify();
+  if (liveness_thread_.joinable()) liveness_thread_.join();
+  if (repair_thread_.joinable()) repair_thread_.join();
+}
+
+void CoordinatorServer::Wait() {
+  if (server_ != nullptr) server_->Wait();
+}
+
+}  // namespace knncluster::coordinator

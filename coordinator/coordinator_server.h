@@ -1,0 +1,124 @@
+// CoordinatorServer: the knn-coordinator process minus its flags. Owns everything: the
+// DatasetStore (its data directory), the WorkerPool, the ModelRegistry, the ThreadPool, the
+// ScatterGather, the ModelManager, the two services, the grpc::Server (with the standard health
+// service, per-service status for "knncluster.v1.Coordinator" and "knncluster.v1.Membership",
+// and server reflection), and two maintenance threads: liveness (probes silent workers and
+// marks dead ones, every heartbeat interval) and repair (re-sends shards of dead workers, drops
+// orphans).
+//
+// Usage:
+//   CoordinatorServer server(options);
+//   KNN_RETURN_IF_ERROR(server.Start());
+//   ... server.bound_address() ...
+//   server.Shutdown();  // from any thread
+//   server.Wait();
+//
+// Thread safety: Start once; then bound_address from any thread; Shutdown and Wait from any
+// thread (Shutdown is idempotent). The destructor shuts down.
+#ifndef KNNCLUSTER_COORDINATOR_COORDINATOR_SERVER_H_
+#define KNNCLUSTER_COORDINATOR_COORDINATOR_SERVER_H_
+
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "coordinator/sharder.h"
+
+namespace grpc {
+class Server;
+}  // namespace grpc
+
+namespace knncluster {
+class ThreadPool;
+}  // namespace knncluster
+
+namespace knncluster::coordinator {
+
+class CoordinatorService;
+class DatasetStore;
+class MembershipService;
+class ModelManager;
+class ModelRegistry;
+class ScatterGather;
+class WorkerPool;
+
+struct CoordinatorOptions {
+  // HOST:PORT to listen on; port 0 lets the OS choose (see bound_address()).
+  std::string listen_address = "127.0.0.1:0";
+  // HOST:PORT clients and workers should use; empty: bound_address(). Informational.
+  std::string advertise_address;
+  // Required: where datasets live (the DatasetStore's directory).
+  std::string data_dir;
+  // Static workers (HOST:PORT each; id = address), in addition to those that register.
+  std::vector<std::string> workers;
+  // ThreadPool size for merges and parallel shard loads (0: all cores).
+  int threads = 0;
+  // Workers heartbeat at this interval; one silent for 3 intervals is dead.
+  int heartbeat_interval_ms = 1000;
+  // Deadline of each SearchShards call (capped by the client's deadline).
+  absl::Duration rpc_deadline = absl::Seconds(60);
+  // Deadline of one whole LoadShard stream.
+  absl::Duration load_deadline = absl::Minutes(10);
+  // Max message size, both directions, on the server and on channels to workers.
+  int max_message_bytes = 64 << 20;
+  ShardingOptions sharding;
+  // Run the liveness and repair threads (tests may drive ModelManager directly instead).
+  bool run_maintenance = true;
+  // How long Shutdown lets calls in flight finish before cancelling them.
+  absl::Duration shutdown_grace = absl::Seconds(5);
+};
+
+class CoordinatorServer {
+ public:
+  explicit CoordinatorServer(CoordinatorOptions options);
+  ~CoordinatorServer();
+  CoordinatorServer(const CoordinatorServer&) = delete;
+  CoordinatorServer& operator=(const CoordinatorServer&) = delete;
+
+  // Opens the data directory, adds the static workers, starts serving and the maintenance
+  // threads. InvalidArgument for bad options (empty data_dir, bad addresses); the store's errors
+  // (e.g. FailedPrecondition when another process has the directory open); Unavailable when the
+  // port cannot be bound.
+  absl::Status Start();
+  // "HOST:PORT" actually bound (the chosen port when listening on port 0).
+  const std::string& bound_address() const { return bound_address_; }
+  // Stops accepting calls, lets calls in flight finish (up to shutdown_grace), stops the
+  // maintenance threads. Idempotent.
+  void Shutdown();
+  // Blocks until the server has shut down.
+  void Wait();
+
+  // For tests: the parts.
+  ModelManager* models_for_testing() { return models_.get(); }
+  WorkerPool* workers_for_testing() { return workers_.get(); }
+
+ private:
+  void LivenessLoop();
+  void RepairLoop();
+
+  const CoordinatorOptions options_;
+  std::string bound_address_;
+  std::unique_ptr<DatasetStore> store_;
+  std::unique_ptr<WorkerPool> workers_;
+  std::unique_ptr<ModelRegistry> registry_;
+  std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<ScatterGather> search_;
+  std::unique_ptr<ModelManager> models_;
+  std::unique_ptr<CoordinatorService> coordinator_service_;
+  std::unique_ptr<MembershipService> membership_service_;
+  std::unique_ptr<grpc::Server> server_;
+  absl::Notification stop_;
+  std::thread liveness_thread_;
+  std::thread repair_thread_;
+  absl::Mutex shutdown_mu_;
+  bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;
+};
+
+}  // namespace knncluster::coordinator
+
+#endif  // KNNCLUSTER_COORDINATOR_COORDINATOR_SERVER_H_

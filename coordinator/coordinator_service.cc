@@ -1,0 +1,529 @@
+#include "coordinator/coordinator_service.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/base/status_macros.h"
+#include "core/estimators/model_io.h"
+#include "core/model_selection/split.h"
+#include "rpc/convert.h"
+#include "rpc/status.h"
+
+namespace knncluster::coordinator {
+
+namespace {
+
+constexpr size_t kExportChunkBytes = 1 << 20;
+
+absl::Time DeadlineOf(const grpc::ServerContext* context) {
+  const auto d = context->deadline();
+  if (d == std::chrono::system_clock::time_point::max()) return absl::InfiniteFuture();
+  return absl::FromChrono(d);
+}
+
+v1::LabelKind ToProto(LabelKind k) {
+  switch (k) {
+    case LabelKind::kNumeric:
+      return v1::LABELS_NUMERIC;
+    case LabelKind::kString:
+      return v1::LABELS_STRING;
+    case LabelKind::kNone:
+      break;
+  }
+  return v1::LABELS_NONE;
+}
+
+absl::StatusOr<LabelKind> FromProto(v1::LabelKind k, const std::string& field) {
+  switch (k) {
+    case v1::LABELS_NONE:
+      return LabelKind::kNone;
+    case v1::LABELS_NUMERIC:
+      return LabelKind::kNumeric;
+    case v1::LABELS_STRING:
+      return LabelKind::kString;
+    default:
+      break;
+  }
+  return absl::InvalidArgumentError(absl::StrFormat("%s: unknown label kind %d", field, k));
+}
+
+}  // namespace
+
+void ToProto(const DatasetMeta& meta, v1::DatasetInfo* out) {
+  out->set_name(meta.name);
+  out->set_rows(meta.rows);
+  out->set_cols(meta.cols);
+  out->set_labels(ToProto(meta.labels));
+  for (const std::string& c : meta.class_names) out->add_class_names(c);
+  out->set_view_of(meta.view_of);
+  for (const std::string& f : meta.feature_names) out->add_feature_names(f);
+}
+
+CoordinatorService::CoordinatorService(DatasetStore* store, ModelRegistry* registry,
+                                       ModelManager* models, WorkerPool* workers)
+    : store_(store), registry_(registry), models_(models), workers_(workers) {}
+
+void CoordinatorService::ToProto(const ModelEntry& e, v1::ModelInfo* out) const {
+  out->set_name(e.name);
+  out->set_task(rpc::ToProto(e.task));
+  rpc::ToProto(e.params, out->mutable_params());
+  out->set_dataset(e.dataset);
+  out->set_rows(e.rows);
+  out->set_cols(e.cols);
+  for (const Placement& p : e.shards) {
+    v1::ShardPlacement* s = out->add_shards();
+    s->set_shard_id(p.location.shard_id);
+    s->set_worker_id(p.location.worker_id);
+    s->set_rows(p.location.rows);
+    s->set_first_global_index(p.location.first_global_index);
+  }
+  if (e.labels != nullptr) {
+    for (double c : e.labels->classes) out->add_classes(c);
+    for (const std::string& n : e.labels->class_names) out->add_class_names(n);
+  }
+  if (e.threshold.has_value()) out->set_threshold(*e.threshold);
+}
+
+absl::StatusOr<std::shared_ptr<const ModelEntry>> CoordinatorService::FindModel(
+    const std::string& name) const {
+  KNN_RETURN_IF_ERROR(rpc::ValidateName(name, "model"));
+  return registry_->Get(name);
+}
+
+absl::StatusOr<Matrix> CoordinatorService::ResolveQueries(const v1::Queries& queries) const {
+  switch (queries.source_case()) {
+    case v1::Queries::kMatrix:
+      return rpc::FromProto(queries.matrix(), "queries.matrix");
+    case v1::Queries::kDataset: {
+      KNN_RETURN_IF_ERROR(rpc::ValidateName(queries.dataset(), "queries.dataset"));
+      KNN_ASSIGN_OR_RETURN(DatasetMeta meta, store_->Describe(queries.dataset()));
+      return store_->ReadRows(meta.name, 0, meta.rows);
+    }
+    default:
+      break;
+  }
+  return absl::InvalidArgumentError("queries: set either matrix or dataset");
+}
+
+// ---- Datasets ------------------------------------------------------------------------------
+
+absl::Status CoordinatorService::DoUpload(grpc::ServerReader<v1::UploadDatasetRequest>* reader,
+                                          v1::DatasetInfo* response) {
+  v1::UploadDatasetRequest request;
+  if (!reader->Read(&request)) {
+    return absl::InvalidArgumentError("header: the upload stream is empty");
+  }
+  if (request.part_case() != v1::UploadDatasetRequest::kHeader) {
+    return absl::InvalidArgumentError("header: the first message of an upload must be the header");
+  }
+  const v1::DatasetHeader& h = request.header();
+  KNN_RETURN_IF_ERROR(rpc::ValidateName(h.name(), "header.name"));
+  if (h.cols() == 0) return absl::InvalidArgumentError("header.cols: must be >= 1");
+  UploadHeader header;
+  header.name = h.name();
+  header.cols = h.cols();
+  KNN_ASSIGN_OR_RETURN(header.labels, FromProto(h.labels(), "header.labels"));
+  header.feature_names.assign(h.feature_names().begin(), h.feature_names().end());
+  header.replace = h.replace();
+  if (header.replace) KNN_RETURN_IF_ERROR(models_->CheckDatasetFree(header.name));
+  KNN_ASSIGN_OR_RETURN(std::unique_ptr<DatasetWriter> writer, store_->BeginUpload(header));
+  std::vector<std::string> string_labels;
+  for (uint64_t chunk = 0; reader->Read(&request); ++chunk) {
+    if (request.part_case() != v1::UploadDatasetRequest::kChunk) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("chunk: message ", chunk + 1, " of the upload is not a chunk"));
+    }
+    const v1::DatasetChunk& c = request.chunk();
+    absl::StatusOr<Matrix> rows = rpc::FromProto(c.rows(), "chunk.rows");
+    absl::Status st = rows.status();
+    if (st.ok()) {
+      string_labels.assign(c.string_labels().begin(), c.string_labels().end());
+      st = writer->Append(*rows, absl::Span<const double>(c.labels().data(), c.labels_size()),
+                          string_labels);
+    }
+    if (!st.ok()) {
+      return absl::Status(st.code(), absl::StrCat(st.message(), " (chunk ", chunk,
+                                                  ", after ", writer->rows(), " rows)"));
+    }
+  }
+  if (header.replace) KNN_RETURN_IF_ERROR(models_->CheckDatasetFree(header.name));
+  KNN_ASSIGN_OR_RETURN(DatasetMeta meta, writer->Commit());
+  coordinator::ToProto(meta, response);
+  return absl::OkStatus();
+}
+
+grpc::Status CoordinatorService::UploadDataset(grpc::ServerContext*,
+                                               grpc::ServerReader<v1::UploadDatasetRequest>* reader,
+                                               v1::DatasetInfo* response) {
+  return rpc::ToGrpcStatus(DoUpload(reader, response));
+}
+
+grpc::Status CoordinatorService::ListDatasets(grpc::ServerContext*, const v1::ListDatasetsRequest*,
+                                              v1::ListDatasetsResponse* response) {
+  for (const DatasetMeta& m : store_->List()) coordinator::ToProto(m, response->add_datasets());
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::DescribeDataset(grpc::ServerContext*,
+                                                 const v1::DescribeDatasetRequest* request,
+                                                 v1::DatasetInfo* response) {
+  absl::Status st = rpc::ValidateName(request->name(), "name");
+  if (st.ok()) {
+    absl::StatusOr<DatasetMeta> meta = store_->Describe(request->name());
+    st = meta.status();
+    if (st.ok()) coordinator::ToProto(*meta, response);
+  }
+  return rpc::ToGrpcStatus(st);
+}
+
+grpc::Status CoordinatorService::DeleteDataset(grpc::ServerContext*,
+                                               const v1::DeleteDatasetRequest* request,
+                                               v1::DeleteDatasetResponse*) {
+  absl::Status st = rpc::ValidateName(request->name(), "name");
+  if (st.ok()) st = store_->Describe(request->name()).status();
+  if (st.ok()) st = models_->CheckDatasetFree(request->name());
+  if (st.ok()) st = store_->Delete(request->name());
+  return rpc::ToGrpcStatus(st);
+}
+
+absl::Status CoordinatorService::DoSplit(const v1::SplitDatasetRequest& request,
+                                         v1::SplitDatasetResponse* response) {
+  KNN_RETURN_IF_ERROR(rpc::ValidateName(request.dataset(), "dataset"));
+  TestSize test_size = TestSize::Fraction(0.25);  // scikit-learn's default
+  switch (request.test_size_case()) {
+    case v1::SplitDatasetRequest::kTestFraction:
+      if (!(request.test_fraction() > 0 && request.test_fraction() < 1)) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "test_fraction: must be in (0, 1), got %g", request.test_fraction()));
+      }
+      test_size = TestSize::Fraction(request.test_fraction());
+      break;
+    case v1::SplitDatasetRequest::kTestCount:
+      if (request.test_count() < 1) {
+        return absl::InvalidArgumentError("test_count: must be >= 1");
+      }
+      test_size = TestSize::Count(static_cast<int64_t>(
+          std::min<uint64_t>(request.test_count(), static_cast<uint64_t>(INT64_MAX))));
+      break;
+    default:
+      break;
+  }
+  const std::string train_name =
+      request.train_name().empty() ? absl::StrCat(request.dataset(), "-train") : request.train_name();
+  const std::string test_name =
+      request.test_name().empty() ? absl::StrCat(request.dataset(), "-test") : request.test_name();
+  KNN_RETURN_IF_ERROR(rpc::ValidateName(train_name, "train_name"));
+  KNN_RETURN_IF_ERROR(rpc::ValidateName(test_name, "test_name"));
+  KNN_ASSIGN_OR_RETURN(DatasetMeta meta, store_->Describe(request.dataset()));
+  if (meta.rows == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("dataset: \"", request.dataset(), "\" has no rows"));
+  }
+  std::optional<uint32_t> random_state;
+  if (request.has_random_state()) random_state = request.random_state();
+  if (request.dry_run()) {
+    KNN_ASSIGN_OR_RETURN(TrainTestIndices split,
+                         TrainTestSplit(static_cast<int64_t>(meta.rows), test_size, random_state,
+                                        !request.no_shuffle()));
+    response->mutable_train()->set_name(train_name);
+    response->mutable_train()->set_rows(split.train.size());
+    response->mutable_test()->set_name(test_name);
+    response->mutable_test()->set_rows(split.test.size());
+    response->mutable_train_indices()->Assign(split.train.begin(), split.train.end());
+    response->mutable_test_indices()->Assign(split.test.begin(), split.test.end());
+    return absl::OkStatus();
+  }
+  if (request.replace()) {
+    KNN_RETURN_IF_ERROR(models_->CheckDatasetFree(train_name));
+    KNN_RETURN_IF_ERROR(models_->CheckDatasetFree(test_name));
+  }
+  KNN_ASSIGN_OR_RETURN(DatasetStore::SplitResult split,
+                       store_->Split(request.dataset(), test_size, random_state,
+                                     !request.no_shuffle(), train_name, test_name,
+                                     request.replace()));
+  coordinator::ToProto(split.train, response->mutable_train());
+  coordinator::ToProto(split.test, response->mutable_test());
+  if (request.return_indices()) {
+    response->mutable_train_indices()->Assign(split.train_indices.begin(),
+                                              split.train_indices.end());
+    response->mutable_test_indices()->Assign(split.test_indices.begin(), split.test_indices.end());
+  }
+  return absl::OkStatus();
+}
+
+grpc::Status CoordinatorService::SplitDataset(grpc::ServerContext*,
+                                              const v1::SplitDatasetRequest* request,
+                                              v1::SplitDatasetResponse* response) {
+  return rpc::ToGrpcStatus(DoSplit(*request, response));
+}
+
+// ---- Models --------------------------------------------------------------------------------
+
+absl::Status CoordinatorService::DoFit(const v1::FitRequest& request, absl::Time deadline,
+                                       v1::ModelInfo* response) {
+  FitSpec spec;
+  KNN_RETURN_IF_ERROR(rpc::ValidateName(request.model(), "model"));
+  KNN_RETURN_IF_ERROR(rpc::ValidateName(request.dataset(), "dataset"));
+  spec.model = request.model();
+  spec.dataset = request.dataset();
+  KNN_ASSIGN_OR_RETURN(spec.task, rpc::FromProto(request.task(), "task"));
+  v1::NeighborsParams params = request.params();
+  // The outlier detector's n_neighbors defaults to 1 (OutlierParams).
+  if (spec.task == Model::Task::kOutlier && !params.has_n_neighbors()) params.set_n_neighbors(1);
+  KNN_ASSIGN_OR_RETURN(spec.params, rpc::FromProto(params, "params"));
+  if (request.has_contamination()) spec.contamination = request.contamination();
+  if (request.has_threshold()) spec.threshold = request.threshold();
+  if (spec.task == Model::Task::kOutlier) {
+    if (!(spec.contamination > 0 && spec.contamination <= 0.5)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "contamination: must be in (0, 0.5], got %g", spec.contamination));
+    }
+    if (spec.threshold.has_value() && !(std::isfinite(*spec.threshold) && *spec.threshold >= 0)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "threshold: must be a finite distance >= 0, got %g", *spec.threshold));
+    }
+  }
+  spec.replace = request.replace();
+  KNN_ASSIGN_OR_RETURN(std::shared_ptr<const ModelEntry> entry, models_->Fit(spec, deadline));
+  ToProto(*entry, response);
+  return absl::OkStatus();
+}
+
+grpc::Status CoordinatorService::Fit(grpc::ServerContext* context, const v1::FitRequest* request,
+                                     v1::ModelInfo* response) {
+  return rpc::ToGrpcStatus(DoFit(*request, DeadlineOf(context), response));
+}
+
+grpc::Status CoordinatorService::KNeighbors(grpc::ServerContext* context,
+                                            const v1::KNeighborsRequest* request,
+                                            v1::KNeighborsResponse* response) {
+  auto run = [&]() -> absl::Status {
+    KNN_ASSIGN_OR_RETURN(std::shared_ptr<const ModelEntry> model, FindModel(request->model()));
+    KNN_ASSIGN_OR_RETURN(Matrix queries, ResolveQueries(request->queries()));
+    const int k = request->has_k() ? request->k() : model->params.n_neighbors;
+    KNN_ASSIGN_OR_RETURN(KNeighborsResult nb,
+                         models_->KNeighbors(*model, queries, k, DeadlineOf(context)));
+    rpc::ToProto(nb, response->mutable_neighbors());
+    return absl::OkStatus();
+  };
+  return rpc::ToGrpcStatus(run());
+}
+
+grpc::Status CoordinatorService::Predict(grpc::ServerContext* context,
+                                         const v1::PredictRequest* request,
+                                         v1::PredictResponse* response) {
+  auto run = [&]() -> absl::Status {
+    KNN_ASSIGN_OR_RETURN(std::shared_ptr<const ModelEntry> model, FindModel(request->model()));
+    KNN_ASSIGN_OR_RETURN(Matrix queries, ResolveQueries(request->queries()));
+    KNN_ASSIGN_OR_RETURN(Predictions p, models_->Predict(*model, queries, DeadlineOf(context)));
+    response->mutable_predictions()->Assign(p.values.begin(), p.values.end());
+    for (const std::string& l : p.labels) response->add_labels(l);
+    response->mutable_scores()->Assign(p.scores.begin(), p.scores.end());
+    if (model->task == Model::Task::kOutlier && model->threshold.has_value()) {
+      response->set_threshold(*model->threshold);
+    }
+    return absl::OkStatus();
+  };
+  return rpc::ToGrpcStatus(run());
+}
+
+grpc::Status CoordinatorService::PredictProba(grpc::ServerContext* context,
+                                              const v1::PredictProbaRequest* request,
+                                              v1::PredictProbaResponse* response) {
+  auto run = [&]() -> absl::Status {
+    KNN_ASSIGN_OR_RETURN(std::shared_ptr<const ModelEntry> model, FindModel(request->model()));
+    KNN_ASSIGN_OR_RETURN(Matrix queries, ResolveQueries(request->queries()));
+    KNN_ASSIGN_OR_RETURN(Matrix proba,
+                         models_->PredictProba(*model, queries, DeadlineOf(context)));
+    for (double c : model->labels->classes) response->add_classes(c);
+    for (const std::string& n : model->labels->class_names) response->add_class_names(n);
+    rpc::ToProto(proba, response->mutable_probabilities());
+    return absl::OkStatus();
+  };
+  return rpc::ToGrpcStatus(run());
+}
+
+absl::Status CoordinatorService::DoScore(const v1::ScoreRequest& request, absl::Time deadline,
+                                         v1::ScoreResponse* response) {
+  KNN_ASSIGN_OR_RETURN(std::shared_ptr<const ModelEntry> model, FindModel(request.model()));
+  KNN_ASSIGN_OR_RETURN(Matrix queries, ResolveQueries(request.queries()));
+  std::vector<double> y;
+  std::vector<std::string> y_names;
+  const std::vector<std::string>* y_class_names = nullptr;
+  if (model->task != Model::Task::kOutlier) {
+    if (request.queries().source_case() == v1::Queries::kDataset) {
+      KNN_ASSIGN_OR_RETURN(DatasetMeta meta, store_->Describe(request.queries().dataset()));
+      if (meta.labels == LabelKind::kNone) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("queries.dataset: \"", meta.name,
+                         "\" has no labels; scoring needs labelled rows"));
+      }
+      KNN_ASSIGN_OR_RETURN(y, store_->ReadLabels(meta.name));
+      if (meta.labels == LabelKind::kString) {
+        y_names = meta.class_names;
+        y_class_names = &y_names;
+      }
+    } else {
+      if (request.labels_size() == 0 && queries.rows() > 0) {
+        return absl::FailedPreconditionError(
+            "labels: the queries are unlabeled; scoring needs one label per query");
+      }
+      y.assign(request.labels().begin(), request.labels().end());
+      for (size_t i = 0; i < y.size(); ++i) {
+        if (!std::isfinite(y[i])) {
+          return absl::InvalidArgumentError(
+              absl::StrFormat("labels[%d]: value %g is not finite", i, y[i]));
+        }
+      }
+    }
+  }
+  KNN_ASSIGN_OR_RETURN(ScoreResult r,
+                       models_->Score(*model, queries, std::move(y), y_class_names, deadline));
+  response->set_score(r.score);
+  response->set_metric(r.metric);
+  response->set_n_samples(r.n_samples);
+  response->set_n_correct(r.n_correct);
+  return absl::OkStatus();
+}
+
+grpc::Status CoordinatorService::Score(grpc::ServerContext* context,
+                                       const v1::ScoreRequest* request,
+                                       v1::ScoreResponse* response) {
+  return rpc::ToGrpcStatus(DoScore(*request, DeadlineOf(context), response));
+}
+
+absl::Status CoordinatorService::DoExport(const v1::ExportModelRequest& request,
+                                          grpc::ServerWriter<v1::ModelChunk>* writer) {
+  KNN_ASSIGN_OR_RETURN(std::shared_ptr<const ModelEntry> model, FindModel(request.model()));
+  KNN_ASSIGN_OR_RETURN(Model m, models_->ToModel(*model));
+  const std::string bytes = SerializeModel(m);
+  for (size_t begin = 0; begin < bytes.size(); begin += kExportChunkBytes) {
+    v1::ModelChunk chunk;
+    chunk.set_data(bytes.substr(begin, kExportChunkBytes));
+    if (!writer->Write(chunk)) return absl::CancelledError("the client went away");
+  }
+  return absl::OkStatus();
+}
+
+grpc::Status CoordinatorService::ExportModel(grpc::ServerContext*,
+                                             const v1::ExportModelRequest* request,
+                                             grpc::ServerWriter<v1::ModelChunk>* writer) {
+  return rpc::ToGrpcStatus(DoExport(*request, writer));
+}
+
+absl::Status CoordinatorService::DoImport(grpc::ServerReader<v1::ImportModelRequest>* reader,
+                                          absl::Time deadline, v1::ModelInfo* response) {
+  v1::ImportModelRequest request;
+  if (!reader->Read(&request) || request.part_case() != v1::ImportModelRequest::kModel) {
+    return absl::InvalidArgumentError(
+        "model: the first message of an import must name the model");
+  }
+  const std::string name = request.model();
+  KNN_RETURN_IF_ERROR(rpc::ValidateName(name, "model"));
+  std::string bytes;
+  while (reader->Read(&request)) {
+    if (request.part_case() != v1::ImportModelRequest::kData) {
+      return absl::InvalidArgumentError("data: every message after the first must carry data");
+    }
+    bytes += request.data();
+  }
+  KNN_ASSIGN_OR_RETURN(Model model, ParseModel(bytes, absl::StrCat("import of ", name)));
+  KNN_ASSIGN_OR_RETURN(std::shared_ptr<const ModelEntry> entry,
+                       models_->Import(name, std::move(model), deadline));
+  ToProto(*entry, response);
+  return absl::OkStatus();
+}
+
+grpc::Status CoordinatorService::ImportModel(grpc::ServerContext* context,
+                                             grpc::ServerReader<v1::ImportModelRequest>* reader,
+                                             v1::ModelInfo* response) {
+  return rpc::ToGrpcStatus(DoImport(reader, DeadlineOf(context), response));
+}
+
+grpc::Status CoordinatorService::ListModels(grpc::ServerContext*, const v1::ListModelsRequest*,
+                                            v1::ListModelsResponse* response) {
+  for (const auto& e : registry_->List()) ToProto(*e, response->add_models());
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorService::DescribeModel(grpc::ServerContext*,
+                                               const v1::DescribeModelRequest* request,
+                                               v1::ModelInfo* response) {
+  absl::StatusOr<std::shared_ptr<const ModelEntry>> model = FindModel(request->model());
+  if (model.ok()) ToProto(**model, response);
+  return rpc::ToGrpcStatus(model.status());
+}
+
+grpc::Status CoordinatorService::DeleteModel(grpc::ServerContext*,
+                                             const v1::DeleteModelRequest* request,
+                                             v1::DeleteModelResponse*) {
+  absl::Status st = rpc::ValidateName(request->model(), "model");
+  if (st.ok()) st = models_->Delete(request->model());
+  return rpc::ToGrpcStatus(st);
+}
+
+grpc::Status CoordinatorService::GetClusterStatus(grpc::ServerContext*,
+                                                  const v1::GetClusterStatusRequest*,
+                                                  v1::ClusterStatus* response) {
+  const std::vector<std::shared_ptr<const ModelEntry>> models = registry_->List();
+  std::map<std::string, std::vector<const Placement*>> by_worker;
+  for (const auto& m : models) {
+    for (const Placement& p : m->shards) by_worker[p.location.worker_id].push_back(&p);
+  }
+  const absl::Time now = absl::Now();
+  for (const WorkerSnapshot& w : workers_->Snapshot()) {
+    v1::WorkerInfo* info = response->add_workers();
+    info->set_worker_id(w.id);
+    info->set_address(w.address);
+    info->set_state(w.alive ? v1::WORKER_ALIVE : v1::WORKER_DEAD);
+    info->set_millis_since_heartbeat(w.last_contact == absl::InfinitePast()
+                                         ? -1
+                                         : absl::ToInt64Milliseconds(now - w.last_contact));
+    uint64_t rows = 0;
+    for (const Placement* p : by_worker[w.id]) {
+      info->add_shard_ids(p->location.shard_id);
+      rows += p->location.rows;
+    }
+    info->set_rows(rows);
+    info->set_rss_bytes(w.rss_bytes);
+    info->set_cores(w.cores);
+  }
+  for (const DatasetMeta& m : store_->List()) coordinator::ToProto(m, response->add_datasets());
+  for (const auto& m : models) ToProto(*m, response->add_models());
+  return grpc::Status::OK;
+}
+
+// ---- Membership ----------------------------------------------------------------------------
+
+MembershipService::MembershipService(WorkerPool* workers) : workers_(workers) {}
+
+grpc::Status MembershipService::Register(grpc::ServerContext*, const v1::RegisterRequest* request,
+                                         v1::RegisterResponse* response) {
+  const absl::Status st = workers_->Register(request->worker_id(), request->address(),
+                                             request->cores(), request->memory_bytes(),
+                                             absl::Now());
+  if (st.ok()) {
+    response->set_heartbeat_interval_ms(static_cast<uint32_t>(
+        absl::ToInt64Milliseconds(workers_->options().heartbeat_interval)));
+  }
+  return rpc::ToGrpcStatus(st);
+}
+
+grpc::Status MembershipService::Heartbeat(grpc::ServerContext*,
+                                          const v1::HeartbeatRequest* request,
+                                          v1::HeartbeatResponse* response) {
+  std::vector<std::string> shards(request->shard_ids().begin(), request->shard_ids().end());
+  response->set_reregister(
+      !workers_->Heartbeat(request->worker_id(), std::move(shards), request->rss_bytes(),
+                           absl::Now()));
+  return grpc::Status::OK;
+}
+
+}  // namespace knncluster::coordinator

@@ -1,0 +1,628 @@
+#include "coordinator/model_manager.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <set>
+#include <utility>
+
+#include <grpcpp/client_context.h>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/blocking_counter.h"
+#include "core/base/status_macros.h"
+#include "core/estimators/metrics.h"
+#include "core/estimators/outlier_detector.h"
+#include "core/estimators/voting.h"
+#include "rpc/convert.h"
+#include "rpc/status.h"
+
+namespace knncluster::coordinator {
+
+namespace {
+
+// The classifier's label encoding, as KNeighborsClassifier::Fit does it (sorted unique labels;
+// each row's code is its label's position): the core exposes it only inside Fit, which would
+// also build an index over all rows, so the few lines are repeated here.
+absl::Status EncodeClasses(const std::vector<double>& y, size_t n_class_names,
+                           ModelLabels* out) {
+  for (size_t i = 0; i < y.size(); ++i) {
+    if (!std::isfinite(y[i]) || y[i] != std::floor(y[i])) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "dataset.labels[%d]: class labels must be integers, got %g", i, y[i]));
+    }
+    if (n_class_names > 0 && (y[i] < 0 || y[i] >= static_cast<double>(n_class_names))) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "dataset.labels[%d]: label %g is not a code into the %d class names", i, y[i],
+          n_class_names));
+    }
+  }
+  std::vector<double> classes = y;
+  std::sort(classes.begin(), classes.end());
+  classes.erase(std::unique(classes.begin(), classes.end()), classes.end());
+  std::vector<int32_t> codes(y.size());
+  for (size_t i = 0; i < y.size(); ++i) {
+    codes[i] = static_cast<int32_t>(std::lower_bound(classes.begin(), classes.end(), y[i]) -
+                                    classes.begin());
+  }
+  out->classes = std::move(classes);
+  out->codes = std::move(codes);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+ModelManager::ModelManager(DatasetStore* store, WorkerPool* workers, ModelRegistry* registry,
+                           ScatterGather* search, ThreadPool* pool, ModelManagerOptions options)
+    : store_(store),
+      workers_(workers),
+      registry_(registry),
+      search_(search),
+      pool_(pool),
+      options_(std::move(options)) {}
+
+absl::Status ModelManager::CheckDatasetFree(const std::string& dataset) const {
+  const std::vector<std::string> users = registry_->ModelsUsing(dataset);
+  if (!users.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "dataset: \"", dataset, "\" is the training set of model \"", users.front(),
+        "\" (its shards are re-sent from it); delete the model first"));
+  }
+  if (registry_->IsPinned(dataset)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("dataset: \"", dataset, "\" is being read by a fit in progress"));
+  }
+  return absl::OkStatus();
+}
+
+// ---- Fit -----------------------------------------------------------------------------------
+
+absl::Status ModelManager::LoadShard(const WorkerHandle& worker, const std::string& shard_id,
+                                     const std::string& dataset, int64_t first, uint64_t rows,
+                                     uint64_t cols, const NeighborsParams& params) const {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + options_.load_deadline));
+  v1::LoadShardResponse response;
+  std::unique_ptr<grpc::ClientWriter<v1::LoadShardRequest>> writer =
+      worker.stub->LoadShard(&ctx, &response);
+  v1::LoadShardRequest header;
+  v1::ShardHeader* h = header.mutable_header();
+  h->set_shard_id(shard_id);
+  h->set_rows(rows);
+  h->set_cols(cols);
+  h->set_first_global_index(first);
+  rpc::ToProto(params, h->mutable_index_params());
+  bool ok = writer->Write(header);
+  const uint64_t chunk = std::max<uint64_t>(1, options_.load_chunk_bytes / (cols * sizeof(double)));
+  absl::Status read_error;
+  for (uint64_t begin = 0; ok && begin < rows; begin += chunk) {
+    const uint64_t end = std::min(rows, begin + chunk);
+    absl::StatusOr<Matrix> m = store_->ReadRows(dataset, static_cast<uint64_t>(first) + begin,
+                                                static_cast<uint64_t>(first) + end);
+    if (!m.ok()) {
+      read_error = m.status();
+      ctx.TryCancel();
+      break;
+    }
+    v1::LoadShardRequest request;
+    rpc::ToProto(*m, request.mutable_rows());
+    ok = writer->Write(request);
+  }
+  if (ok && read_error.ok()) writer->WritesDone();
+  const absl::Status st = rpc::FromGrpcStatus(writer->Finish());
+  if (!read_error.ok()) return read_error;
+  if (!st.ok()) {
+    workers_->ReportCallFailure(worker.id, st);
+    return absl::UnavailableError(absl::StrCat(DescribeShards({shard_id}, worker),
+                                               " could not be loaded: ",
+                                               absl::StatusCodeToString(st.code()), ": ",
+                                               st.message()));
+  }
+  workers_->ReportCallSuccess(worker.id, absl::Now());
+  return absl::OkStatus();
+}
+
+void ModelManager::DropShards(const std::vector<ShardLocation>& shards) const {
+  struct Call {
+    grpc::ClientContext ctx;
+    v1::DropShardRequest request;
+    v1::DropShardResponse response;
+  };
+  std::vector<std::unique_ptr<Call>> calls;
+  std::vector<WorkerHandle> targets;
+  for (const ShardLocation& s : shards) {
+    absl::StatusOr<WorkerHandle> w = workers_->Get(s.worker_id);
+    if (!w.ok() || !workers_->IsAlive(s.worker_id)) continue;  // a dead worker's shards are gone
+    auto c = std::make_unique<Call>();
+    c->ctx.set_deadline(absl::ToChronoTime(absl::Now() + options_.control_deadline));
+    c->request.set_shard_id(s.shard_id);
+    calls.push_back(std::move(c));
+    targets.push_back(*std::move(w));
+  }
+  absl::BlockingCounter pending(static_cast<int>(calls.size()));
+  for (size_t i = 0; i < calls.size(); ++i) {
+    Call* c = calls[i].get();
+    targets[i].stub->async()->DropShard(&c->ctx, &c->request, &c->response,
+                                        [&pending](grpc::Status) { pending.DecrementCount(); });
+  }
+  pending.Wait();
+}
+
+absl::StatusOr<std::shared_ptr<const ModelEntry>> ModelManager::Fit(const FitSpec& spec,
+                                                                    absl::Time deadline) {
+  KNN_ASSIGN_OR_RETURN(DatasetMeta meta, store_->Describe(spec.dataset));
+  if (meta.rows == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("dataset: \"", spec.dataset, "\" has no rows"));
+  }
+  const int k = spec.params.n_neighbors;
+  if (static_cast<uint64_t>(k) > meta.rows) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "params.n_neighbors: must be at most the training set's %d rows, got %d", meta.rows, k));
+  }
+  if (spec.task == Model::Task::kOutlier) {
+    OutlierParams op;
+    op.neighbors = spec.params;
+    op.contamination = spec.contamination;
+    op.threshold = spec.threshold;
+    KNN_RETURN_IF_ERROR(op.Validate());
+    if (!spec.threshold.has_value() && static_cast<uint64_t>(k) >= meta.rows) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "params.n_neighbors: fitting the threshold from contamination needs n_neighbors < "
+          "the training set's %d rows (each row's own distance is left out), got %d",
+          meta.rows, k));
+    }
+  }
+  if (!spec.replace && registry_->Contains(spec.model)) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "model: a model named \"", spec.model, "\" exists; set replace to overwrite it"));
+  }
+
+  // Labels stay on the coordinator.
+  auto labels = std::make_shared<ModelLabels>();
+  if (spec.task != Model::Task::kOutlier) {
+    if (meta.labels == LabelKind::kNone) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "dataset: \"", spec.dataset, "\" has no labels; a ",
+          TaskName(spec.task), " is fitted on labelled rows"));
+    }
+    KNN_ASSIGN_OR_RETURN(labels->y, store_->ReadLabels(spec.dataset));
+    if (labels->y.size() != meta.rows) {
+      return absl::InternalError(absl::StrFormat("dataset %s: %d labels for %d rows",
+                                                 spec.dataset, labels->y.size(), meta.rows));
+    }
+    if (spec.task == Model::Task::kClassifier) {
+      labels->class_names = spec.class_names.value_or(meta.class_names);
+      KNN_RETURN_IF_ERROR(EncodeClasses(labels->y, labels->class_names.size(), labels.get()));
+    }
+  }
+
+  auto entry = std::make_shared<ModelEntry>();
+  entry->name = spec.model;
+  entry->task = spec.task;
+  entry->params = spec.params;
+  entry->contamination = spec.contamination;
+  entry->threshold = spec.threshold;
+  entry->dataset = spec.dataset;
+  entry->rows = meta.rows;
+  entry->cols = meta.cols;
+  entry->feature_names = meta.feature_names;
+  entry->generation = registry_->NextGeneration();
+  entry->labels = std::move(labels);
+
+  std::vector<std::string> live_ids;
+  std::vector<WorkerHandle> live = workers_->LiveWorkers();
+  if (live.empty()) return absl::UnavailableError("no live workers to hold the model's shards");
+  for (const WorkerHandle& w : live) live_ids.push_back(w.id);
+  KNN_ASSIGN_OR_RETURN(std::vector<ShardSpec> plan,
+                       PlanShards(spec.model, entry->generation, meta.rows, live_ids,
+                                  options_.sharding));
+  std::vector<std::string> shard_ids;
+  for (const ShardSpec& s : plan) shard_ids.push_back(s.shard_id);
+  registry_->AddPending(shard_ids);
+  registry_->PinDataset(spec.dataset);
+  absl::Cleanup unpin = [&] {
+    registry_->UnpinDataset(spec.dataset);
+    registry_->RemovePending(shard_ids);
+  };
+
+  // Stream the shards, several at once on the pool.
+  std::vector<absl::Status> load_status(plan.size());
+  std::vector<absl::Time> loaded_at(plan.size());
+  ParallelFor(pool_, plan.size(), [&](size_t i) {
+    const ShardSpec& s = plan[i];
+    absl::StatusOr<WorkerHandle> w = workers_->Get(s.worker_id);
+    load_status[i] = w.ok() ? LoadShard(*w, s.shard_id, spec.dataset, s.first_global_index,
+                                        s.rows, meta.cols, spec.params)
+                            : w.status();
+    loaded_at[i] = absl::Now();
+  });
+  for (size_t i = 0; i < plan.size(); ++i) {
+    Placement p;
+    p.location = {plan[i].shard_id, plan[i].worker_id, plan[i].first_global_index, plan[i].rows};
+    p.placed_at = loaded_at[i];
+    entry->shards.push_back(std::move(p));
+  }
+  for (const absl::Status& st : load_status) {
+    if (!st.ok()) {
+      DropShards(entry->Locations());
+      return st;
+    }
+  }
+
+  if (spec.task == Model::Task::kOutlier && !entry->threshold.has_value()) {
+    absl::StatusOr<double> threshold = FitThreshold(*entry, deadline);
+    if (!threshold.ok()) {
+      DropShards(entry->Locations());
+      return threshold.status();
+    }
+    entry->threshold = *threshold;
+  }
+
+  absl::StatusOr<std::shared_ptr<const ModelEntry>> old = registry_->Put(entry, spec.replace);
+  if (!old.ok()) {
+    DropShards(entry->Locations());
+    return old.status();
+  }
+  if (*old != nullptr) DropShards((*old)->Locations());
+  return std::shared_ptr<const ModelEntry>(entry);
+}
+
+absl::StatusOr<double> ModelManager::FitThreshold(const ModelEntry& entry,
+                                                  absl::Time deadline) const {
+  // OutlierDetector::Fit's rule through the cluster: each training row queried with k + 1
+  // neighbours, its own index left out (or, when it is not among them, the last entry), the
+  // k-th remaining distance is its score; threshold = NumpyPercentile(scores, 100(1 - c)).
+  const size_t k = static_cast<size_t>(entry.params.n_neighbors);
+  KNN_ASSIGN_OR_RETURN(Minkowski metric, Minkowski::Create(entry.params.p));
+  const std::vector<ShardLocation> shards = entry.Locations();
+  std::vector<double> scores(entry.rows);
+  for (uint64_t begin = 0; begin < entry.rows; begin += options_.threshold_batch_rows) {
+    const uint64_t end = std::min<uint64_t>(entry.rows, begin + options_.threshold_batch_rows);
+    KNN_ASSIGN_OR_RETURN(Matrix rows, store_->ReadRows(entry.dataset, begin, end));
+    KNN_ASSIGN_OR_RETURN(KNeighborsResult nb,
+                         search_->Search(shards, rows, k + 1, metric, deadline));
+    for (size_t i = 0; i < rows.rows(); ++i) {
+      const int64_t self = static_cast<int64_t>(begin + i);
+      size_t taken = 0;
+      double score = 0;
+      for (size_t j = 0; j < nb.k && taken < k; ++j) {
+        if (nb.index(i, j) == self) continue;
+        score = nb.distance(i, j);
+        ++taken;
+      }
+      scores[begin + i] = score;
+    }
+  }
+  return NumpyPercentile(std::move(scores), 100 * (1 - entry.contamination));
+}
+
+// ---- Queries -------------------------------------------------------------------------------
+
+absl::StatusOr<KNeighborsResult> ModelManager::Neighbors(const ModelEntry& model,
+                                                         MatrixView queries, int k,
+                                                         absl::Time deadline) const {
+  if (queries.cols() != model.cols && !(queries.rows() == 0 && queries.cols() == 0)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "queries: expected %d features, got %d", model.cols, queries.cols()));
+  }
+  if (k < 1 || static_cast<uint64_t>(k) > model.rows) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "k: must be in [1, %d] (the model's training rows), got %d", model.rows, k));
+  }
+  KNN_ASSIGN_OR_RETURN(Minkowski metric, Minkowski::Create(model.params.p));
+  if (queries.rows() == 0) {
+    KNeighborsResult empty;
+    empty.k = static_cast<size_t>(k);
+    return empty;
+  }
+  // Shards marked lost are reported before any call is made.
+  std::vector<std::string> lost;
+  for (const Placement& p : model.shards) {
+    if (p.lost) lost.push_back(p.location.shard_id);
+  }
+  if (!lost.empty()) {
+    return absl::UnavailableError(absl::StrCat(
+        lost.size() == 1 ? "shard " : "shards ", absl::StrJoin(lost, ", "),
+        " of model ", model.name, " is unavailable: its worker lost it; it is being re-sent"));
+  }
+  return search_->Search(model.Locations(), queries, static_cast<size_t>(k), metric, deadline);
+}
+
+absl::StatusOr<KNeighborsResult> ModelManager::KNeighbors(const ModelEntry& model,
+                                                          MatrixView queries, int k,
+                                                          absl::Time deadline) const {
+  return Neighbors(model, queries, k, deadline);
+}
+
+absl::StatusOr<Predictions> ModelManager::Predict(const ModelEntry& model, MatrixView queries,
+                                                  absl::Time deadline) const {
+  KNN_ASSIGN_OR_RETURN(KNeighborsResult nb,
+                       Neighbors(model, queries, model.params.n_neighbors, deadline));
+  const ModelLabels& labels = *model.labels;
+  Predictions out;
+  switch (model.task) {
+    case Model::Task::kClassifier: {
+      KNN_ASSIGN_OR_RETURN(std::vector<int32_t> codes,
+                           VoteClassBatch(nb, labels.codes,
+                                          static_cast<int32_t>(labels.classes.size()),
+                                          model.params.weights, pool_));
+      out.values.resize(codes.size());
+      for (size_t i = 0; i < codes.size(); ++i) {
+        out.values[i] = labels.classes[static_cast<size_t>(codes[i])];
+      }
+      if (!labels.class_names.empty()) {
+        out.labels.resize(codes.size());
+        for (size_t i = 0; i < codes.size(); ++i) {
+          out.labels[i] = labels.class_names[static_cast<size_t>(out.values[i])];
+        }
+      }
+      break;
+    }
+    case Model::Task::kRegressor: {
+      KNN_ASSIGN_OR_RETURN(out.values,
+                           RegressionBatch(nb, labels.y, model.params.weights, pool_));
+      break;
+    }
+    case Model::Task::kOutlier: {
+      // OutlierDetector::ScoreSamples / Predict: the k-th distance; > threshold is an outlier.
+      const double threshold = model.threshold.value_or(0.0);
+      const size_t k = nb.k;
+      out.scores.resize(nb.num_queries);
+      out.values.resize(nb.num_queries);
+      for (size_t i = 0; i < nb.num_queries; ++i) {
+        out.scores[i] = nb.distance(i, k - 1);
+        out.values[i] = out.scores[i] > threshold ? -1 : 1;
+      }
+      break;
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<Matrix> ModelManager::PredictProba(const ModelEntry& model, MatrixView queries,
+                                                  absl::Time deadline) const {
+  if (model.task != Model::Task::kClassifier) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "model: \"", model.name, "\" is a ", TaskName(model.task),
+        "; predict_proba needs a classifier"));
+  }
+  KNN_ASSIGN_OR_RETURN(KNeighborsResult nb,
+                       Neighbors(model, queries, model.params.n_neighbors, deadline));
+  const ModelLabels& labels = *model.labels;
+  return ClassProbabilitiesBatch(nb, labels.codes, static_cast<int32_t>(labels.classes.size()),
+                                 model.params.weights, pool_);
+}
+
+absl::StatusOr<ScoreResult> ModelManager::Score(const ModelEntry& model, MatrixView queries,
+                                                std::vector<double> y_true,
+                                                const std::vector<std::string>* y_class_names,
+                                                absl::Time deadline) const {
+  ScoreResult out;
+  out.n_samples = queries.rows();
+  if (model.task != Model::Task::kOutlier && y_true.size() != queries.rows()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "labels: expected %d labels (one per query), got %d", queries.rows(), y_true.size()));
+  }
+  KNN_ASSIGN_OR_RETURN(Predictions pred, Predict(model, queries, deadline));
+  switch (model.task) {
+    case Model::Task::kClassifier: {
+      const std::vector<std::string>& names = model.labels->class_names;
+      if (y_class_names != nullptr && !names.empty() && *y_class_names != names) {
+        // Codes of another name list: map each through its name onto the model's codes; a name
+        // the model does not know can never be predicted (-1 is no code).
+        std::map<std::string, double> code_of;
+        for (size_t c = 0; c < names.size(); ++c) code_of[names[c]] = static_cast<double>(c);
+        for (double& y : y_true) {
+          const size_t c = static_cast<size_t>(y);
+          auto it = c < y_class_names->size() ? code_of.find((*y_class_names)[c]) : code_of.end();
+          y = it == code_of.end() ? -1 : it->second;
+        }
+      }
+      KNN_ASSIGN_OR_RETURN(out.score, AccuracyScore(y_true, pred.values));
+      out.metric = "accuracy";
+      for (size_t i = 0; i < y_true.size(); ++i) out.n_correct += y_true[i] == pred.values[i];
+      break;
+    }
+    case Model::Task::kRegressor: {
+      KNN_ASSIGN_OR_RETURN(out.score, R2Score(y_true, pred.values));
+      out.metric = "r2";
+      break;
+    }
+    case Model::Task::kOutlier: {
+      const size_t outliers = std::count(pred.values.begin(), pred.values.end(), -1.0);
+      out.score = pred.values.empty() ? 0.0 : static_cast<double>(outliers) / pred.values.size();
+      out.metric = "outlier_fraction";
+      break;
+    }
+  }
+  return out;
+}
+
+// ---- Export / import / delete ----------------------------------------------------------------
+
+absl::StatusOr<Model> ModelManager::ToModel(const ModelEntry& entry) const {
+  Model model;
+  model.task = entry.task;
+  model.params = entry.params;
+  model.contamination = entry.contamination;
+  model.threshold = entry.threshold;
+  KNN_ASSIGN_OR_RETURN(model.X, store_->ReadRows(entry.dataset, 0, entry.rows));
+  if (entry.task != Model::Task::kOutlier) model.y = entry.labels->y;
+  model.class_names = entry.labels->class_names;
+  model.feature_names = entry.feature_names;
+  model.dataset_name = entry.dataset;
+  return model;
+}
+
+absl::StatusOr<std::shared_ptr<const ModelEntry>> ModelManager::Import(const std::string& name,
+                                                                       Model model,
+                                                                       absl::Time deadline) {
+  if (registry_->Contains(name)) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("model: a model named \"", name, "\" exists; delete it first"));
+  }
+  if (model.X.rows() == 0) return absl::InvalidArgumentError("data: the model has no rows");
+  const std::string dataset = absl::StrCat(name, ".data");
+  KNN_RETURN_IF_ERROR(CheckDatasetFree(dataset));
+  UploadHeader header;
+  header.name = dataset;
+  header.cols = model.X.cols();
+  header.labels = model.task == Model::Task::kOutlier ? LabelKind::kNone : LabelKind::kNumeric;
+  header.feature_names = model.feature_names;
+  header.replace = true;
+  KNN_ASSIGN_OR_RETURN(std::unique_ptr<DatasetWriter> writer, store_->BeginUpload(header));
+  constexpr size_t kChunk = 8192;
+  for (size_t begin = 0; begin < model.X.rows(); begin += kChunk) {
+    const size_t end = std::min(model.X.rows(), begin + kChunk);
+    absl::Span<const double> y;
+    if (header.labels == LabelKind::kNumeric) {
+      y = absl::Span<const double>(model.y).subspan(begin, end - begin);
+    }
+    KNN_RETURN_IF_ERROR(writer->Append(model.X.view().Slice(begin, end), y, {}));
+  }
+  KNN_RETURN_IF_ERROR(writer->Commit().status());
+  FitSpec spec;
+  spec.model = name;
+  spec.dataset = dataset;
+  spec.task = model.task;
+  spec.params = model.params;
+  spec.contamination = model.contamination;
+  if (model.task == Model::Task::kOutlier) spec.threshold = model.threshold;
+  if (model.task == Model::Task::kClassifier && !model.class_names.empty()) {
+    spec.class_names = model.class_names;
+  }
+  return Fit(spec, deadline);
+}
+
+absl::Status ModelManager::Delete(const std::string& name) {
+  KNN_ASSIGN_OR_RETURN(std::shared_ptr<const ModelEntry> old, registry_->Remove(name));
+  DropShards(old->Locations());
+  return absl::OkStatus();
+}
+
+// ---- Maintenance -----------------------------------------------------------------------------
+
+void ModelManager::CheckWorkers() {
+  struct Probe {
+    WorkerHandle worker;
+    grpc::ClientContext ctx;
+    v1::GetWorkerStatusRequest request;
+    v1::WorkerStatus response;
+    grpc::Status status;
+  };
+  const absl::Time now = absl::Now();
+  std::vector<WorkerHandle> targets = workers_->WorkersToProbe(now);
+  const absl::Duration timeout =
+      std::max(absl::Milliseconds(200),
+               std::min(options_.control_deadline, workers_->options().heartbeat_interval));
+  std::vector<std::unique_ptr<Probe>> probes;
+  absl::BlockingCounter pending(static_cast<int>(targets.size()));
+  for (WorkerHandle& w : targets) {
+    auto p = std::make_unique<Probe>();
+    p->worker = std::move(w);
+    p->ctx.set_deadline(absl::ToChronoTime(now + timeout));
+    Probe* raw = p.get();
+    probes.push_back(std::move(p));
+    raw->worker.stub->async()->GetWorkerStatus(&raw->ctx, &raw->request, &raw->response,
+                                               [raw, &pending](grpc::Status s) {
+                                                 raw->status = std::move(s);
+                                                 pending.DecrementCount();
+                                               });
+  }
+  pending.Wait();
+  for (const auto& p : probes) {
+    if (p->status.ok()) workers_->ProbeSucceeded(p->worker.id, p->response, absl::Now());
+  }
+  workers_->CheckLiveness(absl::Now());
+}
+
+void ModelManager::Repair() {
+  const absl::Duration grace = 2 * workers_->options().heartbeat_interval + absl::Seconds(1);
+  // 1. Compare what live workers report with what they should hold.
+  std::map<std::string, std::set<std::string>> placed;  // worker -> shard ids
+  std::map<std::string, const Placement*> placement_of;
+  std::vector<std::shared_ptr<const ModelEntry>> models = registry_->List();
+  for (const auto& m : models) {
+    for (const Placement& p : m->shards) {
+      placed[p.location.worker_id].insert(p.location.shard_id);
+      placement_of[p.location.shard_id] = &p;
+    }
+  }
+  std::vector<std::string> lost;
+  std::vector<ShardLocation> orphans;
+  for (const WorkerSnapshot& w : workers_->Snapshot()) {
+    if (!w.alive || !w.reported_shards.has_value()) continue;
+    const std::set<std::string> reported(w.reported_shards->begin(), w.reported_shards->end());
+    for (const std::string& id : placed[w.id]) {
+      const Placement* p = placement_of[id];
+      if (reported.count(id) == 0 && !p->lost && p->placed_at + grace < w.shards_reported_at) {
+        lost.push_back(id);
+      }
+    }
+    for (const std::string& id : reported) {
+      if (placed[w.id].count(id) == 0) orphans.push_back({id, w.id, 0, 0});
+    }
+  }
+  if (!lost.empty()) registry_->MarkLost(lost);
+  if (!orphans.empty()) {
+    // A shard loaded by a fit that committed after the snapshot above is no orphan: check
+    // pending first, then a fresh snapshot (a fit commits before it clears its pending ids).
+    std::vector<ShardLocation> still;
+    for (const ShardLocation& o : orphans) {
+      if (!registry_->IsPending(o.shard_id)) still.push_back(o);
+    }
+    std::set<std::pair<std::string, std::string>> now_placed;
+    for (const auto& m : registry_->List()) {
+      for (const Placement& p : m->shards) {
+        now_placed.insert({p.location.worker_id, p.location.shard_id});
+      }
+    }
+    orphans.clear();
+    for (const ShardLocation& o : still) {
+      if (now_placed.count({o.worker_id, o.shard_id}) == 0) orphans.push_back(o);
+    }
+    DropShards(orphans);
+  }
+
+  // 2. Re-send every shard on a dead worker, or lost, to the live worker with the fewest rows.
+  models = registry_->List();
+  std::vector<WorkerHandle> live = workers_->LiveWorkers();
+  if (live.empty()) return;
+  std::map<std::string, uint64_t> load;
+  for (const WorkerHandle& w : live) load[w.id] = 0;
+  for (const auto& m : models) {
+    for (const Placement& p : m->shards) {
+      auto it = load.find(p.location.worker_id);
+      if (it != load.end() && !p.lost) it->second += p.location.rows;
+    }
+  }
+  for (const auto& m : models) {
+    for (const Placement& p : m->shards) {
+      if (workers_->IsAlive(p.location.worker_id) && !p.lost) continue;
+      const WorkerHandle* target = nullptr;
+      for (const WorkerHandle& w : live) {
+        if (workers_->IsAlive(w.id) && (target == nullptr || load[w.id] < load[target->id])) {
+          target = &w;
+        }
+      }
+      if (target == nullptr) return;
+      registry_->AddPending({p.location.shard_id});
+      const absl::Status st =
+          LoadShard(*target, p.location.shard_id, m->dataset, p.location.first_global_index,
+                    p.location.rows, m->cols, m->params);
+      if (st.ok()) {
+        registry_->MovePlacement(m->name, m->generation, p.location.shard_id, target->id,
+                                 absl::Now());
+        load[target->id] += p.location.rows;
+      }
+      registry_->RemovePending({p.location.shard_id});
+    }
+  }
+}
+
+}  // namespace knncluster::coordinator

@@ -1,0 +1,149 @@
+// ModelManager: what the coordinator does with models, in core types (absl::Status, Matrix,
+// KNeighborsResult) so the gRPC service stays a thin adapter. It fits (shards the training rows
+// of a dataset over the live workers, streams each shard to its worker, keeps the labels here,
+// fits an outlier threshold through the cluster), answers queries (ScatterGather, then the core's
+// voting rules of voting.h on the merged neighbours, so predictions equal the single-process
+// estimators'), exports and imports the core's model files, and keeps the cluster healthy
+// (CheckWorkers: probes and liveness; Repair: re-sends the shards of dead workers, marks shards
+// a worker lost, and drops orphan shards).
+//
+// Ownership: borrows everything (the CoordinatorServer owns the store, pool, registry, search
+// and thread pool, which outlive the manager).
+// Thread safety: every method may be called from any thread at once.
+#ifndef KNNCLUSTER_COORDINATOR_MODEL_MANAGER_H_
+#define KNNCLUSTER_COORDINATOR_MODEL_MANAGER_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "coordinator/dataset_store.h"
+#include "coordinator/model_registry.h"
+#include "coordinator/scatter_gather.h"
+#include "coordinator/sharder.h"
+#include "coordinator/worker_pool.h"
+#include "core/base/matrix.h"
+#include "core/base/thread_pool.h"
+#include "core/estimators/model_io.h"
+#include "core/estimators/params.h"
+#include "core/index/neighbor_index.h"
+
+namespace knncluster::coordinator {
+
+struct ModelManagerOptions {
+  ShardingOptions sharding;
+  // Deadline of one LoadShard stream (a whole shard) and of DropShard / GetWorkerStatus calls.
+  absl::Duration load_deadline = absl::Minutes(10);
+  absl::Duration control_deadline = absl::Seconds(5);
+  // Bytes of rows per LoadShard message.
+  size_t load_chunk_bytes = 1 << 20;
+  // Training rows scored per batch when fitting an outlier threshold.
+  size_t threshold_batch_rows = 16384;
+};
+
+struct FitSpec {
+  std::string model;
+  std::string dataset;
+  Model::Task task = Model::Task::kClassifier;
+  NeighborsParams params;  // validated by the caller (rpc::FromProto)
+  double contamination = 0.1;
+  std::optional<double> threshold;
+  bool replace = false;
+  // ImportModel: the class names recorded in the model file (its labels are codes into them),
+  // instead of the dataset's.
+  std::optional<std::vector<std::string>> class_names;
+};
+
+struct Predictions {
+  std::vector<double> values;       // labels, targets, or +1 / -1
+  std::vector<std::string> labels;  // classifier with class names
+  std::vector<double> scores;       // outlier: distance to the k-th neighbour
+};
+
+struct ScoreResult {
+  double score = 0;
+  std::string metric;  // "accuracy", "r2", "outlier_fraction"
+  uint64_t n_samples = 0;
+  uint64_t n_correct = 0;
+};
+
+class ModelManager {
+ public:
+  ModelManager(DatasetStore* store, WorkerPool* workers, ModelRegistry* registry,
+               ScatterGather* search, ThreadPool* pool, ModelManagerOptions options);
+  ModelManager(const ModelManager&) = delete;
+  ModelManager& operator=(const ModelManager&) = delete;
+
+  // Fits spec.model on spec.dataset. NotFound (dataset), InvalidArgument naming the field (no
+  // rows, n_neighbors > rows, non-integer class labels, contamination), FailedPrecondition (a
+  // classifier or regressor on an unlabeled dataset), AlreadyExists (without replace),
+  // Unavailable ("no live workers", or a shard that could not be loaded).
+  absl::StatusOr<std::shared_ptr<const ModelEntry>> Fit(const FitSpec& spec, absl::Time deadline);
+
+  // The k nearest training rows (true distances, training indices) of each query.
+  // REQUIRES: queries validated (finite). InvalidArgument for a wrong width ("queries: expected
+  // 64 features, got 63") or k outside [1, rows] ("k: ...").
+  absl::StatusOr<KNeighborsResult> KNeighbors(const ModelEntry& model, MatrixView queries, int k,
+                                              absl::Time deadline) const;
+  absl::StatusOr<Predictions> Predict(const ModelEntry& model, MatrixView queries,
+                                      absl::Time deadline) const;
+  // Classifier only (FailedPrecondition otherwise): n x classes, columns in classes order.
+  absl::StatusOr<Matrix> PredictProba(const ModelEntry& model, MatrixView queries,
+                                      absl::Time deadline) const;
+  // accuracy (classifier), R² (regressor) or the fraction predicted -1 (outlier; y_true unused).
+  // `y_class_names`: the names of y_true's codes when they come from a string-labelled dataset
+  // (remapped onto the model's names), else null.
+  absl::StatusOr<ScoreResult> Score(const ModelEntry& model, MatrixView queries,
+                                    std::vector<double> y_true,
+                                    const std::vector<std::string>* y_class_names,
+                                    absl::Time deadline) const;
+
+  // The core's Model (training rows read back from the store), for SerializeModel.
+  absl::StatusOr<Model> ToModel(const ModelEntry& model) const;
+  // Stores model.X (and labels) as the dataset "<name>.data" and fits `name` on it with the
+  // file's parameters and threshold. AlreadyExists when the model exists; FailedPrecondition
+  // when "<name>.data" is another model's training set.
+  absl::StatusOr<std::shared_ptr<const ModelEntry>> Import(const std::string& name, Model model,
+                                                           absl::Time deadline);
+
+  // Removes the model and drops its shards on the workers (best effort). NotFound when absent.
+  absl::Status Delete(const std::string& name);
+
+  // FailedPrecondition when `dataset` is the training set of a model or of a fit in progress
+  // (deleting or replacing it would strand the model's shards without their source).
+  absl::Status CheckDatasetFree(const std::string& dataset) const;
+
+  // Liveness: probes workers not heard from within an interval (GetWorkerStatus, callback API,
+  // all at once) and marks silent ones dead.
+  void CheckWorkers();
+  // Marks shards that live workers no longer report as lost, drops orphan shards, and re-sends
+  // every shard on a dead worker or lost to the live worker holding the fewest rows.
+  void Repair();
+
+ private:
+  // Streams rows [first, first + rows) of `dataset` to `worker` as shard `shard_id`.
+  absl::Status LoadShard(const WorkerHandle& worker, const std::string& shard_id,
+                         const std::string& dataset, int64_t first, uint64_t rows, uint64_t cols,
+                         const NeighborsParams& params) const;
+  // Best effort, all at once; errors are ignored (a missing shard is not an error).
+  void DropShards(const std::vector<ShardLocation>& shards) const;
+  absl::StatusOr<double> FitThreshold(const ModelEntry& entry, absl::Time deadline) const;
+  absl::StatusOr<KNeighborsResult> Neighbors(const ModelEntry& model, MatrixView queries, int k,
+                                             absl::Time deadline) const;
+
+  DatasetStore* const store_;
+  WorkerPool* const workers_;
+  ModelRegistry* const registry_;
+  ScatterGather* const search_;
+  ThreadPool* const pool_;
+  const ModelManagerOptions options_;
+};
+
+}  // namespace knncluster::coordinator
+
+#endif  // KNNCLUSTER_COORDINATOR_MODEL_MANAGER_H_

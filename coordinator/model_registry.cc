@@ -1,0 +1,142 @@
+#include "coordinator/model_registry.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace knncluster::coordinator {
+
+std::vector<ShardLocation> ModelEntry::Locations() const {
+  std::vector<ShardLocation> out;
+  out.reserve(shards.size());
+  for (const Placement& p : shards) out.push_back(p.location);
+  return out;
+}
+
+uint64_t ModelRegistry::NextGeneration() {
+  absl::MutexLock lock(&mu_);
+  return next_generation_++;
+}
+
+absl::StatusOr<std::shared_ptr<const ModelEntry>> ModelRegistry::Get(
+    const std::string& name) const {
+  absl::MutexLock lock(&mu_);
+  auto it = models_.find(name);
+  if (it == models_.end()) {
+    return absl::NotFoundError(absl::StrCat("model: no model named \"", name, "\""));
+  }
+  return it->second;
+}
+
+bool ModelRegistry::Contains(const std::string& name) const {
+  absl::MutexLock lock(&mu_);
+  return models_.count(name) > 0;
+}
+
+absl::StatusOr<std::shared_ptr<const ModelEntry>> ModelRegistry::Put(
+    std::shared_ptr<const ModelEntry> entry, bool replace) {
+  absl::MutexLock lock(&mu_);
+  auto& slot = models_[entry->name];
+  if (slot != nullptr && !replace) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "model: a model named \"", entry->name, "\" exists; set replace to overwrite it"));
+  }
+  std::shared_ptr<const ModelEntry> old = std::move(slot);
+  slot = std::move(entry);
+  return old;
+}
+
+absl::StatusOr<std::shared_ptr<const ModelEntry>> ModelRegistry::Remove(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  auto it = models_.find(name);
+  if (it == models_.end()) {
+    return absl::NotFoundError(absl::StrCat("model: no model named \"", name, "\""));
+  }
+  std::shared_ptr<const ModelEntry> old = std::move(it->second);
+  models_.erase(it);
+  return old;
+}
+
+std::vector<std::shared_ptr<const ModelEntry>> ModelRegistry::List() const {
+  std::vector<std::shared_ptr<const ModelEntry>> out;
+  absl::MutexLock lock(&mu_);
+  for (const auto& [name, e] : models_) out.push_back(e);
+  return out;
+}
+
+std::vector<std::string> ModelRegistry::ModelsUsing(const std::string& dataset) const {
+  std::vector<std::string> out;
+  absl::MutexLock lock(&mu_);
+  for (const auto& [name, e] : models_) {
+    if (e->dataset == dataset) out.push_back(name);
+  }
+  return out;
+}
+
+bool ModelRegistry::MovePlacement(const std::string& model, uint64_t generation,
+                                  const std::string& shard_id, const std::string& worker_id,
+                                  absl::Time placed_at) {
+  absl::MutexLock lock(&mu_);
+  auto it = models_.find(model);
+  if (it == models_.end() || it->second->generation != generation) return false;
+  auto copy = std::make_shared<ModelEntry>(*it->second);
+  bool found = false;
+  for (Placement& p : copy->shards) {
+    if (p.location.shard_id == shard_id) {
+      p.location.worker_id = worker_id;
+      p.placed_at = placed_at;
+      p.lost = false;
+      found = true;
+    }
+  }
+  if (found) it->second = std::move(copy);
+  return found;
+}
+
+void ModelRegistry::MarkLost(const std::vector<std::string>& shard_ids) {
+  const std::set<std::string> lost(shard_ids.begin(), shard_ids.end());
+  absl::MutexLock lock(&mu_);
+  for (auto& [name, e] : models_) {
+    bool touched = false;
+    for (const Placement& p : e->shards) touched |= lost.count(p.location.shard_id) > 0 && !p.lost;
+    if (!touched) continue;
+    auto copy = std::make_shared<ModelEntry>(*e);
+    for (Placement& p : copy->shards) {
+      if (lost.count(p.location.shard_id) > 0) p.lost = true;
+    }
+    e = std::move(copy);
+  }
+}
+
+void ModelRegistry::AddPending(const std::vector<std::string>& shard_ids) {
+  absl::MutexLock lock(&mu_);
+  pending_.insert(shard_ids.begin(), shard_ids.end());
+}
+
+void ModelRegistry::RemovePending(const std::vector<std::string>& shard_ids) {
+  absl::MutexLock lock(&mu_);
+  for (const std::string& id : shard_ids) pending_.erase(id);
+}
+
+bool ModelRegistry::IsPending(const std::string& shard_id) const {
+  absl::MutexLock lock(&mu_);
+  return pending_.count(shard_id) > 0;
+}
+
+void ModelRegistry::PinDataset(const std::string& dataset) {
+  absl::MutexLock lock(&mu_);
+  pinned_.insert(dataset);
+}
+
+void ModelRegistry::UnpinDataset(const std::string& dataset) {
+  absl::MutexLock lock(&mu_);
+  auto it = pinned_.find(dataset);
+  if (it != pinned_.end()) pinned_.erase(it);
+}
+
+bool ModelRegistry::IsPinned(const std::string& dataset) const {
+  absl::MutexLock lock(&mu_);
+  return pinned_.count(dataset) > 0;
+}
+
+}  // namespace knncluster::coordinator

@@ -1,0 +1,123 @@
+// ModelRegistry: the coordinator's catalog of fitted models, name -> ModelEntry. An entry holds
+// what the coordinator keeps of a model (task, parameters, the training set's name and shape,
+// labels, classes, the outlier threshold) and where its shards live (placements).
+//
+// Entries are immutable and shared (shared_ptr<const ModelEntry>): a request takes a snapshot and
+// uses it without locks while the registry moves on. The bulky part (labels) sits behind its own
+// shared_ptr, so re-placing a shard copies only the placement list.
+// Models live in memory in this increment; their training rows live in the DatasetStore.
+//
+// The registry also tracks "pending" shard ids (being loaded by a fit or a repair), so that the
+// maintenance loop does not drop them as orphans from a worker's heartbeat report.
+//
+// Thread safety: every method may be called from any thread (one absl::Mutex).
+#ifndef KNNCLUSTER_COORDINATOR_MODEL_REGISTRY_H_
+#define KNNCLUSTER_COORDINATOR_MODEL_REGISTRY_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "coordinator/scatter_gather.h"
+#include "core/estimators/model_io.h"
+#include "core/estimators/params.h"
+
+namespace knncluster::coordinator {
+
+// What a model's predictions need besides its neighbours. Immutable once built.
+struct ModelLabels {
+  // Classifier: the training labels as fitted (codes into class_names when those are set),
+  // their sorted unique set, and each row's index into classes (the voting.h encoding).
+  std::vector<double> y;
+  std::vector<double> classes;
+  std::vector<int32_t> codes;
+  std::vector<std::string> class_names;
+  // Regressor: the targets (also in y).
+};
+
+struct Placement {
+  ShardLocation location;
+  // When the shard was loaded on location.worker_id (for telling a stale heartbeat report from
+  // a lost shard).
+  absl::Time placed_at = absl::InfinitePast();
+  // The worker said it no longer holds the shard; it must be re-sent.
+  bool lost = false;
+};
+
+struct ModelEntry {
+  std::string name;
+  Model::Task task = Model::Task::kClassifier;
+  NeighborsParams params;
+  double contamination = 0.1;       // outlier
+  std::optional<double> threshold;  // outlier: the threshold in use
+  std::string dataset;              // the training rows (a dataset or a split part)
+  uint64_t rows = 0;
+  uint64_t cols = 0;
+  std::vector<std::string> feature_names;
+  uint64_t generation = 0;          // unique per fit; part of every shard id
+  std::shared_ptr<const ModelLabels> labels;
+  std::vector<Placement> shards;    // ordered by first_global_index
+
+  std::vector<ShardLocation> Locations() const;
+};
+
+class ModelRegistry {
+ public:
+  ModelRegistry() = default;
+  ModelRegistry(const ModelRegistry&) = delete;
+  ModelRegistry& operator=(const ModelRegistry&) = delete;
+
+  // A fresh generation number (never reused in this process).
+  uint64_t NextGeneration();
+
+  // NotFound "model: no model named \"x\"".
+  absl::StatusOr<std::shared_ptr<const ModelEntry>> Get(const std::string& name) const;
+  bool Contains(const std::string& name) const;
+  // Adds or (with replace) replaces; returns the replaced entry, if any. AlreadyExists without
+  // replace when the name is taken.
+  absl::StatusOr<std::shared_ptr<const ModelEntry>> Put(std::shared_ptr<const ModelEntry> entry,
+                                                        bool replace);
+  // Removes and returns the entry. NotFound when absent.
+  absl::StatusOr<std::shared_ptr<const ModelEntry>> Remove(const std::string& name);
+  // Every entry, ordered by name.
+  std::vector<std::shared_ptr<const ModelEntry>> List() const;
+  // Names of models fitted on `dataset`.
+  std::vector<std::string> ModelsUsing(const std::string& dataset) const;
+
+  // Moves a shard of (model, generation) to another worker (after a repair); false when the
+  // model was replaced or removed meanwhile.
+  bool MovePlacement(const std::string& model, uint64_t generation, const std::string& shard_id,
+                     const std::string& worker_id, absl::Time placed_at);
+  // Marks shards lost (their worker no longer holds them).
+  void MarkLost(const std::vector<std::string>& shard_ids);
+
+  // Shard ids being loaded right now.
+  void AddPending(const std::vector<std::string>& shard_ids);
+  void RemovePending(const std::vector<std::string>& shard_ids);
+  bool IsPending(const std::string& shard_id) const;
+
+  // Datasets a fit in progress reads (so they cannot be deleted under it).
+  void PinDataset(const std::string& dataset);
+  void UnpinDataset(const std::string& dataset);
+  bool IsPinned(const std::string& dataset) const;
+
+ private:
+  mutable absl::Mutex mu_;
+  uint64_t next_generation_ ABSL_GUARDED_BY(mu_) = 1;
+  std::map<std::string, std::shared_ptr<const ModelEntry>> models_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> pending_ ABSL_GUARDED_BY(mu_);
+  std::multiset<std::string> pinned_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace knncluster::coordinator
+
+#endif  // KNNCLUSTER_COORDINATOR_MODEL_REGISTRY_H_

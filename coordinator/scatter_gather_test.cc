@@ -1,0 +1,153 @@
+#include "coordinator/scatter_gather.h"
+
+#include <cmath>
+#include <memory>
+#include <random>
+
+#include <grpcpp/client_context.h>
+
+#include "coordinator/fake_worker_testing.h"
+#include "coordinator/worker_pool.h"
+#include "core/estimators/params.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "rpc/convert.h"
+
+namespace knncluster::coordinator {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::FakeWorker;
+
+// Data with many ties and duplicates: small integers.
+Matrix TiedData(size_t rows, size_t cols, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::uniform_int_distribution<int> d(0, 3);
+  Matrix m(rows, cols);
+  for (size_t i = 0; i < rows; ++i)
+    for (size_t j = 0; j < cols; ++j) m.at(i, j) = d(gen) * 0.5;
+  return m;
+}
+
+void Load(const WorkerHandle& w, const std::string& shard_id, const Matrix& all, size_t begin,
+          size_t end, const NeighborsParams& params) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  v1::LoadShardResponse resp;
+  auto writer = w.stub->LoadShard(&ctx, &resp);
+  v1::LoadShardRequest h;
+  h.mutable_header()->set_shard_id(shard_id);
+  h.mutable_header()->set_rows(end - begin);
+  h.mutable_header()->set_cols(all.cols());
+  h.mutable_header()->set_first_global_index(static_cast<int64_t>(begin));
+  rpc::ToProto(params, h.mutable_header()->mutable_index_params());
+  ASSERT_TRUE(writer->Write(h));
+  v1::LoadShardRequest rows;
+  rpc::ToProto(all.view().Slice(begin, end), rows.mutable_rows());
+  ASSERT_TRUE(writer->Write(rows));
+  writer->WritesDone();
+  ASSERT_TRUE(writer->Finish().ok());
+}
+
+class ScatterGatherTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    WorkerPoolOptions o;
+    pool_ = std::make_unique<WorkerPool>(o);
+    for (int i = 0; i < 3; ++i) {
+      workers_.push_back(std::make_unique<FakeWorker>());
+      ASSERT_TRUE(pool_->Register("w" + std::to_string(i), workers_.back()->address(), 1, 0,
+                                  absl::Now())
+                      .ok());
+    }
+    data_ = TiedData(301, 5, 7);
+    queries_ = TiedData(57, 5, 8);
+  }
+
+  // Four shards over three workers (w0 holds two).
+  std::vector<ShardLocation> Place(const NeighborsParams& params) {
+    const size_t cuts[] = {0, 80, 150, 151, 301};
+    const char* owners[] = {"w0", "w1", "w0", "w2"};
+    std::vector<ShardLocation> out;
+    for (size_t s = 0; s < 4; ++s) {
+      const std::string id = "m@" + std::to_string(++generation_) + "/" + std::to_string(s);
+      Load(*pool_->Get(owners[s]), id, data_, cuts[s], cuts[s + 1], params);
+      out.push_back({id, owners[s], static_cast<int64_t>(cuts[s]), cuts[s + 1] - cuts[s]});
+    }
+    return out;
+  }
+
+  std::unique_ptr<WorkerPool> pool_;
+  std::vector<std::unique_ptr<FakeWorker>> workers_;
+  Matrix data_, queries_;
+  int generation_ = 0;
+};
+
+TEST_F(ScatterGatherTest, EqualsSingleProcessSearchBitForBit) {
+  ThreadPool threads(2);
+  ScatterGatherOptions so;
+  so.max_query_bytes = 7 * 5 * sizeof(double);  // 7 queries per call: many chunks
+  ScatterGather sg(pool_.get(), &threads, so);
+  for (double p : {1.0, 2.0, 3.0, 1.5, HUGE_VAL}) {
+    for (Algorithm a : {Algorithm::kKdTree, Algorithm::kBallTree, Algorithm::kBrute}) {
+      NeighborsParams params;
+      params.p = p;
+      params.algorithm = a;
+      params.leaf_size = 3;
+      const std::vector<ShardLocation> shards = Place(params);
+      auto oracle = BuildIndex(std::make_shared<const Matrix>(data_), {}, params.index_options());
+      ASSERT_TRUE(oracle.ok());
+      auto metric = Minkowski::Create(p);
+      for (int k : {1, 5, 301}) {
+        auto want = (*oracle)->KNeighbors(queries_, k, nullptr);
+        auto got = sg.Search(shards, queries_, k, *metric, absl::InfiniteFuture());
+        ASSERT_TRUE(want.ok() && got.ok()) << got.status();
+        EXPECT_EQ(got->k, want->k);
+        EXPECT_EQ(got->indices, want->indices) << "p=" << p << " k=" << k;
+        EXPECT_EQ(got->distances, want->distances) << "p=" << p << " k=" << k;
+      }
+    }
+  }
+}
+
+TEST_F(ScatterGatherTest, OneCallPerWorkerPerBatch) {
+  ScatterGather sg(pool_.get(), nullptr, {});
+  const std::vector<ShardLocation> shards = Place(NeighborsParams());
+  auto got = sg.SearchRdist(shards, queries_, 3, absl::InfiniteFuture());
+  ASSERT_TRUE(got.ok());
+  for (auto& w : workers_) EXPECT_EQ(w->service().searches(), 1);
+}
+
+TEST_F(ScatterGatherTest, StoppedWorkerFailsTheBatchNamingShardAndWorker) {
+  ScatterGatherOptions so;
+  so.rpc_deadline = absl::Seconds(5);
+  ScatterGather sg(pool_.get(), nullptr, so);
+  const std::vector<ShardLocation> shards = Place(NeighborsParams());
+  workers_[1]->Stop();
+  auto got = sg.SearchRdist(shards, queries_, 3, absl::InfiniteFuture());
+  ASSERT_EQ(got.status().code(), absl::StatusCode::kUnavailable) << got.status();
+  EXPECT_THAT(got.status().message(), HasSubstr("shard " + shards[1].shard_id + " on worker w1 ("));
+  EXPECT_FALSE(pool_->IsAlive("w1"));
+  // Now known dead: fails before any call, still naming the shard.
+  got = sg.SearchRdist(shards, queries_, 3, absl::InfiniteFuture());
+  ASSERT_EQ(got.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(got.status().message(), HasSubstr(shards[1].shard_id));
+  EXPECT_THAT(got.status().message(), HasSubstr("dead"));
+}
+
+TEST_F(ScatterGatherTest, LostShardIsReported) {
+  std::vector<std::string> lost;
+  ScatterGatherOptions so;
+  so.on_shards_lost = [&](const std::vector<std::string>& ids) { lost = ids; };
+  ScatterGather sg(pool_.get(), nullptr, so);
+  const std::vector<ShardLocation> shards = Place(NeighborsParams());
+  workers_[2]->service().Clear();  // as if it restarted
+  auto got = sg.SearchRdist(shards, queries_, 3, absl::InfiniteFuture());
+  ASSERT_EQ(got.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(got.status().message(), HasSubstr(shards[3].shard_id));
+  EXPECT_EQ(lost, std::vector<std::string>{shards[3].shard_id});
+  EXPECT_TRUE(pool_->IsAlive("w2"));  // NOT_FOUND is the shard's problem, not the worker's
+}
+
+}  // namespace
+}  // namespace knncluster::coordinator

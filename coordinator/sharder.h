@@ -1,0 +1,50 @@
+// Sharder: how a model's training rows are cut into shards and spread over the live workers.
+// Shards are contiguous ranges of the training set as fitted, so row r of shard s has global
+// index first_global_index + r, which is its training index: the workers report global ids and
+// the coordinator never translates them.
+//
+// Shard ids are unique per fit: "<model>@<generation>/<i>" ('@' and '/' cannot occur in a model
+// name, so the id is unambiguous; the generation changes on every fit, so a refit never collides
+// with the shards of the model it replaces).
+//
+// Thread safety: pure functions.
+#ifndef KNNCLUSTER_COORDINATOR_SHARDER_H_
+#define KNNCLUSTER_COORDINATOR_SHARDER_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace knncluster::coordinator {
+
+struct ShardSpec {
+  std::string shard_id;
+  std::string worker_id;
+  int64_t first_global_index = 0;
+  uint64_t rows = 0;
+};
+
+struct ShardingOptions {
+  // Shards per live worker: 1 keeps one RPC's work per worker per batch in one index; more
+  // shards spread the rows of a dead worker over several survivors when they are re-sent.
+  int shards_per_worker = 1;
+  // No shard is cut smaller than this (fewer shards for small sets), except the only one.
+  uint64_t min_rows_per_shard = 1;
+};
+
+// "<model>@<generation>/<index>".
+std::string ShardId(const std::string& model, uint64_t generation, size_t index);
+
+// Cuts [0, rows) into contiguous, near-equal shards (sizes differ by at most one; larger ones
+// first) and deals them round-robin over `worker_ids` (given in the order to use).
+// InvalidArgument when rows == 0; Unavailable "no live workers" when worker_ids is empty.
+absl::StatusOr<std::vector<ShardSpec>> PlanShards(const std::string& model, uint64_t generation,
+                                                  uint64_t rows,
+                                                  const std::vector<std::string>& worker_ids,
+                                                  const ShardingOptions& options = {});
+
+}  // namespace knncluster::coordinator
+
+#endif  // KNNCLUSTER_COORDINATOR_SHARDER_H_

@@ -1,0 +1,140 @@
+// knn-worker: serves the Worker service (shards, local indexes, partial top-k searches).
+// Flags → WorkerOptions → WorkerServer. Prints "listening on HOST:PORT" as the first line of
+// stdout once serving; logs go to stderr. SIGINT / SIGTERM shut down gracefully (exit 0).
+#include <signal.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "worker/worker_server.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:0",
+          "HOST:PORT to serve on; port 0 picks a free port (the chosen address is printed on "
+          "the first line of stdout as \"listening on HOST:PORT\")");
+ABSL_FLAG(std::string, advertise, "",
+          "HOST:PORT the coordinator should use to reach this worker (default: the bound "
+          "address)");
+ABSL_FLAG(std::string, data_dir, "",
+          "Required. Directory that keeps this worker's stable id (file worker_id, created on "
+          "first start); a worker restarted on the same directory is the same worker, at any "
+          "address. Each worker needs its own.");
+ABSL_FLAG(std::string, coordinator, "",
+          "HOST:PORT of the coordinator to register with and send heartbeats to (optional: "
+          "without it the coordinator must list this worker in its --workers)");
+ABSL_FLAG(int, threads, 0, "Search threads (0: all cores)");
+ABSL_FLAG(int, membership_deadline_ms, 2000,
+          "Deadline of each Register / Heartbeat call to the coordinator, in milliseconds");
+
+namespace {
+
+// Signals are blocked in every thread (gRPC's included, which inherit the mask) and taken by
+// sigwait on the main thread, so shutdown runs as ordinary code, not in a signal handler.
+sigset_t TerminationSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  return set;
+}
+
+// absl flag names cannot contain '-'; the documented spelling is --data-dir. Rewrites the name
+// part of every "-name[=value]" / "--name[=value]" argument before the first bare "--" so that
+// '-' and '_' are interchangeable in flag names.
+std::vector<char*> NormalizeFlagNames(int argc, char** argv, std::vector<std::string>* storage) {
+  storage->assign(argv, argv + argc);
+  for (size_t i = 1; i < storage->size(); ++i) {
+    std::string& arg = (*storage)[i];
+    if (arg == "--") break;
+    if (arg.size() < 2 || arg[0] != '-') continue;
+    const size_t begin = arg[1] == '-' ? 2 : 1;
+    const size_t end = std::min(arg.find('='), arg.size());
+    for (size_t j = begin; j < end; ++j) {
+      if (arg[j] == '-') arg[j] = '_';
+    }
+  }
+  std::vector<char*> out;
+  for (std::string& arg : *storage) out.push_back(arg.data());
+  out.push_back(nullptr);
+  return out;
+}
+
+void Log(const std::string& line) {
+  absl::FPrintF(stderr, "%s knn-worker: %s\n",
+                absl::FormatTime("%Y-%m-%dT%H:%M:%E3S", absl::Now(), absl::LocalTimeZone()), line);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "knn-worker --data-dir DIR [--listen HOST:PORT] [--advertise HOST:PORT] "
+      "[--coordinator HOST:PORT] [--threads N]\n"
+      "Holds shards of training sets, builds KD-tree / ball-tree / brute-force indexes over them "
+      "and answers partial top-k searches for the knncluster coordinator.\n"
+      "Flag names accept '-' or '_' (--data-dir and --data_dir are the same flag).");
+  absl::FlagsUsageConfig usage;
+  // --help lists this file's flags (absl matches the binary's name by default, and ours is not
+  // the file's).
+  usage.contains_help_flags = [](absl::string_view file) {
+    return absl::StrContains(file, "worker_main");
+  };
+  absl::SetFlagsUsageConfig(usage);
+  std::vector<std::string> storage;
+  std::vector<char*> args = NormalizeFlagNames(argc, argv, &storage);
+  absl::ParseCommandLine(static_cast<int>(args.size()) - 1, args.data());
+
+  knncluster::worker::WorkerOptions options;
+  options.listen_address = absl::GetFlag(FLAGS_listen);
+  options.advertise_address = absl::GetFlag(FLAGS_advertise);
+  options.data_dir = absl::GetFlag(FLAGS_data_dir);
+  options.coordinator_address = absl::GetFlag(FLAGS_coordinator);
+  options.threads = absl::GetFlag(FLAGS_threads);
+  options.membership_rpc_deadline = absl::Milliseconds(absl::GetFlag(FLAGS_membership_deadline_ms));
+  options.log = Log;
+  if (options.data_dir.empty()) {
+    absl::FPrintF(stderr,
+                  "knn-worker: --data-dir is required (the directory that keeps this worker's "
+                  "stable id; each worker needs its own). See --help.\n");
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_membership_deadline_ms) < 1) {
+    absl::FPrintF(stderr, "knn-worker: --membership_deadline_ms must be >= 1\n");
+    return 2;
+  }
+
+  const sigset_t signals = TerminationSignals();
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  knncluster::worker::WorkerServer server(options);
+  if (absl::Status status = server.Start(); !status.ok()) {
+    absl::FPrintF(stderr, "knn-worker: %s\n", status.ToString());
+    return 1;
+  }
+  std::printf("listening on %s\n", server.bound_address().c_str());
+  std::fflush(stdout);
+  Log(absl::StrFormat("worker %s serving on %s (advertised as %s), search threads: %s%s",
+                      server.worker_id(), server.bound_address(), server.advertise_address(),
+                      options.threads == 0 ? "all cores" : absl::StrCat(options.threads),
+                      options.coordinator_address.empty()
+                          ? ""
+                          : absl::StrCat(", coordinator ", options.coordinator_address)));
+
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  Log(absl::StrFormat("signal %d: shutting down", signal_number));
+  server.Shutdown();
+  server.Wait();
+  Log("stopped");
+  return 0;
+}

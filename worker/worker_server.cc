@@ -1,0 +1,127 @@
+#include "worker/worker_server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server.h>
+#include <grpcpp/server_builder.h>
+
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "core/base/status_macros.h"
+#include "core/base/thread_pool.h"
+#include "knncluster/v1/worker.grpc.pb.h"
+#include "worker/membership_client.h"
+#include "worker/shard_store.h"
+#include "worker/worker_internal.h"
+#include "worker/worker_service.h"
+
+namespace knncluster::worker {
+
+namespace {
+// The one place credentials are chosen: what the options give, else insecure.
+std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const WorkerOptions& o) {
+  return o.server_credentials != nullptr ? o.server_credentials : grpc::InsecureServerCredentials();
+}
+std::shared_ptr<grpc::ChannelCredentials> ChannelCredentials(const WorkerOptions& o) {
+  return o.channel_credentials != nullptr ? o.channel_credentials
+                                          : grpc::InsecureChannelCredentials();
+}
+
+// "HOST:PORT" → HOST (which may be a bracketed IPv6 address).
+absl::StatusOr<std::string> HostOf(const std::string& address, const std::string& field) {
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == address.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": expected HOST:PORT, got \"", address, "\""));
+  }
+  return address.substr(0, colon);
+}
+}  // namespace
+
+WorkerServer::WorkerServer(WorkerOptions options) : options_(std::move(options)) {}
+
+WorkerServer::~WorkerServer() {
+  Shutdown();
+  Wait();
+}
+
+absl::Status WorkerServer::Start() {
+  absl::MutexLock lock(&mu_);
+  if (started_) return absl::FailedPreconditionError("WorkerServer::Start: already started");
+  if (options_.threads < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("threads: must be >= 0 (0: all cores), got ", options_.threads));
+  }
+  if (options_.max_receive_message_bytes < 1) {
+    return absl::InvalidArgumentError("max_receive_message_bytes: must be >= 1");
+  }
+  KNN_ASSIGN_OR_RETURN(const std::string host, HostOf(options_.listen_address, "listen_address"));
+  if (!options_.advertise_address.empty()) {
+    KNN_RETURN_IF_ERROR(HostOf(options_.advertise_address, "advertise_address").status());
+  }
+  if (!options_.coordinator_address.empty()) {
+    KNN_RETURN_IF_ERROR(HostOf(options_.coordinator_address, "coordinator_address").status());
+  }
+  KNN_ASSIGN_OR_RETURN(worker_id_, LoadOrCreateWorkerId(options_.data_dir));
+
+  pool_ = std::make_unique<ThreadPool>(options_.threads);
+  store_ = std::make_unique<ShardStore>();
+  service_ = std::make_unique<WorkerService>(worker_id_, store_.get(), pool_.get());
+
+  // Both are process-wide switches of gRPC, read when a server is built.
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(options_.listen_address, ServerCredentials(options_), &port);
+  builder.SetMaxReceiveMessageSize(options_.max_receive_message_bytes);
+  builder.RegisterService(service_.get());
+  server_ = builder.BuildAndStart();
+  if (server_ == nullptr || port == 0) {
+    server_.reset();
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.listen_address));
+  }
+  bound_address_ = absl::StrCat(host, ":", port);
+  advertise_address_ =
+      options_.advertise_address.empty() ? bound_address_ : options_.advertise_address;
+  // The default health service knows only "" until a service's status is set (TOOLCHAIN.md).
+  server_->GetHealthCheckService()->SetServingStatus(v1::Worker::service_full_name(), true);
+
+  if (!options_.coordinator_address.empty()) {
+    MembershipOptions m;
+    m.coordinator_address = options_.coordinator_address;
+    m.worker_id = worker_id_;
+    m.advertise_address = advertise_address_;
+    m.cores = static_cast<uint32_t>(pool_->num_threads());
+    m.memory_bytes = PhysicalMemoryBytes();
+    m.rpc_deadline = options_.membership_rpc_deadline;
+    m.credentials = ChannelCredentials(options_);
+    m.log = options_.log;
+    membership_ = std::make_unique<MembershipClient>(std::move(m), store_.get());
+    membership_->Start();
+  }
+  started_ = true;
+  return absl::OkStatus();
+}
+
+void WorkerServer::Shutdown() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!started_ || shut_down_) return;
+    shut_down_ = true;
+  }
+  if (membership_ != nullptr) membership_->Stop();
+  // NOT_SERVING first, so health probes see the drain before connections close.
+  server_->GetHealthCheckService()->SetServingStatus(false);
+  server_->Shutdown(absl::ToChronoTime(absl::Now() + options_.shutdown_grace));
+}
+
+void WorkerServer::Wait() {
+  if (server_ != nullptr) server_->Wait();
+}
+
+}  // namespace knncluster::worker

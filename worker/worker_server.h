@@ -1,0 +1,118 @@
+// WorkerServer: one knncluster worker. Owns the ThreadPool that searches run on (all cores by
+// default), the ShardStore, the WorkerService, the membership client (when a coordinator is
+// configured) and the grpc::Server, which also serves the standard health service (per-service
+// status for "knncluster.v1.Worker") and server reflection.
+//
+// Usage:
+//   WorkerOptions options;
+//   options.data_dir = "/var/lib/knn-worker";
+//   WorkerServer server(options);
+//   KNN_RETURN_IF_ERROR(server.Start());
+//   ... server.bound_address() ...
+//   server.Shutdown();  // from any thread, e.g. a signal handler's thread
+//   server.Wait();
+//
+// Thread safety: Start once, then bound_address / advertise_address / worker_id from any thread;
+// Shutdown and Wait may be called from any thread (Shutdown is idempotent). The destructor shuts
+// down.
+#ifndef KNNCLUSTER_WORKER_WORKER_SERVER_H_
+#define KNNCLUSTER_WORKER_WORKER_SERVER_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+namespace grpc {
+class ChannelCredentials;
+class Server;
+class ServerCredentials;
+}  // namespace grpc
+
+namespace knncluster {
+class ThreadPool;
+}  // namespace knncluster
+
+namespace knncluster::worker {
+
+class MembershipClient;
+class ShardStore;
+class WorkerService;
+
+struct WorkerOptions {
+  // HOST:PORT to listen on; port 0 lets the OS choose (see bound_address()).
+  std::string listen_address = "127.0.0.1:0";
+  // HOST:PORT the coordinator should use to reach this worker; empty: bound_address().
+  std::string advertise_address;
+  // Directory that keeps the worker's stable id (file `worker_id`); created if missing.
+  // Required: two workers must never share one.
+  std::string data_dir;
+  // The coordinator's HOST:PORT to register with and heartbeat to; empty: none (a static
+  // worker list on the coordinator).
+  std::string coordinator_address;
+  // Search threads; 0: all cores.
+  int threads = 0;
+  // Deadline of each call to the coordinator (Register, Heartbeat).
+  absl::Duration membership_rpc_deadline = absl::Seconds(2);
+  // Largest message the server accepts (a LoadShard chunk, a batch of queries).
+  int max_receive_message_bytes = 64 << 20;
+  // How long Shutdown lets calls in flight finish before cancelling them.
+  absl::Duration shutdown_grace = absl::Seconds(5);
+  // Transport security: null means insecure (loopback and tests). These two fields are the one
+  // place the worker's credentials are chosen (TLS arrives with a later issue).
+  std::shared_ptr<grpc::ServerCredentials> server_credentials;
+  std::shared_ptr<grpc::ChannelCredentials> channel_credentials;  // for the coordinator
+  // Receives occasional status lines (membership state changes); null: silent.
+  std::function<void(const std::string&)> log;
+};
+
+class WorkerServer {
+ public:
+  explicit WorkerServer(WorkerOptions options);
+  ~WorkerServer();
+  WorkerServer(const WorkerServer&) = delete;
+  WorkerServer& operator=(const WorkerServer&) = delete;
+
+  // Loads (or creates) the worker id, starts serving, and starts the membership client when a
+  // coordinator is configured (registration is retried in the background, so the coordinator
+  // may come up later). InvalidArgument for bad options, Unavailable when the address cannot be
+  // bound, FailedPrecondition when called twice.
+  absl::Status Start();
+
+  // "HOST:PORT" actually bound (the OS's port when the listen port was 0). REQUIRES: Start() ok.
+  const std::string& bound_address() const { return bound_address_; }
+  // What the worker registers as its address.
+  const std::string& advertise_address() const { return advertise_address_; }
+  // The stable id from the data directory. REQUIRES: Start() ok.
+  const std::string& worker_id() const { return worker_id_; }
+
+  // Stops the membership client, marks the health status NOT_SERVING, then stops the server,
+  // letting calls in flight finish for up to shutdown_grace. Idempotent; no-op before Start.
+  void Shutdown();
+  // Blocks until the server has shut down. REQUIRES: Start() ok.
+  void Wait();
+
+ private:
+  const WorkerOptions options_;
+  std::string worker_id_;
+  std::string bound_address_;
+  std::string advertise_address_;
+  // Destroyed in reverse order: the server first, so no handler runs once the rest goes.
+  std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<ShardStore> store_;
+  std::unique_ptr<WorkerService> service_;
+  std::unique_ptr<MembershipClient> membership_;
+  std::unique_ptr<grpc::Server> server_;
+
+  absl::Mutex mu_;
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace knncluster::worker
+
+#endif  // KNNCLUSTER_WORKER_WORKER_SERVER_H_

@@ -1,0 +1,650 @@
+// WorkerServer end to end, in process: a real server on 127.0.0.1:0, a real channel and the
+// generated stubs, a deadline on every call. The oracle is the core: one index over the whole
+// data must give exactly (bit for bit) what the worker merges from its shards.
+#include <grpcpp/client_context.h>
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server.h>
+#include <grpcpp/server_builder.h>
+#include <grpcpp/support/channel_arguments.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <filesystem>
+#include <limits>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "core/base/matrix.h"
+#include "core/index/neighbor_index.h"
+#include "gmock/gmock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "gtest/gtest.h"
+#include "knncluster/v1/coordinator.grpc.pb.h"
+#include "knncluster/v1/worker.grpc.pb.h"
+#include "worker/worker_server.h"
+
+namespace knncluster::worker {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr absl::Duration kDeadline = absl::Seconds(20);
+
+std::string TempDir() {
+  const char* base = getenv("TEST_TMPDIR");
+  std::string tmpl = absl::StrCat(base != nullptr ? base : "/tmp", "/worker_test.XXXXXX");
+  char* dir = mkdtemp(tmpl.data());
+  EXPECT_NE(dir, nullptr);
+  return tmpl;
+}
+
+void SetDeadline(grpc::ClientContext* context) {
+  context->set_deadline(absl::ToChronoTime(absl::Now() + kDeadline));
+}
+
+// Integer-valued data in a small range: many ties and exact duplicate rows.
+Matrix RandomIntegers(size_t rows, size_t cols, int max_value, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> dist(0, max_value);
+  Matrix m(rows, cols);
+  for (size_t i = 0; i < rows * cols; ++i) m.data()[i] = dist(rng);
+  return m;
+}
+
+v1::NeighborsParams Params(Algorithm algorithm, double p, int leaf_size = 5) {
+  v1::NeighborsParams params;
+  switch (algorithm) {
+    case Algorithm::kKdTree:
+      params.set_algorithm(v1::ALGORITHM_KD_TREE);
+      break;
+    case Algorithm::kBallTree:
+      params.set_algorithm(v1::ALGORITHM_BALL_TREE);
+      break;
+    case Algorithm::kBrute:
+      params.set_algorithm(v1::ALGORITHM_BRUTE);
+      break;
+    case Algorithm::kAuto:
+      params.set_algorithm(v1::ALGORITHM_AUTO);
+      break;
+  }
+  params.set_leaf_size(leaf_size);
+  if (std::isinf(p)) {
+    params.set_metric(v1::METRIC_CHEBYSHEV);
+  } else {
+    params.set_p(p);
+  }
+  return params;
+}
+
+void SetMatrix(MatrixView m, v1::Matrix* out) {
+  out->set_rows(m.rows());
+  out->set_cols(m.cols());
+  out->mutable_values()->Assign(m.data(), m.data() + m.rows() * m.cols());
+}
+
+class WorkerServerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { setenv("GRPC_VERBOSITY", "ERROR", 0); }
+
+  void SetUp() override {
+    data_dir_ = TempDir();
+    StartServer(data_dir_);
+  }
+  void TearDown() override {
+    stub_.reset();
+    if (server_ != nullptr) server_->Shutdown();
+    server_.reset();
+    std::error_code ec;
+    std::filesystem::remove_all(data_dir_, ec);
+  }
+
+  void StartServer(const std::string& data_dir, const std::string& coordinator = "") {
+    WorkerOptions options;
+    options.data_dir = data_dir;
+    options.threads = 2;
+    options.coordinator_address = coordinator;
+    options.membership_rpc_deadline = absl::Milliseconds(500);
+    server_ = std::make_unique<WorkerServer>(options);
+    ASSERT_TRUE(server_->Start().ok());
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(64 << 20);
+    channel_ = grpc::CreateCustomChannel(server_->bound_address(),
+                                         grpc::InsecureChannelCredentials(), args);
+    stub_ = v1::Worker::NewStub(channel_);
+  }
+
+  // Streams a shard: the header, then `rows` in chunks of `chunk_rows`. Empty `ids`: the
+  // contiguous range from `first`.
+  grpc::Status Load(const std::string& shard_id, MatrixView rows, const std::vector<int64_t>& ids,
+                    int64_t first, const v1::NeighborsParams& params,
+                    v1::LoadShardResponse* response, size_t chunk_rows = 64) {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    auto writer = stub_->LoadShard(&context, response);
+    v1::LoadShardRequest request;
+    v1::ShardHeader* header = request.mutable_header();
+    header->set_shard_id(shard_id);
+    header->set_rows(rows.rows());
+    header->set_cols(rows.cols());
+    for (int64_t id : ids) header->add_global_indices(id);
+    header->set_first_global_index(first);
+    *header->mutable_index_params() = params;
+    bool ok = writer->Write(request);
+    for (size_t begin = 0; ok && begin < rows.rows(); begin += chunk_rows) {
+      v1::LoadShardRequest chunk;
+      SetMatrix(rows.Slice(begin, std::min(rows.rows(), begin + chunk_rows)), chunk.mutable_rows());
+      ok = writer->Write(chunk);
+    }
+    writer->WritesDone();
+    return writer->Finish();
+  }
+
+  grpc::Status Search(const std::vector<std::string>& shard_ids, MatrixView queries, uint32_t k,
+                      v1::SearchShardsResponse* response) {
+    v1::SearchShardsRequest request;
+    for (const std::string& id : shard_ids) request.add_shard_ids(id);
+    SetMatrix(queries, request.mutable_queries());
+    request.set_k(k);
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    return stub_->SearchShards(&context, request, response);
+  }
+
+  v1::WorkerStatus Status() {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    v1::WorkerStatus status;
+    EXPECT_TRUE(stub_->GetWorkerStatus(&context, v1::GetWorkerStatusRequest(), &status).ok());
+    return status;
+  }
+
+  // Loads rows [0, split) under shard "a" in a shuffled order with explicit global ids, and
+  // rows [split, n) under shard "b" as the contiguous range from `split`.
+  void LoadTwoShards(const Matrix& data, size_t split, const v1::NeighborsParams& params) {
+    std::vector<int64_t> order(split);
+    std::iota(order.begin(), order.end(), 0);
+    std::shuffle(order.begin(), order.end(), std::mt19937(7));
+    const Matrix a = Matrix::Gather(data, order);
+    v1::LoadShardResponse response;
+    grpc::Status status = Load("m/0", a, order, 0, params, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(response.rows(), split);
+    EXPECT_EQ(response.shard_id(), "m/0");
+    status = Load("m/1", data.view().Slice(split, data.rows()), {}, static_cast<int64_t>(split),
+                  params, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(response.rows(), data.rows() - split);
+  }
+
+  std::string data_dir_;
+  std::unique_ptr<WorkerServer> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Worker::Stub> stub_;
+};
+
+// ---- Exactness: shards merged == one index over everything --------------------------------------
+
+class ShardedSearchTest : public WorkerServerTest,
+                          public ::testing::WithParamInterface<std::tuple<Algorithm, double>> {};
+
+TEST_P(ShardedSearchTest, MergedShardsEqualOneIndexOverAllRows) {
+  const auto [algorithm, p] = GetParam();
+  const Matrix data = RandomIntegers(500, 3, 4, 11);
+  const size_t split = 300;
+  const v1::NeighborsParams params = Params(algorithm, p);
+  LoadTwoShards(data, split, params);
+
+  // Queries: fresh integer points plus exact copies of training rows (distance 0, duplicates).
+  Matrix queries = RandomIntegers(60, 3, 5, 12);
+  for (size_t i = 0; i < 20; ++i) std::copy(data.row(i * 13), data.row(i * 13) + 3, queries.row(i));
+
+  IndexOptions options;
+  options.algorithm = algorithm;
+  options.leaf_size = 5;
+  options.p = p;
+  auto oracle = BuildIndex(std::make_shared<const Matrix>(data), {}, options);
+  ASSERT_TRUE(oracle.ok()) << oracle.status();
+  // The core promises the same answer, bit for bit, from every algorithm: brute force is the
+  // second oracle.
+  options.algorithm = Algorithm::kBrute;
+  auto brute = BuildIndex(std::make_shared<const Matrix>(data), {}, options);
+  ASSERT_TRUE(brute.ok()) << brute.status();
+
+  // k within a shard, k larger than shard "b" (200 rows), k larger than everything.
+  for (uint32_t k : {1u, 7u, 250u, 1000u}) {
+    SCOPED_TRACE(absl::StrCat("k=", k));
+    v1::SearchShardsResponse response;
+    const grpc::Status status = Search({"m/0", "m/1"}, queries, k, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    auto expected = (*oracle)->KNeighborsRdist(queries, static_cast<int>(k), nullptr);
+    ASSERT_TRUE(expected.ok());
+    const v1::Neighbors& got = response.neighbors();
+    EXPECT_EQ(got.num_queries(), queries.rows());
+    EXPECT_EQ(got.k(), std::min<size_t>(k, data.rows()));
+    ASSERT_EQ(got.k(), expected->k);
+    EXPECT_EQ(std::vector<int64_t>(got.indices().begin(), got.indices().end()), expected->indices);
+    // Bit-identical reduced distances (== on doubles, no tolerance).
+    EXPECT_EQ(std::vector<double>(got.distances().begin(), got.distances().end()),
+              expected->distances);
+    auto exact = (*brute)->KNeighborsRdist(queries, static_cast<int>(k), nullptr);
+    ASSERT_TRUE(exact.ok());
+    EXPECT_EQ(std::vector<int64_t>(got.indices().begin(), got.indices().end()), exact->indices);
+    EXPECT_EQ(std::vector<double>(got.distances().begin(), got.distances().end()),
+              exact->distances);
+  }
+
+  // A single shard answers alone with min(k, its rows).
+  v1::SearchShardsResponse response;
+  ASSERT_TRUE(Search({"m/1"}, queries, 250, &response).ok());
+  EXPECT_EQ(response.neighbors().k(), 200u);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AlgorithmsAndMetrics, ShardedSearchTest,
+    ::testing::Combine(::testing::Values(Algorithm::kKdTree, Algorithm::kBallTree,
+                                         Algorithm::kBrute),
+                       ::testing::Values(1.0, 2.0, std::numeric_limits<double>::infinity())),
+    [](const auto& info) {
+      const double p = std::get<1>(info.param);
+      return absl::StrCat(AlgorithmName(std::get<0>(info.param)), "_p",
+                          std::isinf(p) ? std::string("inf") : absl::StrCat(p));
+    });
+
+TEST_F(WorkerServerTest, LoadResolvesAutoAndReportsStatus) {
+  const Matrix data = RandomIntegers(100, 4, 9, 3);
+  v1::LoadShardResponse response;
+  ASSERT_TRUE(Load("s", data, {}, 1000, Params(Algorithm::kAuto, 2), &response).ok());
+  EXPECT_EQ(response.algorithm(), "brute");  // small data: auto is brute force
+  EXPECT_GE(response.build_seconds(), 0);
+
+  const v1::WorkerStatus status = Status();
+  EXPECT_EQ(status.worker_id(), server_->worker_id());
+  EXPECT_EQ(status.cores(), 2u);
+  EXPECT_GT(status.rss_bytes(), 0u);
+  ASSERT_EQ(status.shards_size(), 1);
+  EXPECT_EQ(status.shards(0).shard_id(), "s");
+  EXPECT_EQ(status.shards(0).rows(), 100u);
+  EXPECT_EQ(status.shards(0).cols(), 4u);
+  EXPECT_EQ(status.shards(0).algorithm(), "brute");
+  EXPECT_GE(status.shards(0).memory_bytes(), 100u * 4 * sizeof(double));
+
+  // Global ids come from first_global_index.
+  v1::SearchShardsResponse search;
+  ASSERT_TRUE(Search({"s"}, data.view().Slice(5, 6), 1, &search).ok());
+  EXPECT_EQ(search.neighbors().distances(0), 0.0);
+  EXPECT_GE(search.neighbors().indices(0), 1000);
+}
+
+TEST_F(WorkerServerTest, ReplaceAndDropShard) {
+  const Matrix first = RandomIntegers(50, 2, 3, 1);
+  const Matrix second = RandomIntegers(80, 2, 3, 2);
+  v1::LoadShardResponse response;
+  ASSERT_TRUE(Load("s", first, {}, 0, Params(Algorithm::kKdTree, 2), &response).ok());
+  ASSERT_TRUE(Load("s", second, {}, 500, Params(Algorithm::kBallTree, 1), &response).ok());
+  v1::WorkerStatus status = Status();
+  ASSERT_EQ(status.shards_size(), 1);
+  EXPECT_EQ(status.shards(0).rows(), 80u);
+  EXPECT_EQ(status.shards(0).algorithm(), "ball_tree");
+  v1::SearchShardsResponse search;
+  ASSERT_TRUE(Search({"s"}, first.view().Slice(0, 1), 100, &search).ok());
+  EXPECT_EQ(search.neighbors().k(), 80u);
+  EXPECT_GE(
+      *std::min_element(search.neighbors().indices().begin(), search.neighbors().indices().end()),
+      500);
+
+  for (bool expected : {true, false}) {  // idempotent
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    v1::DropShardRequest request;
+    request.set_shard_id("s");
+    v1::DropShardResponse drop;
+    ASSERT_TRUE(stub_->DropShard(&context, request, &drop).ok());
+    EXPECT_EQ(drop.existed(), expected);
+  }
+  const grpc::Status gone = Search({"s"}, first.view().Slice(0, 1), 1, &search);
+  EXPECT_EQ(gone.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(Status().shards_size(), 0);
+}
+
+// ---- Bad requests
+// --------------------------------------------------------------------------------
+
+TEST_F(WorkerServerTest, BadRequestsFailAloneAndNameTheField) {
+  const Matrix data = RandomIntegers(40, 3, 4, 5);
+  const Matrix queries = RandomIntegers(4, 3, 4, 6);
+  v1::SearchShardsResponse search;
+
+  // Search before load: NOT_FOUND naming the shard.
+  grpc::Status status = Search({"model-x/0"}, queries, 3, &search);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(status.error_message(), HasSubstr("model-x/0"));
+
+  // Rows before the header.
+  {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    v1::LoadShardResponse response;
+    auto writer = stub_->LoadShard(&context, &response);
+    v1::LoadShardRequest chunk;
+    SetMatrix(data, chunk.mutable_rows());
+    writer->Write(chunk);
+    writer->WritesDone();
+    status = writer->Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(), HasSubstr("header"));
+  }
+
+  v1::LoadShardResponse response;
+  // NaN in the rows of a shard.
+  Matrix bad = data;
+  bad.at(17, 2) = std::nan("");
+  status = Load("s", bad, {}, 0, Params(Algorithm::kKdTree, 2), &response, 10);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("rows"));
+  EXPECT_THAT(status.error_message(), HasSubstr("not finite"));
+
+  // Wrong ids count, bad params.
+  status = Load("s", data, {1, 2, 3}, 0, Params(Algorithm::kKdTree, 2), &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("header.global_indices"));
+  v1::NeighborsParams bad_p = Params(Algorithm::kKdTree, 0.5);
+  status = Load("s", data, {}, 0, bad_p, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("header.index_params.p"));
+  EXPECT_EQ(Status().shards_size(), 0);  // nothing stored by failed loads
+
+  ASSERT_TRUE(Load("s", data, {}, 0, Params(Algorithm::kKdTree, 2), &response).ok());
+
+  // Wrong width, in the contract's words.
+  status = Search({"s"}, data.view().Slice(0, 2), 3, &search);
+  ASSERT_TRUE(status.ok());
+  const Matrix narrow = RandomIntegers(2, 2, 4, 8);
+  status = Search({"s"}, narrow, 3, &search);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(), "queries: expected 3 features, got 2");
+
+  // NaN and Inf in queries.
+  for (double v : {std::nan(""), std::numeric_limits<double>::infinity()}) {
+    Matrix q = queries;
+    q.at(2, 1) = v;
+    status = Search({"s"}, q, 3, &search);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(), HasSubstr("queries.row[2][1]"));
+  }
+
+  // k = 0.
+  status = Search({"s"}, queries, 0, &search);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("k:"));
+
+  // A known and an unknown shard: NOT_FOUND naming the unknown one.
+  status = Search({"s", "t"}, queries, 3, &search);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(status.error_message(), HasSubstr("\"t\""));
+
+  // A chunk of the wrong width; too few rows; a second header.
+  {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    auto writer = stub_->LoadShard(&context, &response);
+    v1::LoadShardRequest request;
+    request.mutable_header()->set_shard_id("w");
+    request.mutable_header()->set_rows(4);
+    request.mutable_header()->set_cols(3);
+    writer->Write(request);
+    v1::LoadShardRequest chunk;
+    SetMatrix(narrow, chunk.mutable_rows());
+    writer->Write(chunk);
+    writer->WritesDone();
+    status = writer->Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(), HasSubstr("expected 3 features"));
+  }
+  status = Load("w", data, {}, 0, Params(Algorithm::kBrute, 2), &response);
+  ASSERT_TRUE(status.ok());
+  {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    auto writer = stub_->LoadShard(&context, &response);
+    v1::LoadShardRequest request;
+    request.mutable_header()->set_shard_id("short");
+    request.mutable_header()->set_rows(10);
+    request.mutable_header()->set_cols(3);
+    writer->Write(request);
+    v1::LoadShardRequest chunk;
+    SetMatrix(data.view().Slice(0, 4), chunk.mutable_rows());
+    writer->Write(chunk);
+    writer->WritesDone();
+    status = writer->Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(), HasSubstr("expected 10 rows"));
+  }
+
+  // The server still answers good requests, and holds exactly the good shards.
+  status = Search({"s", "w"}, queries, 5, &search);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(search.neighbors().k(), 5u);
+  const v1::WorkerStatus worker_status = Status();
+  ASSERT_EQ(worker_status.shards_size(), 2);
+  EXPECT_EQ(worker_status.shards(0).shard_id(), "s");
+  EXPECT_EQ(worker_status.shards(1).shard_id(), "w");
+}
+
+// ---- Health, identity, size, concurrency
+// ---------------------------------------------------------
+
+TEST_F(WorkerServerTest, HealthServiceServesTheWorkerService) {
+  auto health = grpc::health::v1::Health::NewStub(channel_);
+  for (const std::string service : {"knncluster.v1.Worker", ""}) {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    grpc::health::v1::HealthCheckRequest request;
+    request.set_service(service);
+    grpc::health::v1::HealthCheckResponse response;
+    const grpc::Status status = health->Check(&context, request, &response);
+    ASSERT_TRUE(status.ok()) << service << ": " << status.error_message();
+    EXPECT_EQ(response.status(), grpc::health::v1::HealthCheckResponse::SERVING) << service;
+  }
+}
+
+TEST_F(WorkerServerTest, WorkerIdIsStableAcrossRestartsOnTheSameDataDir) {
+  const std::string id = server_->worker_id();
+  EXPECT_EQ(id.size(), 32u);
+  EXPECT_EQ(Status().worker_id(), id);
+  const std::string first_address = server_->bound_address();
+  stub_.reset();
+  server_->Shutdown();
+  server_.reset();
+
+  StartServer(data_dir_);  // a new process-lifetime, most likely a new port
+  EXPECT_EQ(server_->worker_id(), id);
+  EXPECT_EQ(Status().worker_id(), id);
+
+  const std::string other_dir = TempDir();
+  WorkerOptions options;
+  options.data_dir = other_dir;
+  WorkerServer other(options);
+  ASSERT_TRUE(other.Start().ok());
+  EXPECT_NE(other.worker_id(), id);
+  other.Shutdown();
+  std::error_code ec;
+  std::filesystem::remove_all(other_dir, ec);
+
+  WorkerOptions no_dir;
+  WorkerServer without(no_dir);
+  const absl::Status status = without.Start();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("data_dir"));
+}
+
+TEST_F(WorkerServerTest, ShardLargerThanFourMiBStreams) {
+  const Matrix data = RandomIntegers(200000, 8, 1000, 21);  // 12.8 MB of doubles
+  v1::LoadShardResponse response;
+  const grpc::Status status =
+      Load("big", data, {}, 0, Params(Algorithm::kKdTree, 2, 30), &response, 20000);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response.rows(), 200000u);
+  EXPECT_EQ(response.algorithm(), "kd_tree");
+
+  const Matrix queries = RandomIntegers(200, 8, 1000, 22);
+  v1::SearchShardsResponse search;
+  ASSERT_TRUE(Search({"big"}, queries, 10, &search).ok());
+  IndexOptions options;
+  options.algorithm = Algorithm::kBrute;
+  auto oracle = BuildIndex(std::make_shared<const Matrix>(data), {}, options);
+  ASSERT_TRUE(oracle.ok());
+  auto expected = (*oracle)->KNeighborsRdist(queries, 10, nullptr);
+  ASSERT_TRUE(expected.ok());
+  EXPECT_EQ(std::vector<int64_t>(search.neighbors().indices().begin(),
+                                 search.neighbors().indices().end()),
+            expected->indices);
+  EXPECT_EQ(std::vector<double>(search.neighbors().distances().begin(),
+                                search.neighbors().distances().end()),
+            expected->distances);
+}
+
+TEST_F(WorkerServerTest, SearchesRunWhileShardsAreReplaced) {
+  const Matrix data = RandomIntegers(400, 3, 6, 31);
+  LoadTwoShards(data, 150, Params(Algorithm::kKdTree, 2));
+  const Matrix queries = RandomIntegers(30, 3, 6, 32);
+  v1::SearchShardsResponse reference;
+  ASSERT_TRUE(Search({"m/0", "m/1"}, queries, 9, &reference).ok());
+
+  std::atomic<int> mismatches{0}, failures{0};
+  std::vector<std::thread> searchers;
+  for (int t = 0; t < 3; ++t) {
+    searchers.emplace_back([&] {
+      for (int i = 0; i < 20; ++i) {
+        v1::SearchShardsResponse response;
+        if (!Search({"m/0", "m/1"}, queries, 9, &response).ok()) {
+          ++failures;
+        } else if (response.SerializeAsString() != reference.SerializeAsString()) {
+          ++mismatches;
+        }
+      }
+    });
+  }
+  // Replace both shards with the same rows (other algorithms) while the searches run.
+  for (int i = 0; i < 3; ++i) {
+    LoadTwoShards(data, 150, Params(i % 2 == 0 ? Algorithm::kBallTree : Algorithm::kBrute, 2));
+  }
+  for (std::thread& t : searchers) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(mismatches.load(), 0);
+}
+
+// ---- Membership
+// ----------------------------------------------------------------------------------
+
+// A stand-in coordinator: records registrations and heartbeats; asks for one re-registration.
+class FakeMembership final : public v1::Membership::Service {
+ public:
+  grpc::Status Register(grpc::ServerContext*, const v1::RegisterRequest* request,
+                        v1::RegisterResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    registrations_.push_back(*request);
+    response->set_heartbeat_interval_ms(20);
+    return grpc::Status::OK;
+  }
+  grpc::Status Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest* request,
+                         v1::HeartbeatResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    heartbeats_.push_back(*request);
+    if (heartbeats_.size() == 3) response->set_reregister(true);
+    return grpc::Status::OK;
+  }
+  // Waits until `pred` holds (or 10 s pass).
+  bool WaitFor(const std::function<bool(const FakeMembership&)>& pred) {
+    const absl::Time end = absl::Now() + absl::Seconds(10);
+    while (absl::Now() < end) {
+      {
+        absl::MutexLock lock(&mu_);
+        if (pred(*this)) return true;
+      }
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    return false;
+  }
+
+  mutable absl::Mutex mu_;
+  std::vector<v1::RegisterRequest> registrations_ ABSL_GUARDED_BY(mu_);
+  std::vector<v1::HeartbeatRequest> heartbeats_ ABSL_GUARDED_BY(mu_);
+};
+
+std::unique_ptr<grpc::Server> StartFake(FakeMembership* service, const std::string& address,
+                                        int* port) {
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), port);
+  builder.RegisterService(service);
+  return builder.BuildAndStart();
+}
+
+TEST_F(WorkerServerTest, RegistersHeartbeatsAndReregisters) {
+  FakeMembership fake;
+  int port = 0;
+  auto coordinator = StartFake(&fake, "127.0.0.1:0", &port);
+  ASSERT_NE(coordinator, nullptr);
+  server_->Shutdown();
+  StartServer(data_dir_, absl::StrCat("127.0.0.1:", port));
+  v1::LoadShardResponse response;
+  ASSERT_TRUE(
+      Load("m/0", RandomIntegers(20, 2, 3, 1), {}, 0, Params(Algorithm::kBrute, 2), &response)
+          .ok());
+
+  // Heartbeat 3 answers reregister=true: a second registration follows, then heartbeats go on.
+  ASSERT_TRUE(fake.WaitFor([](const FakeMembership& f) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return f.registrations_.size() >= 2 && f.heartbeats_.size() >= 5;
+  }));
+  server_->Shutdown();  // stops the membership thread
+  absl::MutexLock lock(&fake.mu_);
+  const v1::RegisterRequest& r = fake.registrations_[0];
+  EXPECT_EQ(r.worker_id(), server_->worker_id());
+  EXPECT_EQ(r.address(), server_->bound_address());
+  EXPECT_EQ(r.cores(), 2u);
+  EXPECT_GT(r.memory_bytes(), 0u);
+  const v1::HeartbeatRequest& h = fake.heartbeats_.back();
+  EXPECT_EQ(h.worker_id(), server_->worker_id());
+  ASSERT_EQ(h.shard_ids_size(), 1);
+  EXPECT_EQ(h.shard_ids(0), "m/0");
+  EXPECT_GT(h.rss_bytes(), 0u);
+  coordinator->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+}
+
+TEST_F(WorkerServerTest, RegistersWithACoordinatorThatStartsLater) {
+  // Reserve a port, release it, point the worker at it, and only then start the coordinator.
+  FakeMembership fake;
+  int port = 0;
+  auto placeholder = StartFake(&fake, "127.0.0.1:0", &port);
+  ASSERT_NE(placeholder, nullptr);
+  placeholder->Shutdown(absl::ToChronoTime(absl::Now()));
+  placeholder.reset();
+
+  server_->Shutdown();
+  StartServer(data_dir_, absl::StrCat("127.0.0.1:", port));
+  absl::SleepFor(absl::Milliseconds(300));  // a few failed attempts
+  int same_port = 0;
+  auto coordinator = StartFake(&fake, absl::StrCat("127.0.0.1:", port), &same_port);
+  ASSERT_NE(coordinator, nullptr);
+  ASSERT_EQ(same_port, port);
+  EXPECT_TRUE(fake.WaitFor([](const FakeMembership& f) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return !f.registrations_.empty() && !f.heartbeats_.empty();
+  }));
+  server_->Shutdown();
+  coordinator->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+}
+
+}  // namespace
+}  // namespace knncluster::worker
