@@ -73,4 +73,8 @@ if [[ "${alive:-0}" -lt "$workers" ]]; then
   exit 1
 fi
 echo "local-cluster: coordinator $coordinator with $workers workers" >&2
-KNN_COORDINATOR=$coordinator "$@"
+# In the background and waited for, so that a signal reaches the traps (and cleanup) at once.
+KNN_COORDINATOR=$coordinator "$@" &
+command_pid=$!
+pids=("$command_pid" "${pids[@]}")
+wait "$command_pid"

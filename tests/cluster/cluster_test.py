@@ -24,16 +24,23 @@ BIN = None
 class Cluster:
     """A coordinator and `workers` workers, each a real process with its own data directory."""
 
-    def __init__(self, workers, tmp):
+    def __init__(self, workers, tmp, static=False):
+        """static: workers start first, without --coordinator, and the coordinator gets their
+        addresses with --workers; otherwise workers register with the coordinator."""
         self.tmp = tmp
         self.procs = []
         self.files = []
-        self.coordinator = self._start("coordinator", [
-            os.path.join(BIN, "knn-coordinator"), "--listen", "127.0.0.1:0",
-            "--data-dir", os.path.join(tmp, "coordinator"), "--heartbeat-interval-ms", "200"])
         self.workers = {}
-        for i in range(workers):
-            self.add_worker(f"w{i}")
+        self.coordinator = None
+        static_addrs = [self.add_worker(f"w{i}") for i in range(workers)] if static else []
+        argv = [os.path.join(BIN, "knn-coordinator"), "--listen", "127.0.0.1:0",
+                "--data-dir", os.path.join(tmp, "coordinator"), "--heartbeat-interval-ms", "200"]
+        if static:
+            argv += ["--workers", ",".join(static_addrs)]
+        self.coordinator = self._start("coordinator", argv)
+        if not static:
+            for i in range(workers):
+                self.add_worker(f"w{i}")
         self.wait_alive(workers)
 
     def _start(self, name, argv):
@@ -56,11 +63,18 @@ class Cluster:
         raise RuntimeError(f"{name} did not print its address")
 
     def add_worker(self, name):
-        addr = self._start(name, [
-            os.path.join(BIN, "knn-worker"), "--listen", "127.0.0.1:0", "--coordinator",
-            self.coordinator, "--data-dir", os.path.join(self.tmp, name)])
+        argv = [os.path.join(BIN, "knn-worker"), "--listen", "127.0.0.1:0",
+                "--data-dir", os.path.join(self.tmp, name)]
+        if self.coordinator:
+            argv += ["--coordinator", self.coordinator]
+        addr = self._start(name, argv)
         self.workers[name] = (addr, self.procs[-1])
         return addr
+
+    def kill_worker(self, name):
+        _, proc = self.workers[name]
+        proc.kill()
+        proc.wait()
 
     def status(self):
         return self.knnctl("status")
@@ -196,6 +210,63 @@ class ClusterTest(unittest.TestCase):
         remote = c.knnctl("score", "--model", "imported", *SPLIT, "--split", "test")
         self.assertEqual(remote["n_correct"], 349)
 
+    def test_dead_worker_is_marked_and_its_shards_are_resent(self):
+        c = self.cluster(3)
+        c.knnctl("fit", *SPLIT, "--split", "train", "-k", "10", "--algorithm", "kd_tree",
+                 "--model", "m")
+        want = c.knnctl("kneighbors", "--model", "m", *SPLIT, "--split", "test")
+        victim = c.workers["w0"][0]
+        c.kill_worker("w0")
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            states = {w["address"]: w["state"] for w in c.status()["workers"]}
+            if states.get(victim) == "WORKER_DEAD":
+                break
+            time.sleep(0.05)
+        self.assertEqual(states.get(victim), "WORKER_DEAD")
+        # Until the lost shard is re-sent a query fails UNAVAILABLE naming it; then it is exact.
+        deadline, errors = time.time() + 30, []
+        while time.time() < deadline:
+            p = c.knnctl("kneighbors", "--model", "m", *SPLIT, "--split", "test", check=False)
+            if p.returncode == 0:
+                self.assertEqual(json.loads(p.stdout), want)
+                break
+            errors.append(p.stderr)
+            self.assertIn("shard", p.stderr)
+            time.sleep(0.1)
+        else:
+            self.fail(f"the lost shard was never re-sent: {errors[-1:]}")
+        model = [m for m in c.status()["models"] if m["name"] == "m"][0]
+        alive = {w["worker_id"] for w in c.status()["workers"] if w["state"] == "WORKER_ALIVE"}
+        self.assertTrue(all(s["worker_id"] in alive for s in model["shards"]))
+
+    def test_restarted_worker_keeps_its_id_at_a_new_address(self):
+        c = self.cluster(1)
+        before = c.status()["workers"][0]
+        c.workers["w0"][1].terminate()
+        c.workers["w0"][1].wait()
+        new_addr = c.add_worker("w0")  # same data directory, a new free port
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            workers = c.status()["workers"]
+            if workers[0]["address"] == new_addr and workers[0]["state"] == "WORKER_ALIVE":
+                break
+            time.sleep(0.05)
+        self.assertEqual(len(workers), 1)
+        self.assertEqual(workers[0]["worker_id"], before["worker_id"])
+        self.assertEqual(workers[0]["address"], new_addr)
+
+    def test_static_worker_list(self):
+        c = Cluster(2, tempfile.mkdtemp(dir=self.tmp), static=True)
+        self.clusters.append(c)
+        local_model = os.path.join(self.tmp, "l.model")
+        knnctl("fit", *SPLIT, "--split", "train", "-k", "10", "--algorithm", "brute",
+               "--model", local_model)
+        c.knnctl("fit", *SPLIT, "--split", "train", "-k", "10", "--model", "s")
+        self.assertEqual(c.knnctl("kneighbors", "--model", "s", *SPLIT, "--split", "test"),
+                         {**knnctl("kneighbors", "--model", local_model, *SPLIT, "--split", "test"),
+                          "model": "s"})
+
     def test_dataset_larger_than_16_mib(self):
         c = self.cluster(2)
         rs = np.random.RandomState(11)
@@ -252,6 +323,25 @@ class BadInputTest(unittest.TestCase):
         self.assertEqual(cm.exception.code(), code, cm.exception.details())
         for w in words:
             self.assertIn(w, cm.exception.details())
+
+    def test_health_and_reflection_on_every_server(self):
+        import grpc
+        from health.v1 import health_pb2, health_pb2_grpc
+        from reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+        servers = [(self.c.coordinator, ["knncluster.v1.Coordinator", "knncluster.v1.Membership"])]
+        servers += [(addr, ["knncluster.v1.Worker"]) for addr, _ in self.c.workers.values()]
+        for addr, services in servers:
+            with grpc.insecure_channel(addr) as channel:
+                health = health_pb2_grpc.HealthStub(channel)
+                for service in ["", *services]:
+                    r = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+                    self.assertEqual(r.status, health_pb2.HealthCheckResponse.SERVING, (addr, service))
+                reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+                replies = reflection.ServerReflectionInfo(
+                    iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10)
+                listed = {s.name for r in replies for s in r.list_services_response.service}
+                for service in services + ["grpc.health.v1.Health"]:
+                    self.assertIn(service, listed, addr)
 
     def test_every_bad_request_is_named_and_the_good_client_is_unaffected(self):
         code = self.grpc.StatusCode
