@@ -36,9 +36,11 @@ class BallBounds {
   }
 
   // Triangle inequality: no point of the ball is closer than dist(q, centroid) - radius.
-  template <typename M>
+  // D is the dimension if fixed at compile time (0: dim_).
+  template <size_t D, typename M>
   double MinRdist(const M& m, size_t node, const double* q) const {
-    const double dist = m.RdistToDist(m.Rdist(q, &centroid_[node * dim_], dim_));
+    const size_t d = D == 0 ? dim_ : D;
+    const double dist = m.RdistToDist(tree_internal::Rdist<D>(m, q, &centroid_[node * d], d));
     const double r = radius_[node];
     const double gap = dist - r - tree_internal::kBoundSlack * (dist + r);
     return gap > 0 ? m.DistToRdist(gap) : 0.0;

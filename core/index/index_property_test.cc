@@ -205,6 +205,50 @@ TEST(IndexPropertyTest, RdistVariantClampsKToShardSize) {
   EXPECT_EQ(r->indices, (std::vector<int64_t>{9, 8, 7}));
 }
 
+TEST(IndexPropertyTest, TreesAnswerLargeLowDimBatchesInTheCallersOrder) {
+  // Trees search a batch in a spatial order of the queries (neighbor_index.cc) and must write
+  // every answer back to its caller's row: many queries (several blocks on two threads),
+  // duplicates, queries far outside the data, a column that is constant among the queries, and
+  // coordinates whose span overflows.
+  ThreadPool pool(2);
+  std::mt19937 rng(5);
+  for (size_t d : {1, 2, 3, 4, 5, 8}) {
+    SCOPED_TRACE(absl::StrFormat("d=%d", d));
+    auto data = std::make_shared<Matrix>(IntegerData(3000, d, 9, &rng));
+    Matrix queries = IntegerData(1500, d, 11, &rng);
+    for (size_t q = 0; q < queries.rows(); q += 97) {
+      for (size_t j = 0; j < d; ++j) {
+        queries.at(q, j) = (q % 2 ? 1.5e308 : -1.5e308) / static_cast<double>(j + 1);
+      }
+    }
+    if (d > 1) {
+      for (size_t q = 0; q < queries.rows(); ++q) queries.at(q, d - 1) = 3.0;
+    }
+    std::vector<KNeighborsResult> results;
+    for (Algorithm a : kAlgorithms) {
+      auto index = BuildIndex(data, {}, {a, 7, 2});
+      ASSERT_TRUE(index.ok()) << index.status();
+      auto r = (*index)->KNeighborsRdist(queries, 10, &pool);
+      ASSERT_TRUE(r.ok()) << r.status();
+      results.push_back(*std::move(r));
+    }
+    for (size_t a = 1; a < results.size(); ++a) {
+      EXPECT_EQ(results[a].indices, results[0].indices) << AlgorithmName(kAlgorithms[a]);
+      EXPECT_EQ(results[a].distances, results[0].distances) << AlgorithmName(kAlgorithms[a]);
+    }
+    // One query alone gets the answer it gets within the batch.
+    for (size_t q : {size_t{0}, size_t{1}, size_t{777}, size_t{1499}}) {
+      auto index = BuildIndex(data, {}, {Algorithm::kKdTree, 7, 2});
+      auto one = (*index)->KNeighborsRdist(queries.view().Slice(q, q + 1), 10, nullptr);
+      ASSERT_TRUE(one.ok());
+      for (size_t j = 0; j < 10; ++j) {
+        EXPECT_EQ(one->index(0, j), results[1].index(q, j)) << "query " << q;
+        EXPECT_EQ(one->distance(0, j), results[1].distance(q, j)) << "query " << q;
+      }
+    }
+  }
+}
+
 TEST(IndexPropertyTest, AutoResolvesByShape) {
   EXPECT_EQ(ResolveAuto(1000000, 3), Algorithm::kKdTree);
   EXPECT_EQ(ResolveAuto(1000000, 64), Algorithm::kBrute);

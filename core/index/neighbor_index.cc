@@ -1,6 +1,10 @@
 #include "core/index/neighbor_index.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -26,6 +30,51 @@ size_t QueryBlock(size_t num_queries, ThreadPool* pool) {
   const size_t per_task = (num_queries + 2 * threads - 1) / (2 * threads);
   return std::max(kMinQueryBlock, std::min(kQueryBlock, per_task));
 }
+// Trees search queries in a spatially coherent order (LocalityOrder) up to this dimension: then
+// consecutive queries walk the same nodes and leaves, which stay in cache (uniform3d, 1M rows:
+// ~1.35x kd_tree and ~1.6x ball_tree qps at 1 thread, measured with bench/knn_bench). Above it a
+// Z-order key has too few bits per dimension to say much, and at 16+ dimensions the search time
+// goes to distances.
+constexpr size_t kMaxLocalityDim = 8;
+
+// The permutation that sorts the queries by the Z-order (Morton) key of their coordinates, each
+// quantised to `bits` bits within the queries' bounding box. Ties keep the caller's order.
+std::vector<int64_t> LocalityOrder(MatrixView queries) {
+  const size_t n = queries.rows(), d = queries.cols();
+  const int bits = static_cast<int>(std::min<size_t>(21, 64 / d));
+  std::vector<double> lo(queries.row(0), queries.row(0) + d), scale(d);
+  std::vector<double> hi = lo;
+  for (size_t i = 1; i < n; ++i) {
+    for (size_t j = 0; j < d; ++j) {
+      lo[j] = std::min(lo[j], queries.at(i, j));
+      hi[j] = std::max(hi[j], queries.at(i, j));
+    }
+  }
+  const double cells = std::ldexp(1.0, bits);
+  for (size_t j = 0; j < d; ++j) {
+    // Finite spans only (queries are finite, but hi - lo may overflow).
+    const double span = hi[j] - lo[j];
+    scale[j] = span > 0 && std::isfinite(span) ? (cells - 1) / span : 0;
+  }
+  std::vector<std::pair<uint64_t, size_t>> keyed(n);
+  std::vector<uint64_t> cell(d);
+  for (size_t i = 0; i < n; ++i) {
+    for (size_t j = 0; j < d; ++j) {
+      const double c = (queries.at(i, j) - lo[j]) * scale[j];
+      cell[j] = c >= 0 && c < cells ? static_cast<uint64_t>(c) : 0;
+    }
+    uint64_t key = 0;
+    for (int b = bits - 1; b >= 0; --b) {
+      for (size_t j = 0; j < d; ++j) key = (key << 1) | ((cell[j] >> b) & 1);
+    }
+    keyed[i] = {key, i};
+  }
+  std::sort(keyed.begin(), keyed.end());
+  std::vector<int64_t> order(n);
+  for (size_t i = 0; i < n; ++i) order[i] = static_cast<int64_t>(keyed[i].second);
+  return order;
+}
+
 // Below this many rows brute force beats building and walking a tree.
 constexpr size_t kAutoBruteMaxRows = 2048;
 // Above this dimension trees cannot prune (scikit-learn's `auto` uses the same cut-off).
@@ -87,16 +136,29 @@ absl::StatusOr<KNeighborsResult> NeighborIndex::Search(MatrixView queries, size_
   result.k = k;
   result.distances.resize(queries.rows() * k);
   result.indices.resize(queries.rows() * k);
+  // Trees: search in LocalityOrder (results are per query, written back in the caller's order).
+  std::vector<int64_t> order;
+  Matrix reordered;
+  MatrixView search_queries = queries;
+  if (algorithm() != Algorithm::kBrute && dim_ <= kMaxLocalityDim && queries.rows() > 2) {
+    order = LocalityOrder(queries);
+    reordered = Matrix::Gather(queries, order);
+    search_queries = reordered.view();
+  }
   const size_t block = QueryBlock(queries.rows(), pool);
   const size_t blocks = (queries.rows() + block - 1) / block;
   ParallelFor(pool, blocks, [&](size_t b) {
     const size_t begin = b * block;
     const size_t end = std::min(queries.rows(), begin + block);
     std::vector<Neighbor> out((end - begin) * k);
-    SearchBlock(queries.Slice(begin, end), k, out.data());
-    for (size_t i = 0; i < out.size(); ++i) {
-      result.distances[begin * k + i] = out[i].rdist;
-      result.indices[begin * k + i] = out[i].id;
+    SearchBlock(search_queries.Slice(begin, end), k, out.data());
+    for (size_t q = begin; q < end; ++q) {
+      const size_t dst = (order.empty() ? q : static_cast<size_t>(order[q])) * k;
+      const Neighbor* src = &out[(q - begin) * k];
+      for (size_t j = 0; j < k; ++j) {
+        result.distances[dst + j] = src[j].rdist;
+        result.indices[dst + j] = src[j].id;
+      }
     }
   });
   return result;

@@ -34,53 +34,98 @@ inline bool NeighborLess(const Neighbor& a, const Neighbor& b) {
   return a.rdist < b.rdist || (a.rdist == b.rdist && a.id < b.id);
 }
 
-// Keeps the k smallest neighbours pushed so far under NeighborLess (a max-heap on the worst).
-// Like scikit-learn's NeighborsHeap and nanoflann's KNNResultSet.
+// Keeps the k smallest neighbours pushed so far under NeighborLess. Like scikit-learn's
+// NeighborsHeap and nanoflann's KNNResultSet. For small k (the common case, k <= kMaxSortedK) the
+// neighbours are kept as a sorted array with insertion from the back, which beats a binary heap
+// there: most pushes land near the end and no sift-down is needed; for larger k it is a max-heap
+// on the worst. Either way the kept set and the order TakeSorted returns are the same.
 class TopK {
  public:
+  // Up to this k the sorted-array representation is used (measured with bench/knn_bench).
+  static constexpr size_t kMaxSortedK = 32;
+
   // REQUIRES: k >= 1.
-  explicit TopK(size_t k) : k_(k) { heap_.reserve(k); }
+  explicit TopK(size_t k) : k_(k), sorted_(k <= kMaxSortedK), items_(k) {}
 
   size_t k() const { return k_; }
-  size_t size() const { return heap_.size(); }
-  bool full() const { return heap_.size() == k_; }
-  void Clear() { heap_.clear(); }
+  size_t size() const { return size_; }
+  bool full() const { return size_ == k_; }
+  void Clear() {
+    size_ = 0;
+    worst_ = std::numeric_limits<double>::infinity();
+  }
 
   // The reduced distance a candidate must not exceed to be kept: +inf until k are held.
   // Searches prune a region only when its lower bound is strictly greater than this, so
   // candidates tied with the worst are still examined (and win if their id is smaller).
-  double WorstRdist() const {
-    return full() ? heap_.front().rdist : std::numeric_limits<double>::infinity();
-  }
+  double WorstRdist() const { return worst_; }
 
   // Offers a candidate; keeps it if it is among the k smallest so far.
   void Push(double rdist, int64_t id) {
-    const Neighbor n{rdist, id};
-    if (heap_.size() < k_) {
-      heap_.push_back(n);
-      std::push_heap(heap_.begin(), heap_.end(), NeighborLess);
-    } else if (NeighborLess(n, heap_.front())) {
-      std::pop_heap(heap_.begin(), heap_.end(), NeighborLess);
-      heap_.back() = n;
-      std::push_heap(heap_.begin(), heap_.end(), NeighborLess);
+    if (sorted_) {
+      PushSorted({rdist, id});
+    } else {
+      PushHeap({rdist, id});
     }
   }
 
   // Writes the held neighbours to out[0, size()) in ascending order and clears the heap.
   void TakeSorted(Neighbor* out) {
-    std::sort_heap(heap_.begin(), heap_.end(), NeighborLess);
-    std::copy(heap_.begin(), heap_.end(), out);
-    heap_.clear();
+    if (!sorted_) std::sort_heap(items_.begin(), items_.begin() + size_, Less());
+    std::copy(items_.begin(), items_.begin() + size_, out);
+    Clear();
   }
   std::vector<Neighbor> TakeSorted() {
-    std::vector<Neighbor> out(heap_.size());
+    std::vector<Neighbor> out(size_);
     TakeSorted(out.data());
     return out;
   }
 
  private:
+  // NeighborLess as a function object, so the std:: heap algorithms inline it.
+  struct Less {
+    bool operator()(const Neighbor& a, const Neighbor& b) const { return NeighborLess(a, b); }
+  };
+
+  // Insertion from the back into items_[0, size_), kept ascending.
+  void PushSorted(Neighbor n) {
+    Neighbor* a = items_.data();
+    size_t j = size_;
+    if (j == k_) {
+      if (!NeighborLess(n, a[j - 1])) return;
+      --j;  // n replaces the worst
+    } else {
+      ++size_;
+    }
+    while (j > 0 && NeighborLess(n, a[j - 1])) {
+      a[j] = a[j - 1];
+      --j;
+    }
+    a[j] = n;
+    if (size_ == k_) worst_ = a[k_ - 1].rdist;
+  }
+
+  // A max-heap under NeighborLess in items_[0, size_).
+  void PushHeap(Neighbor n) {
+    const auto begin = items_.begin();
+    if (size_ < k_) {
+      items_[size_++] = n;
+      std::push_heap(begin, begin + size_, Less());
+    } else if (NeighborLess(n, items_.front())) {
+      std::pop_heap(begin, begin + size_, Less());
+      items_[size_ - 1] = n;
+      std::push_heap(begin, begin + size_, Less());
+    } else {
+      return;
+    }
+    if (size_ == k_) worst_ = items_.front().rdist;
+  }
+
   size_t k_;
-  std::vector<Neighbor> heap_;
+  bool sorted_;
+  size_t size_ = 0;
+  double worst_ = std::numeric_limits<double>::infinity();
+  std::vector<Neighbor> items_;  // k_ slots; the first size_ are held
 };
 
 // Merges lists that are each sorted by NeighborLess into the k smallest overall, sorted.

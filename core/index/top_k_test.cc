@@ -40,6 +40,34 @@ TEST(TopKTest, MatchesFullSortOnRandomTies) {
   }
 }
 
+TEST(TopKTest, SortedAndHeapRepresentationsAgree) {
+  // k <= kMaxSortedK keeps a sorted array, larger k a heap: both must keep the same set and
+  // report the same worst after every push.
+  std::mt19937 rng(3);
+  for (size_t k : {size_t{1}, TopK::kMaxSortedK, TopK::kMaxSortedK + 1, size_t{100}}) {
+    TopK heap(k);
+    std::vector<Neighbor> all;
+    for (int i = 0; i < 500; ++i) {
+      const Neighbor nb{static_cast<double>(rng() % 7), static_cast<int64_t>(rng() % 300)};
+      all.push_back(nb);
+      heap.Push(nb.rdist, nb.id);
+      std::vector<Neighbor> sorted = all;
+      std::sort(sorted.begin(), sorted.end(), NeighborLess);
+      const double want_worst = sorted.size() >= k ? sorted[k - 1].rdist
+                                                   : std::numeric_limits<double>::infinity();
+      ASSERT_EQ(heap.WorstRdist(), want_worst) << "k=" << k << " push " << i;
+    }
+    std::sort(all.begin(), all.end(), NeighborLess);
+    all.resize(k);
+    EXPECT_EQ(heap.TakeSorted(), all) << "k=" << k;
+    // Taking empties the heap, and it is reusable.
+    EXPECT_EQ(heap.size(), 0u);
+    EXPECT_EQ(heap.WorstRdist(), std::numeric_limits<double>::infinity());
+    heap.Push(1.0, 1);
+    EXPECT_EQ(heap.TakeSorted(), (std::vector<Neighbor>{{1.0, 1}}));
+  }
+}
+
 TEST(MergeTopKTest, EqualsTopKOfTheUnion) {
   std::mt19937 rng(2);
   for (int trial = 0; trial < 200; ++trial) {
