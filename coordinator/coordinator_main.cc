@@ -16,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "rpc/server_main.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -41,40 +42,7 @@ ABSL_FLAG(int, max_message_mb, 64, "Max gRPC message size in MiB, both direction
 
 namespace {
 
-sigset_t TerminationSignals() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  return set;
-}
-
-// absl flag names cannot contain '-'; the documented spelling is --data-dir. Rewrites the name
-// part of every "-name[=value]" / "--name[=value]" argument before the first bare "--" so that
-// '-' and '_' are interchangeable (as knn-worker does; the coordinator cannot link worker code).
-std::vector<char*> NormalizeFlagNames(int argc, char** argv, std::vector<std::string>* storage) {
-  storage->assign(argv, argv + argc);
-  for (size_t i = 1; i < storage->size(); ++i) {
-    std::string& arg = (*storage)[i];
-    if (arg == "--") break;
-    if (arg.size() < 2 || arg[0] != '-') continue;
-    const size_t begin = arg[1] == '-' ? 2 : 1;
-    const size_t end = std::min(arg.find('='), arg.size());
-    for (size_t j = begin; j < end; ++j) {
-      if (arg[j] == '-') arg[j] = '_';
-    }
-  }
-  std::vector<char*> out;
-  for (std::string& arg : *storage) out.push_back(arg.data());
-  out.push_back(nullptr);
-  return out;
-}
-
-void Log(const std::string& line) {
-  absl::FPrintF(stderr, "%s knn-coordinator: %s\n",
-                absl::FormatTime("%Y-%m-%dT%H:%M:%E3S", absl::Now(), absl::LocalTimeZone()),
-                line);
-}
+void Log(const std::string& line) { knncluster::rpc::LogLine("knn-coordinator", line); }
 
 }  // namespace
 
@@ -91,7 +59,7 @@ int main(int argc, char** argv) {
   };
   absl::SetFlagsUsageConfig(usage);
   std::vector<std::string> storage;
-  std::vector<char*> args = NormalizeFlagNames(argc, argv, &storage);
+  std::vector<char*> args = knncluster::rpc::NormalizeFlagNames(argc, argv, &storage);
   absl::ParseCommandLine(static_cast<int>(args.size()) - 1, args.data());
 
   knncluster::coordinator::CoordinatorOptions options;
@@ -119,8 +87,7 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  const sigset_t signals = TerminationSignals();
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  const sigset_t signals = knncluster::rpc::BlockTerminationSignals();
 
   knncluster::coordinator::CoordinatorServer server(options);
   if (absl::Status status = server.Start(); !status.ok()) {
@@ -139,8 +106,7 @@ int main(int argc, char** argv) {
                           ? ""
                           : absl::StrCat(", static workers ", absl::StrJoin(options.workers, ","))));
 
-  int signal_number = 0;
-  sigwait(&signals, &signal_number);
+  const int signal_number = knncluster::rpc::WaitForTerminationSignal(signals);
   Log(absl::StrFormat("signal %d: shutting down", signal_number));
   server.Shutdown();
   server.Wait();

@@ -23,39 +23,6 @@
 
 namespace knncluster::coordinator {
 
-namespace {
-
-// The classifier's label encoding, as KNeighborsClassifier::Fit does it (sorted unique labels;
-// each row's code is its label's position): the core exposes it only inside Fit, which would
-// also build an index over all rows, so the few lines are repeated here.
-absl::Status EncodeClasses(const std::vector<double>& y, size_t n_class_names,
-                           ModelLabels* out) {
-  for (size_t i = 0; i < y.size(); ++i) {
-    if (!std::isfinite(y[i]) || y[i] != std::floor(y[i])) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "dataset.labels[%d]: class labels must be integers, got %g", i, y[i]));
-    }
-    if (n_class_names > 0 && (y[i] < 0 || y[i] >= static_cast<double>(n_class_names))) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "dataset.labels[%d]: label %g is not a code into the %d class names", i, y[i],
-          n_class_names));
-    }
-  }
-  std::vector<double> classes = y;
-  std::sort(classes.begin(), classes.end());
-  classes.erase(std::unique(classes.begin(), classes.end()), classes.end());
-  std::vector<int32_t> codes(y.size());
-  for (size_t i = 0; i < y.size(); ++i) {
-    codes[i] = static_cast<int32_t>(std::lower_bound(classes.begin(), classes.end(), y[i]) -
-                                    classes.begin());
-  }
-  out->classes = std::move(classes);
-  out->codes = std::move(codes);
-  return absl::OkStatus();
-}
-
-}  // namespace
-
 ModelManager::ModelManager(DatasetStore* store, WorkerPool* workers, ModelRegistry* registry,
                            ScatterGather* search, ThreadPool* pool, ModelManagerOptions options)
     : store_(store),
@@ -197,7 +164,10 @@ absl::StatusOr<std::shared_ptr<const ModelEntry>> ModelManager::Fit(const FitSpe
     }
     if (spec.task == Model::Task::kClassifier) {
       labels->class_names = spec.class_names.value_or(meta.class_names);
-      KNN_RETURN_IF_ERROR(EncodeClasses(labels->y, labels->class_names.size(), labels.get()));
+      KNN_ASSIGN_OR_RETURN(EncodedLabels encoded,
+                           EncodeClassLabels(labels->y, labels->class_names.size(), "dataset.labels"));
+      labels->classes = std::move(encoded.classes);
+      labels->codes = std::move(encoded.codes);
     }
   }
 
@@ -287,15 +257,7 @@ absl::StatusOr<double> ModelManager::FitThreshold(const ModelEntry& entry,
     KNN_ASSIGN_OR_RETURN(KNeighborsResult nb,
                          search_->Search(shards, rows, k + 1, metric, deadline));
     for (size_t i = 0; i < rows.rows(); ++i) {
-      const int64_t self = static_cast<int64_t>(begin + i);
-      size_t taken = 0;
-      double score = 0;
-      for (size_t j = 0; j < nb.k && taken < k; ++j) {
-        if (nb.index(i, j) == self) continue;
-        score = nb.distance(i, j);
-        ++taken;
-      }
-      scores[begin + i] = score;
+      scores[begin + i] = LeaveSelfOutDistance(nb, i, static_cast<int64_t>(begin + i), k);
     }
   }
   return NumpyPercentile(std::move(scores), 100 * (1 - entry.contamination));

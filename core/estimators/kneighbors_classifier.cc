@@ -24,34 +24,13 @@ absl::Status KNeighborsClassifier::Fit(std::shared_ptr<const Matrix> X, std::vec
     return absl::InvalidArgumentError("X: the training data has no rows");
   }
   KNN_RETURN_IF_ERROR(estimator_internal::CheckLabelCount(*X, y.size(), "labels"));
-  for (size_t i = 0; i < y.size(); ++i) {
-    if (!std::isfinite(y[i]) || y[i] != std::floor(y[i])) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("y[%d]: class labels must be integers, got %g", i, y[i]));
-    }
-    if (!class_names.empty() && (y[i] < 0 || y[i] >= static_cast<double>(class_names.size()))) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "y[%d]: label %g is not a code into the %d class_names", i, y[i], class_names.size()));
-    }
-  }
-  std::vector<double> classes = y;
-  std::sort(classes.begin(), classes.end());
-  classes.erase(std::unique(classes.begin(), classes.end()), classes.end());
-  // Codes are int32 (voting.h); more classes than that cannot come from fewer rows in practice.
-  if (classes.size() > static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
-    return absl::InvalidArgumentError("y: too many distinct classes");
-  }
-  std::vector<int32_t> codes(y.size());
-  for (size_t i = 0; i < y.size(); ++i) {
-    codes[i] = static_cast<int32_t>(std::lower_bound(classes.begin(), classes.end(), y[i]) -
-                                    classes.begin());
-  }
+  KNN_ASSIGN_OR_RETURN(EncodedLabels encoded, EncodeClassLabels(y, class_names.size()));
   KNN_ASSIGN_OR_RETURN(std::shared_ptr<const NeighborIndex> index,
                        estimator_internal::CheckAndBuildIndex(X, params_));
   X_ = std::move(X);
   y_ = std::move(y);
-  classes_ = std::move(classes);
-  codes_ = std::move(codes);
+  classes_ = std::move(encoded.classes);
+  codes_ = std::move(encoded.codes);
   class_names_ = std::move(class_names);
   index_ = std::move(index);
   return absl::OkStatus();

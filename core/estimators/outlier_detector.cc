@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "core/base/status_macros.h"
 #include "core/estimators/estimator_internal.h"
+#include "core/estimators/voting.h"
 
 namespace knncluster {
 
@@ -60,20 +61,11 @@ absl::Status OutlierDetector::Fit(std::shared_ptr<const Matrix> X, ThreadPool* p
   double threshold = params_.threshold.value_or(0.0);
   std::vector<double> scores;
   if (!params_.threshold.has_value()) {
-    const size_t kk = static_cast<size_t>(k) + 1;
     KNN_ASSIGN_OR_RETURN(KNeighborsResult neighbors, index->KNeighbors(*X, k + 1, pool));
     scores.resize(X->rows());
     for (size_t i = 0; i < X->rows(); ++i) {
-      // The k-th entry that is not row i itself. If row i is not among the k + 1 (more than k
-      // other rows coincide with it), that is entry k - 1 and the last entry is dropped.
-      size_t taken = 0;
-      double score = 0;
-      for (size_t j = 0; j < kk && taken < static_cast<size_t>(k); ++j) {
-        if (neighbors.index(i, j) == static_cast<int64_t>(i)) continue;
-        score = neighbors.distance(i, j);
-        ++taken;
-      }
-      scores[i] = score;
+      scores[i] =
+          LeaveSelfOutDistance(neighbors, i, static_cast<int64_t>(i), static_cast<size_t>(k));
     }
     threshold = NumpyPercentile(scores, 100 * (1 - params_.contamination));
   }

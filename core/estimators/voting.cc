@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <cassert>
 #include <cmath>
+#include <limits>
 
 #include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/base/status_macros.h"
 
@@ -230,6 +232,47 @@ absl::StatusOr<std::vector<double>> RegressionBatch(const KNeighborsResult& neig
                  values[q] = RegressionValue(d, idx, targets, weights);
                });
   return values;
+}
+
+absl::StatusOr<EncodedLabels> EncodeClassLabels(absl::Span<const double> y, size_t n_class_names,
+                                                const std::string& field) {
+  for (size_t i = 0; i < y.size(); ++i) {
+    if (!std::isfinite(y[i]) || y[i] != std::floor(y[i])) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s[%d]: class labels must be integers, got %g", field, i, y[i]));
+    }
+    if (n_class_names > 0 && (y[i] < 0 || y[i] >= static_cast<double>(n_class_names))) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s[%d]: label %g is not a code into the %d class_names", field, i, y[i],
+          n_class_names));
+    }
+  }
+  EncodedLabels out;
+  out.classes.assign(y.begin(), y.end());
+  std::sort(out.classes.begin(), out.classes.end());
+  out.classes.erase(std::unique(out.classes.begin(), out.classes.end()), out.classes.end());
+  // Codes are int32; more classes than that cannot come from fewer rows in practice.
+  if (out.classes.size() > static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": too many distinct classes"));
+  }
+  out.codes.resize(y.size());
+  for (size_t i = 0; i < y.size(); ++i) {
+    out.codes[i] = static_cast<int32_t>(
+        std::lower_bound(out.classes.begin(), out.classes.end(), y[i]) - out.classes.begin());
+  }
+  return out;
+}
+
+double LeaveSelfOutDistance(const KNeighborsResult& neighbors, size_t query, int64_t self,
+                            size_t k) {
+  size_t taken = 0;
+  double score = 0;
+  for (size_t j = 0; j < neighbors.k && taken < k; ++j) {
+    if (neighbors.index(query, j) == self) continue;
+    score = neighbors.distance(query, j);
+    ++taken;
+  }
+  return score;
 }
 
 }  // namespace knncluster

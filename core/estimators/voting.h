@@ -29,6 +29,7 @@
 #define KNNCLUSTER_CORE_ESTIMATORS_VOTING_H_
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -84,6 +85,26 @@ absl::StatusOr<std::vector<int32_t>> VoteClassBatch(const KNeighborsResult& neig
 absl::StatusOr<std::vector<double>> RegressionBatch(const KNeighborsResult& neighbors,
                                                     absl::Span<const double> targets,
                                                     Weights weights, ThreadPool* pool);
+
+// --- Label encoding and the outlier score -----------------------------------------------------
+
+// The classifier's encoding of its training labels, written once (estimator, grid search and the
+// cluster's coordinator): classes = sorted distinct labels, codes[i] = position of y[i] in
+// classes. Labels must be finite integers ("<field>[7]: class labels must be integers, got
+// 2.5"); with n_class_names > 0 they must also be codes into that many class names.
+struct EncodedLabels {
+  std::vector<double> classes;
+  std::vector<int32_t> codes;
+};
+absl::StatusOr<EncodedLabels> EncodeClassLabels(absl::Span<const double> y,
+                                                size_t n_class_names = 0,
+                                                const std::string& field = "y");
+
+// The outlier score of training row `self` from its k + 1 nearest neighbours (row `query` of
+// `neighbors`): the distance to its k-th nearest neighbour other than itself. When the row is
+// not among its own k + 1 (more than k others coincide with it), that is entry k - 1.
+double LeaveSelfOutDistance(const KNeighborsResult& neighbors, size_t query, int64_t self,
+                            size_t k);
 
 }  // namespace knncluster
 

@@ -122,21 +122,10 @@ absl::StatusOr<std::vector<NeighborsParams>> ExpandParamGrid(absl::Span<const Pa
 }
 
 absl::StatusOr<EncodedClasses> EncodeClasses(absl::Span<const double> y) {
+  KNN_ASSIGN_OR_RETURN(EncodedLabels encoded, EncodeClassLabels(y));
   EncodedClasses e;
-  e.classes.assign(y.begin(), y.end());
-  std::sort(e.classes.begin(), e.classes.end());
-  e.classes.erase(std::unique(e.classes.begin(), e.classes.end()), e.classes.end());
-  for (size_t i = 0; i < y.size(); ++i) {
-    if (!std::isfinite(y[i]) || y[i] != std::floor(y[i])) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("y[%d]: class labels must be integers, got %g", i, y[i]));
-    }
-  }
-  e.codes.reserve(y.size());
-  for (double v : y) {
-    e.codes.push_back(static_cast<double>(
-        std::lower_bound(e.classes.begin(), e.classes.end(), v) - e.classes.begin()));
-  }
+  e.classes = std::move(encoded.classes);
+  e.codes.assign(encoded.codes.begin(), encoded.codes.end());
   return e;
 }
 

@@ -1,0 +1,30 @@
+// What the servers' main() functions share (knn-coordinator, knn-worker): flag-name spelling,
+// termination signals, and the one-line log format. Used only by *_main.cc files.
+#ifndef KNNCLUSTER_RPC_SERVER_MAIN_H_
+#define KNNCLUSTER_RPC_SERVER_MAIN_H_
+
+#include <csignal>
+#include <string>
+#include <vector>
+
+namespace knncluster::rpc {
+
+// absl flag names cannot contain '-', but the documented spelling is --data-dir. Rewrites the
+// name part of every "-name[=value]" / "--name[=value]" argument before the first bare "--" so
+// that '-' and '_' are interchangeable. Returns an argv (null-terminated) backed by *storage.
+std::vector<char*> NormalizeFlagNames(int argc, char** argv, std::vector<std::string>* storage);
+
+// Blocks SIGINT and SIGTERM in the calling thread and in every thread started after it (gRPC's
+// inherit the mask), so that WaitForTerminationSignal can take them with sigwait on the main
+// thread and shutdown runs as ordinary code, not in a signal handler. Call before starting
+// threads.
+sigset_t BlockTerminationSignals();
+// Waits for one of the blocked signals; returns its number.
+int WaitForTerminationSignal(const sigset_t& signals);
+
+// One line on stderr: "<local time with ms> <program>: <line>".
+void LogLine(const char* program, const std::string& line);
+
+}  // namespace knncluster::rpc
+
+#endif  // KNNCLUSTER_RPC_SERVER_MAIN_H_
