@@ -3,7 +3,7 @@
 
   /usr/bin/python3 bench/run_cluster_bench.py [--build-dir build] [--datasets uniform3d,blobs16d]
 
-Starts a coordinator and 2 workers on loopback, fits a kd_tree classifier (k = 10, leaf_size 30)
+Starts a coordinator and 2 workers (--workers) on loopback, fits a kd_tree classifier (k = 10, leaf_size 30)
 on each dataset of make_bench_data.py (labels: row index mod 10) through knnctl, then runs
 bin/cluster_bench, which times kneighbors and predict at batches of 1, 100 and 10,000 queries
 through the coordinator and in-process. Prints the ratios, the p50 latency the cluster adds at a
@@ -51,6 +51,7 @@ def main():
     ap.add_argument("--build-dir", default=os.path.join(ROOT, "build"))
     ap.add_argument("--datasets", default="uniform3d,blobs16d")
     ap.add_argument("--budget", default="3")
+    ap.add_argument("--workers", type=int, default=2)
     a = ap.parse_args()
     bin_dir = os.path.join(a.build_dir, "bin")
     data = os.path.join(os.environ.get("TMPDIR", "/tmp"), "knn-bench-data")
@@ -67,7 +68,7 @@ def main():
                              "--data-dir", os.path.join(tmp, "c")], tmp, "coordinator")
         procs.append(coord)
         workers = []
-        for i in range(2):
+        for i in range(a.workers):
             w, waddr = start([os.path.join(bin_dir, "knn-worker"), "--listen", "127.0.0.1:0",
                           "--coordinator", addr, "--data-dir", os.path.join(tmp, f"w{i}")],
                          tmp, f"worker{i}")
@@ -76,7 +77,7 @@ def main():
         knnctl = [os.path.join(bin_dir, "knnctl"), "--coordinator", addr, "--json"]
         for _ in range(100):
             st = json.loads(subprocess.run(knnctl + ["status"], capture_output=True, text=True).stdout)
-            if sum(w["state"] == "WORKER_ALIVE" for w in st["workers"]) == 2:
+            if sum(w["state"] == "WORKER_ALIVE" for w in st["workers"]) == a.workers:
                 break
             time.sleep(0.1)
         for name in names:
