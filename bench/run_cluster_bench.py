@@ -117,7 +117,7 @@ def main():
             rss = peak_rss(proc.pid) if proc else 0
             print(f"| {w['worker_id'][:8]} | {len(w.get('shard_ids', []))} | {int(w.get('rows', 0)):,} | "
                   f"{raw / 2**20:.1f} | {rss / 2**20:.1f} | {(1.5 * raw + 64 * 2**20) / 2**20:.1f} |")
-        print("\n(peak RSS: VmHWM of each worker process over the whole run, both datasets held)")
+        print(f"\n(peak RSS: VmHWM of each worker process over the whole run, holding {a.datasets})")
     finally:
         for p in procs:
             p.terminate()
