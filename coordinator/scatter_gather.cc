@@ -104,7 +104,11 @@ absl::Status ScatterGather::SearchChunk(absl::Span<const WorkerGroup> groups, Ma
     v1::SearchShardsResponse response;
     grpc::Status status;
   };
-  const absl::Time call_deadline = std::min(deadline, absl::Now() + options_.rpc_deadline);
+  // When the client's deadline is the nearer one, a worker that runs out of time is not at
+  // fault: that must not mark it dead for everyone else.
+  const absl::Time own_deadline = absl::Now() + options_.rpc_deadline;
+  const bool client_deadline_binds = deadline < own_deadline;
+  const absl::Time call_deadline = std::min(deadline, own_deadline);
   std::vector<std::unique_ptr<Call>> calls(groups.size());
   // Serialize the queries once; each call's request copies the proto matrix.
   v1::Matrix proto_queries;
@@ -137,15 +141,19 @@ absl::Status ScatterGather::SearchChunk(absl::Span<const WorkerGroup> groups, Ma
     for (const ShardLocation* s : g.shards) ids.push_back(s->shard_id);
     const absl::Status st = rpc::FromGrpcStatus(calls[i]->status);
     if (!st.ok()) {
-      workers_->ReportCallFailure(g.worker.id, st);
-      if (st.code() == absl::StatusCode::kNotFound && options_.on_shards_lost) {
-        options_.on_shards_lost(ids);
+      if (!(client_deadline_binds && st.code() == absl::StatusCode::kDeadlineExceeded)) {
+        workers_->ReportCallFailure(g.worker.id, st);
       }
-      if (st.code() == absl::StatusCode::kDeadlineExceeded ||
-          st.code() == absl::StatusCode::kCancelled) {
-        code = st.code();
-      }
-      errors.push_back(absl::StrCat(DescribeShards(ids, g.worker), " is unavailable: ",
+      const bool lost = st.code() == absl::StatusCode::kNotFound;
+      if (lost && options_.on_shards_lost) options_.on_shards_lost(ids);
+      // A lost shard or an unreachable worker is UNAVAILABLE (retryable once the shard is
+      // re-sent); any other answer keeps the worker's own code.
+      const absl::StatusCode this_code = lost ? absl::StatusCode::kUnavailable : st.code();
+      if (errors.empty() || this_code != absl::StatusCode::kUnavailable) code = this_code;
+      errors.push_back(absl::StrCat(DescribeShards(ids, g.worker),
+                                    this_code == absl::StatusCode::kUnavailable
+                                        ? " is unavailable: "
+                                        : " failed: ",
                                     absl::StatusCodeToString(st.code()), ": ", st.message()));
       continue;
     }

@@ -9,6 +9,7 @@
 #include "core/estimators/kneighbors_classifier.h"
 #include "core/estimators/kneighbors_regressor.h"
 #include "core/estimators/outlier_detector.h"
+#include "core/estimators/voting.h"
 
 namespace knncluster::cli {
 
@@ -38,9 +39,9 @@ ModelDesc DescribeModelFile(const Model& model, const std::string& path) {
   d.contamination = model.contamination;
   d.dataset = model.dataset_name;
   if (model.task == Model::Task::kClassifier) {
-    d.classes = model.y;
-    std::sort(d.classes.begin(), d.classes.end());
-    d.classes.erase(std::unique(d.classes.begin(), d.classes.end()), d.classes.end());
+    // The estimators' own encoding (a model file that loads has valid labels).
+    auto encoded = EncodeClassLabels(model.y, model.class_names.size());
+    if (encoded.ok()) d.classes = std::move(encoded->classes);
   }
   return d;
 }

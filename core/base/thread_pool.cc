@@ -3,7 +3,6 @@
 #include <atomic>
 #include <memory>
 
-#include "absl/synchronization/blocking_counter.h"
 
 namespace knncluster {
 namespace {
@@ -51,28 +50,40 @@ void ThreadPool::ParallelFor(size_t n, const std::function<void(size_t)>& fn) {
     for (size_t i = 0; i < n; ++i) fn(i);
     return;
   }
-  // Shared state lives on the heap: a helper may still be returning after the last iteration.
+  // The caller takes iterations too and waits only for the iterations others have *started*:
+  // helpers still queued behind long tasks (another caller's blocking work) find nothing left
+  // and return without touching `fn`, so a busy pool never stalls a caller.
   struct State {
     std::atomic<size_t> next{0};
+    size_t n = 0;
+    const std::function<void(size_t)>* fn = nullptr;  // valid while completed < n
+    absl::Mutex mu;
+    size_t completed ABSL_GUARDED_BY(mu) = 0;
   };
   auto state = std::make_shared<State>();
-  auto drain = [state, n, &fn] {
-    for (size_t i; (i = state->next.fetch_add(1)) < n;) fn(i);
+  state->n = n;
+  state->fn = &fn;
+  auto drain = [](State* st) {
+    size_t mine = 0;
+    for (size_t i; (i = st->next.fetch_add(1)) < st->n;) {
+      (*st->fn)(i);
+      ++mine;
+    }
+    if (mine > 0) {
+      absl::MutexLock lock(&st->mu);
+      st->completed += mine;
+    }
   };
-  // Helpers beyond the caller, no more than there are iterations left for them.
-  size_t helpers = std::min(threads_.size(), n - 1);
-  absl::BlockingCounter done(static_cast<int>(helpers));
+  const size_t helpers = std::min(threads_.size(), n - 1);
   {
     absl::MutexLock lock(&mu_);
-    for (size_t h = 0; h < helpers; ++h) {
-      tasks_.emplace_back([drain, &done] {
-        drain();
-        done.DecrementCount();
-      });
-    }
+    for (size_t h = 0; h < helpers; ++h) tasks_.emplace_back([state, drain] { drain(state.get()); });
   }
-  drain();
-  done.Wait();
+  drain(state.get());
+  absl::MutexLock lock(&state->mu);
+  state->mu.Await(absl::Condition(
+      +[](State* st) ABSL_EXCLUSIVE_LOCKS_REQUIRED(st->mu) { return st->completed == st->n; },
+      state.get()));
 }
 
 void ParallelFor(ThreadPool* pool, size_t n, const std::function<void(size_t)>& fn) {

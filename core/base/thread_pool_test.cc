@@ -3,6 +3,8 @@
 #include <atomic>
 #include <vector>
 
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
 #include "gtest/gtest.h"
 
 namespace knncluster {
@@ -42,6 +44,32 @@ TEST(ThreadPoolTest, ConcurrentCallersFromOtherThreads) {
   }
   for (auto& t : callers) t.join();
   EXPECT_EQ(sum.load(), 4 * 4950);
+}
+
+TEST(ThreadPoolTest, ABusyPoolDoesNotStallAnotherCaller) {
+  ThreadPool pool(2);  // one thread of its own
+  absl::Notification release, blocked;
+  std::atomic<int> entered{0};
+  // Caller A occupies the pool's only thread (and itself) until released.
+  std::thread a([&] {
+    pool.ParallelFor(2, [&](size_t) {
+      if (entered.fetch_add(1) == 1) blocked.Notify();
+      release.WaitForNotification();
+    });
+  });
+  blocked.WaitForNotification();
+  // Caller B's helper task queues behind A's; B does all its iterations itself and returns.
+  absl::Notification b_done;
+  std::atomic<int> sum{0};
+  std::thread b([&] {
+    pool.ParallelFor(50, [&](size_t i) { sum.fetch_add(static_cast<int>(i)); });
+    b_done.Notify();
+  });
+  EXPECT_TRUE(b_done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_EQ(sum.load(), 1225);
+  release.Notify();
+  a.join();
+  b.join();
 }
 
 }  // namespace

@@ -348,7 +348,7 @@ class BadInputTest(unittest.TestCase):
         good_request = self.pb.PredictRequest(model="good", queries=self.pb.Queries(
             dataset="digits.test-0.2-1337"))
         want = self.stub.Predict(good_request, timeout=30).predictions
-        failures, done = [], threading.Event()
+        failures, done, calls = [], threading.Event(), [0]
 
         def good_client():
             while not done.is_set():
@@ -356,6 +356,7 @@ class BadInputTest(unittest.TestCase):
                     got = self.stub.Predict(good_request, timeout=30).predictions
                     if got != want:
                         failures.append("different predictions")
+                    calls[0] += 1
                 except self.grpc.RpcError as e:
                     failures.append(e.details())
 
@@ -411,10 +412,22 @@ class BadInputTest(unittest.TestCase):
             # Scoring rows without labels.
             self.expect(self.stub.Score, self.pb.ScoreRequest(model="good", queries=self.queries(2)),
                         code.FAILED_PRECONDITION, "labels")
+            # A client whose own deadline is too short fails alone: no worker is blamed.
+            with self.assertRaises(self.grpc.RpcError) as cm:
+                self.stub.KNeighbors(kn(model="good", queries=self.queries(3000)), timeout=0.002)
+            self.assertEqual(cm.exception.code(), code.DEADLINE_EXCEEDED)
+            # Keep going until the good client has run alongside for a while.
+            deadline = time.time() + 10
+            while calls[0] < 20 and time.time() < deadline:
+                time.sleep(0.01)
         finally:
             done.set()
             t.join()
         self.assertEqual(failures, [])
+        self.assertGreaterEqual(calls[0], 20)
+        alive = [w for w in self.c.status()["workers"] if w["state"] == "WORKER_ALIVE"]
+        self.assertEqual(len(alive), 2)
+        self.assertEqual(self.stub.Predict(good_request, timeout=30).predictions, want)
         # The bad attempts left nothing behind.
         names = [d.name for d in self.stub.ListDatasets(self.pb.ListDatasetsRequest(),
                                                         timeout=30).datasets]
