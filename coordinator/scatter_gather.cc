@@ -38,9 +38,7 @@ absl::StatusOr<KNeighborsResult> ScatterGather::Search(absl::Span<const ShardLoc
                                                        const Minkowski& metric,
                                                        absl::Time deadline) const {
   KNN_ASSIGN_OR_RETURN(KNeighborsResult result, SearchRdist(shards, queries, k, deadline));
-  metric.Visit([&](auto m) {
-    for (double& d : result.distances) d = m.RdistToDist(d);
-  });
+  ToTrueDistances(metric, &result);
   return result;
 }
 
@@ -130,8 +128,7 @@ absl::Status ScatterGather::SearchChunk(absl::Span<const WorkerGroup> groups, Ma
   pending.Wait();
 
   // Gather: check every answer, then merge.
-  std::vector<std::vector<Neighbor>> parts(groups.size());
-  std::vector<size_t> part_k(groups.size());
+  std::vector<KNeighborsResult> parts(groups.size());
   std::vector<std::string> errors;
   absl::StatusCode code = absl::StatusCode::kUnavailable;
   const absl::Time now = absl::Now();
@@ -170,44 +167,26 @@ absl::Status ScatterGather::SearchChunk(absl::Span<const WorkerGroup> groups, Ma
       code = absl::StatusCode::kInternal;
       continue;
     }
-    part_k[i] = r->k;
-    parts[i].resize(r->distances.size());
-    for (size_t j = 0; j < parts[i].size(); ++j) {
-      if (r->indices[j] < 0 || r->indices[j] >= id_end) {
+    for (int64_t id : r->indices) {
+      if (id < 0 || id >= id_end) {
         return absl::InternalError(absl::StrCat(DescribeShards(ids, g.worker),
-                                                " returned global index ", r->indices[j],
-                                                " outside [0, ", id_end, ")"));
+                                                " returned global index ", id, " outside [0, ",
+                                                id_end, ")"));
       }
-      parts[i][j] = Neighbor{r->distances[j], r->indices[j]};
     }
+    parts[i] = *std::move(r);
   }
   if (!errors.empty()) return absl::Status(code, absl::StrJoin(errors, "; "));
 
-  // Merge per query, in blocks spread over the pool.
-  const size_t n = queries.rows();
-  constexpr size_t kBlock = 256;
-  const size_t blocks = (n + kBlock - 1) / kBlock;
-  std::vector<absl::Status> block_status(blocks);
-  ParallelFor(pool_, blocks, [&](size_t b) {
-    std::vector<absl::Span<const Neighbor>> spans(parts.size());
-    for (size_t q = b * kBlock; q < std::min(n, (b + 1) * kBlock); ++q) {
-      for (size_t i = 0; i < parts.size(); ++i) {
-        spans[i] = absl::Span<const Neighbor>(parts[i].data() + q * part_k[i], part_k[i]);
-      }
-      const std::vector<Neighbor> merged = MergeTopK(spans, k_out);
-      if (merged.size() != k_out) {
-        block_status[b] = absl::InternalError(absl::StrFormat(
-            "query %d: the workers returned %d neighbours in all, expected %d", q, merged.size(),
-            k_out));
-        return;
-      }
-      for (size_t j = 0; j < k_out; ++j) {
-        distances[q * k_out + j] = merged[j].rdist;
-        indices[q * k_out + j] = merged[j].id;
-      }
-    }
-  });
-  for (const absl::Status& st : block_status) KNN_RETURN_IF_ERROR(st);
+  // The one merge of partial answers (core), then into the caller's buffers.
+  std::vector<const KNeighborsResult*> part_ptrs;
+  for (const KNeighborsResult& part : parts) part_ptrs.push_back(&part);
+  absl::StatusOr<KNeighborsResult> merged = MergeKNeighbors(part_ptrs, k_out, pool_);
+  if (!merged.ok()) {
+    return absl::InternalError(absl::StrCat("the workers' answers: ", merged.status().message()));
+  }
+  std::copy(merged->distances.begin(), merged->distances.end(), distances);
+  std::copy(merged->indices.begin(), merged->indices.end(), indices);
   return absl::OkStatus();
 }
 

@@ -31,7 +31,6 @@ namespace {
 // Shard ids are chosen by the coordinator ("<model>/<n>"); any printable id up to this length.
 constexpr size_t kMaxShardIdLength = 256;
 // Queries per merge task.
-constexpr size_t kMergeBlock = 256;
 
 absl::Status ValidateShardId(const std::string& id, const std::string& field) {
   if (id.empty() || id.size() > kMaxShardIdLength) {
@@ -252,45 +251,16 @@ absl::Status WorkerService::DoSearchShards(grpc::ServerContext* context,
     return absl::OkStatus();
   }
 
-  // Merge per query: each part's row q is a sorted list; MergeTopK is the one merge.
-  std::vector<std::vector<Neighbor>> lists(parts.size());
-  for (size_t s = 0; s < parts.size(); ++s) {
-    const KNeighborsResult& r = parts[s];
-    lists[s].resize(r.distances.size());
-    for (size_t i = 0; i < r.distances.size(); ++i) lists[s][i] = {r.distances[i], r.indices[i]};
-    std::vector<double>().swap(parts[s].distances);  // free as we go
-    std::vector<int64_t>().swap(parts[s].indices);
-  }
-  out->set_num_queries(num_queries);
-  out->set_k(static_cast<uint32_t>(k));
-  out->mutable_distances()->Resize(static_cast<int>(num_queries * k), 0.0);
-  out->mutable_indices()->Resize(static_cast<int>(num_queries * k), 0);
-  double* distances = out->mutable_distances()->mutable_data();
-  int64_t* indices = out->mutable_indices()->mutable_data();
-  std::atomic<bool> short_list{false};
-  const size_t blocks = (num_queries + kMergeBlock - 1) / kMergeBlock;
-  ParallelFor(pool_, blocks, [&](size_t b) {
-    std::vector<absl::Span<const Neighbor>> spans(lists.size());
-    const size_t end = std::min(num_queries, (b + 1) * kMergeBlock);
-    for (size_t q = b * kMergeBlock; q < end; ++q) {
-      for (size_t s = 0; s < lists.size(); ++s) {
-        const size_t ks = parts[s].k;
-        spans[s] = absl::Span<const Neighbor>(lists[s].data() + q * ks, ks);
-      }
-      const std::vector<Neighbor> merged = MergeTopK(spans, k);
-      if (merged.size() != k) short_list = true;
-      for (size_t j = 0; j < merged.size(); ++j) {
-        distances[q * k + j] = merged[j].rdist;
-        indices[q * k + j] = merged[j].id;
-      }
-    }
-  });
-  if (short_list) {
+  std::vector<const KNeighborsResult*> part_ptrs;
+  for (const KNeighborsResult& part : parts) part_ptrs.push_back(&part);
+  absl::StatusOr<KNeighborsResult> merged = MergeKNeighbors(part_ptrs, k, pool_);
+  if (!merged.ok()) {
     // Only possible when listed shards hold the same rows (replicas): their rows were counted
     // twice in k.
     return absl::InvalidArgumentError(
         "shard_ids: the listed shards hold the same global rows; list each row's shard once");
   }
+  rpc::ToProto(*merged, out);
   return absl::OkStatus();
 }
 

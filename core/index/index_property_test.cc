@@ -337,3 +337,43 @@ TEST(IndexPropertyTest, FloatFilterLargeBruteForceMatchesExactScan) {
 
 }  // namespace
 }  // namespace knncluster
+
+namespace knncluster {
+namespace {
+
+TEST(MergeKNeighborsTest, ShardsMergedEqualOneSearchOverAllRows) {
+  std::mt19937 rng(77);
+  const size_t n = 500, d = 3;
+  Matrix all(n, d);
+  for (size_t i = 0; i < n * d; ++i) all.data()[i] = static_cast<double>(rng() % 4);  // ties
+  Matrix queries(40, d);
+  for (size_t i = 0; i < queries.rows() * d; ++i) queries.data()[i] = static_cast<double>(rng() % 4);
+  ThreadPool pool(2);
+  for (double p : {1.0, 2.0, std::numeric_limits<double>::infinity()}) {
+    auto whole = BuildIndex(std::make_shared<Matrix>(all), {}, {Algorithm::kKdTree, 5, p});
+    ASSERT_TRUE(whole.ok());
+    auto want = (*whole)->KNeighborsRdist(queries, 25, &pool);
+    ASSERT_TRUE(want.ok());
+    // Three shards of interleaved rows, each keeping its global ids.
+    std::vector<KNeighborsResult> parts;
+    for (size_t s = 0; s < 3; ++s) {
+      std::vector<int64_t> ids;
+      for (size_t i = s; i < n; i += 3) ids.push_back(static_cast<int64_t>(i));
+      auto shard = BuildIndex(std::make_shared<Matrix>(Matrix::Gather(all, ids)), ids,
+                              {Algorithm::kBallTree, 5, p});
+      ASSERT_TRUE(shard.ok());
+      auto part = (*shard)->KNeighborsRdist(queries, 25, &pool);
+      ASSERT_TRUE(part.ok());
+      parts.push_back(*std::move(part));
+    }
+    std::vector<const KNeighborsResult*> ptrs = {&parts[0], &parts[1], &parts[2]};
+    auto merged = MergeKNeighbors(ptrs, 25, &pool);
+    ASSERT_TRUE(merged.ok()) << merged.status();
+    EXPECT_EQ(merged->indices, want->indices) << "p=" << p;
+    EXPECT_EQ(merged->distances, want->distances) << "p=" << p;  // bit for bit
+    EXPECT_FALSE(MergeKNeighbors(ptrs, 10000, &pool).ok());  // fewer rows than k
+  }
+}
+
+}  // namespace
+}  // namespace knncluster

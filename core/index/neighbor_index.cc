@@ -1,6 +1,7 @@
 #include "core/index/neighbor_index.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <utility>
@@ -171,9 +172,7 @@ absl::StatusOr<KNeighborsResult> NeighborIndex::KNeighbors(MatrixView queries, i
         "n_neighbors: must be in [1, %d] (the number of training samples), got %d", size_, k));
   }
   KNN_ASSIGN_OR_RETURN(KNeighborsResult result, Search(queries, static_cast<size_t>(k), pool));
-  metric_.Visit([&](auto m) {
-    for (double& d : result.distances) d = m.RdistToDist(d);
-  });
+  ToTrueDistances(metric_, &result);
   return result;
 }
 
@@ -251,6 +250,55 @@ absl::StatusOr<std::unique_ptr<const NeighborIndex>> BuildIndex(
   }
   return std::unique_ptr<const NeighborIndex>(
       new BruteForceIndex(std::move(data), std::move(ids), metric));
+}
+
+void ToTrueDistances(const Minkowski& metric, KNeighborsResult* result) {
+  metric.Visit([&](auto m) {
+    for (double& d : result->distances) d = m.RdistToDist(d);
+  });
+}
+
+absl::StatusOr<KNeighborsResult> MergeKNeighbors(absl::Span<const KNeighborsResult* const> parts,
+                                                 size_t k, ThreadPool* pool) {
+  KNeighborsResult out;
+  if (parts.empty()) return absl::InvalidArgumentError("parts: nothing to merge");
+  const size_t n = parts[0]->num_queries;
+  for (const KNeighborsResult* p : parts) {
+    if (p->num_queries != n || p->distances.size() != n * p->k || p->indices.size() != n * p->k) {
+      return absl::InvalidArgumentError("parts: partial answers of different shapes");
+    }
+  }
+  out.num_queries = n;
+  out.k = k;
+  out.distances.resize(n * k);
+  out.indices.resize(n * k);
+  constexpr size_t kBlock = 256;
+  std::atomic<bool> short_list{false};
+  ParallelFor(pool, (n + kBlock - 1) / kBlock, [&](size_t b) {
+    std::vector<std::vector<Neighbor>> lists(parts.size());
+    std::vector<absl::Span<const Neighbor>> spans(parts.size());
+    for (size_t q = b * kBlock; q < std::min(n, (b + 1) * kBlock); ++q) {
+      for (size_t s = 0; s < parts.size(); ++s) {
+        const KNeighborsResult& r = *parts[s];
+        lists[s].resize(r.k);
+        for (size_t j = 0; j < r.k; ++j) {
+          lists[s][j] = Neighbor{r.distances[q * r.k + j], r.indices[q * r.k + j]};
+        }
+        spans[s] = lists[s];
+      }
+      const std::vector<Neighbor> merged = MergeTopK(spans, k);
+      if (merged.size() != k) short_list = true;
+      for (size_t j = 0; j < merged.size(); ++j) {
+        out.distances[q * k + j] = merged[j].rdist;
+        out.indices[q * k + j] = merged[j].id;
+      }
+    }
+  });
+  if (short_list) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "the partial answers hold fewer than %d distinct neighbours for some query", k));
+  }
+  return out;
 }
 
 }  // namespace knncluster

@@ -116,6 +116,17 @@ class NeighborIndex {
 absl::StatusOr<std::unique_ptr<const NeighborIndex>> BuildIndex(
     std::shared_ptr<const Matrix> data, std::vector<int64_t> ids, const IndexOptions& options);
 
+// Merges partial answers for the same queries (each part sorted by the ordering of top_k.h,
+// with its own k; reduced or true distances alike, but all the same kind) into the k nearest
+// per query with MergeTopK, on `pool` in blocks. This is the one merge of partial answers: a
+// worker's across its shards and the coordinator's across workers. FailedPrecondition when a
+// query gets fewer than k neighbours in all (the parts hold fewer rows than k, or overlap).
+absl::StatusOr<KNeighborsResult> MergeKNeighbors(absl::Span<const KNeighborsResult* const> parts,
+                                                 size_t k, ThreadPool* pool);
+
+// Converts reduced distances to true ones in place (the metric's RdistToDist).
+void ToTrueDistances(const Minkowski& metric, KNeighborsResult* result);
+
 // Checks that every value is finite; the error names `what`, the row and the column.
 absl::Status CheckFinite(MatrixView m, const std::string& what);
 
