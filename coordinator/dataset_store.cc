@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/base/crc32.h"
+#include "core/base/names.h"
 #include "core/base/status_macros.h"
 
 // The data files are defined as little-endian; they are written and read as raw host bytes.
@@ -167,27 +168,6 @@ absl::Status Rename(const std::string& from, const std::string& to) {
 void RemoveTree(const std::string& path) {
   std::error_code ec;
   fs::remove_all(path, ec);
-}
-
-absl::Status ValidateName(const std::string& name, const std::string& field) {
-  if (name.empty() || name.size() > 128) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, ": a name of 1 to 128 characters [A-Za-z0-9_.-] is required, got ", Quote(name)));
-  }
-  for (char c : name) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '_' || c == '.' || c == '-';
-    if (!ok) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ": ", Quote(name), " has a character outside [A-Za-z0-9_.-]"));
-    }
-  }
-  // Names starting with '.' are the store's own (temporary directories), and "." and "..".
-  if (name[0] == '.') {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, ": ", Quote(name), " must not start with '.'"));
-  }
-  return absl::OkStatus();
 }
 
 uint8_t LabelKindCode(LabelKind k) {

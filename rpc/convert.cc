@@ -162,21 +162,4 @@ absl::StatusOr<KNeighborsResult> FromProto(const v1::Neighbors& n, const std::st
   return r;
 }
 
-absl::Status ValidateName(const std::string& name, const std::string& field) {
-  if (name.empty() || name.size() > 128 || name == "." || name == "..") {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, ": a name of 1 to 128 characters [A-Za-z0-9_.-] is required, got \"",
-                     name, "\""));
-  }
-  for (char c : name) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '_' || c == '.' || c == '-';
-    if (!ok) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ": \"", name, "\" has a character outside [A-Za-z0-9_.-]"));
-    }
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace knncluster::rpc

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/base/matrix.h"
+#include "core/base/names.h"
 #include "core/estimators/model_io.h"
 #include "core/estimators/params.h"
 #include "core/index/neighbor_index.h"
@@ -38,8 +39,8 @@ absl::StatusOr<Model::Task> FromProto(v1::Task t, const std::string& field);
 void ToProto(const KNeighborsResult& r, v1::Neighbors* out);
 absl::StatusOr<KNeighborsResult> FromProto(const v1::Neighbors& n, const std::string& field);
 
-// Names of datasets and models: [A-Za-z0-9_.-]{1,128}, not "." or "..".
-absl::Status ValidateName(const std::string& name, const std::string& field);
+// Names of datasets and models: the core's one rule (core/base/names.h).
+using ::knncluster::ValidateName;
 
 }  // namespace knncluster::rpc
 

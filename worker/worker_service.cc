@@ -129,7 +129,9 @@ absl::Status WorkerService::DoLoadShard(grpc::ServerContext* context,
   const size_t cols = static_cast<size_t>(header.cols());
   // The one staging copy of the rows, filled chunk by chunk.
   std::vector<double> values;
-  values.reserve(rows * cols);
+  // Reserve what the header announces, up to 128 MiB; beyond that the buffer grows as rows
+  // actually arrive, so a header alone cannot claim the machine's memory.
+  values.reserve(std::min<size_t>(rows * cols, size_t{16} << 20));
   size_t received = 0;
   for (size_t chunk = 1; reader->Read(&message); ++chunk) {
     if (context->IsCancelled()) return Cancelled("LoadShard");
