@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <set>
 #include <utility>
@@ -50,7 +51,9 @@ absl::Status ModelManager::CheckDatasetFree(const std::string& dataset) const {
 
 absl::Status ModelManager::LoadShard(const WorkerHandle& worker, const std::string& shard_id,
                                      const std::string& dataset, int64_t first, uint64_t rows,
-                                     uint64_t cols, const NeighborsParams& params) const {
+                                     uint64_t cols, const NeighborsParams& params,
+                                     const std::vector<int64_t>* ids,
+                                     const Matrix* training_rows) const {
   grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + options_.load_deadline));
   v1::LoadShardResponse response;
@@ -61,15 +64,32 @@ absl::Status ModelManager::LoadShard(const WorkerHandle& worker, const std::stri
   h->set_shard_id(shard_id);
   h->set_rows(rows);
   h->set_cols(cols);
-  h->set_first_global_index(first);
-  rpc::ToProto(params, h->mutable_index_params());
-  bool ok = writer->Write(header);
-  const uint64_t chunk = std::max<uint64_t>(1, options_.load_chunk_bytes / (cols * sizeof(double)));
   absl::Status read_error;
+  // Spatial shards: the rows are gathered from the whole training set (the caller's copy, or
+  // read once here).
+  absl::StatusOr<Matrix> read_rows = Matrix();
+  if (ids != nullptr) {
+    for (int64_t id : *ids) h->add_global_indices(id);
+    if (training_rows == nullptr && !ids->empty()) {
+      read_rows = store_->ReadRows(dataset, 0, static_cast<uint64_t>(ids->back()) + 1);
+      if (!read_rows.ok()) read_error = read_rows.status();
+    }
+  } else {
+    h->set_first_global_index(first);
+  }
+  rpc::ToProto(params, h->mutable_index_params());
+  bool ok = read_error.ok() && writer->Write(header);
+  if (!read_error.ok()) ctx.TryCancel();
+  const uint64_t chunk = std::max<uint64_t>(1, options_.load_chunk_bytes / (cols * sizeof(double)));
   for (uint64_t begin = 0; ok && begin < rows; begin += chunk) {
     const uint64_t end = std::min(rows, begin + chunk);
-    absl::StatusOr<Matrix> m = store_->ReadRows(dataset, static_cast<uint64_t>(first) + begin,
-                                                static_cast<uint64_t>(first) + end);
+    absl::StatusOr<Matrix> m =
+        ids != nullptr
+            ? absl::StatusOr<Matrix>(Matrix::Gather(
+                  training_rows != nullptr ? training_rows->view() : read_rows->view(),
+                  absl::MakeConstSpan(ids->data() + begin, end - begin)))
+            : store_->ReadRows(dataset, static_cast<uint64_t>(first) + begin,
+                               static_cast<uint64_t>(first) + end);
     if (!m.ok()) {
       read_error = m.status();
       ctx.TryCancel();
@@ -191,6 +211,26 @@ absl::StatusOr<std::shared_ptr<const ModelEntry>> ModelManager::Fit(const FitSpe
   KNN_ASSIGN_OR_RETURN(std::vector<ShardSpec> plan,
                        PlanShards(spec.model, entry->generation, meta.rows, live_ids,
                                   options_.sharding));
+  // Spatial shards (routing, issue 3) where they pay: low dimension, several shards, and a
+  // training set the coordinator can hold in memory while it cuts it.
+  std::vector<SpatialPart> regions;
+  Matrix all_rows;
+  if (plan.size() > 1 && meta.cols <= options_.max_routed_dim &&
+      meta.rows * meta.cols * sizeof(double) <= options_.max_routed_bytes &&
+      meta.rows >= plan.size() * options_.min_routed_rows_per_shard) {
+    KNN_ASSIGN_OR_RETURN(all_rows, store_->ReadRows(spec.dataset, 0, meta.rows));
+    regions = PartitionSpatially(all_rows, plan.size());
+    if (regions.size() != plan.size()) regions.clear();
+    for (size_t i = 0; i < regions.size(); ++i) {
+      plan[i].first_global_index = 0;
+      plan[i].rows = regions[i].ids.size();
+    }
+  }
+  std::vector<std::shared_ptr<const std::vector<int64_t>>> region_ids(plan.size());
+  for (size_t i = 0; i < regions.size(); ++i) {
+    region_ids[i] = std::make_shared<const std::vector<int64_t>>(std::move(regions[i].ids));
+  }
+  if (regions.empty()) all_rows = Matrix();
   std::vector<std::string> shard_ids;
   for (const ShardSpec& s : plan) shard_ids.push_back(s.shard_id);
   registry_->AddPending(shard_ids);
@@ -207,13 +247,23 @@ absl::StatusOr<std::shared_ptr<const ModelEntry>> ModelManager::Fit(const FitSpe
     const ShardSpec& s = plan[i];
     absl::StatusOr<WorkerHandle> w = workers_->Get(s.worker_id);
     load_status[i] = w.ok() ? LoadShard(*w, s.shard_id, spec.dataset, s.first_global_index,
-                                        s.rows, meta.cols, spec.params)
+                                        s.rows, meta.cols, spec.params, region_ids[i].get(),
+                                        &all_rows)
                             : w.status();
     loaded_at[i] = absl::Now();
   });
+  all_rows = Matrix();  // the workers hold the rows now
   for (size_t i = 0; i < plan.size(); ++i) {
     Placement p;
-    p.location = {plan[i].shard_id, plan[i].worker_id, plan[i].first_global_index, plan[i].rows};
+    p.location.shard_id = plan[i].shard_id;
+    p.location.worker_id = plan[i].worker_id;
+    p.location.first_global_index = plan[i].first_global_index;
+    p.location.rows = plan[i].rows;
+    if (region_ids[i] != nullptr) {
+      p.location.global_ids = region_ids[i];
+      p.location.box_lo = std::move(regions[i].lo);
+      p.location.box_hi = std::move(regions[i].hi);
+    }
     p.placed_at = loaded_at[i];
     entry->shards.push_back(std::move(p));
   }
@@ -222,6 +272,15 @@ absl::StatusOr<std::shared_ptr<const ModelEntry>> ModelManager::Fit(const FitSpe
       DropShards(entry->Locations());
       return st;
     }
+  }
+
+  if (!regions.empty()) {
+    absl::StatusOr<std::shared_ptr<const RoutingGrid>> grid = BuildRoutingGrid(*entry, deadline);
+    if (!grid.ok()) {
+      DropShards(entry->Locations());
+      return grid.status();
+    }
+    entry->routing = *std::move(grid);
   }
 
   if (spec.task == Model::Task::kOutlier && !entry->threshold.has_value()) {
@@ -240,6 +299,44 @@ absl::StatusOr<std::shared_ptr<const ModelEntry>> ModelManager::Fit(const FitSpe
   }
   if (*old != nullptr) DropShards((*old)->Locations());
   return std::shared_ptr<const ModelEntry>(entry);
+}
+
+absl::StatusOr<std::shared_ptr<const RoutingGrid>> ModelManager::BuildRoutingGrid(
+    const ModelEntry& entry, absl::Time deadline) const {
+  // The grid spans the bounding box of the training rows (the union of the shards' boxes),
+  // with about max_routing_cells cells; each centre's k-th distance comes from the cluster
+  // itself (exact over all rows), so U_q = dist(q, c) + kth(c) is a true upper bound.
+  const size_t dim = entry.cols;
+  auto grid = std::make_shared<RoutingGrid>();
+  grid->k = static_cast<size_t>(entry.params.n_neighbors);
+  grid->cells_per_dim = std::max<size_t>(
+      1, static_cast<size_t>(std::floor(std::pow(static_cast<double>(options_.max_routing_cells),
+                                                  1.0 / static_cast<double>(dim)) + 1e-9)));
+  std::vector<double> lo(dim, std::numeric_limits<double>::infinity());
+  std::vector<double> hi(dim, -std::numeric_limits<double>::infinity());
+  for (const Placement& p : entry.shards) {
+    for (size_t j = 0; j < dim; ++j) {
+      lo[j] = std::min(lo[j], p.location.box_lo[j]);
+      hi[j] = std::max(hi[j], p.location.box_hi[j]);
+    }
+  }
+  grid->lo = lo;
+  grid->width.resize(dim);
+  for (size_t j = 0; j < dim; ++j) {
+    const double w = (hi[j] - lo[j]) / static_cast<double>(grid->cells_per_dim);
+    grid->width[j] = w > 0 && std::isfinite(w) ? w : 1.0;
+  }
+  size_t cells = 1;
+  for (size_t j = 0; j < dim; ++j) cells *= grid->cells_per_dim;
+  Matrix centers(cells, dim);
+  for (size_t c = 0; c < cells; ++c) grid->Center(c, centers.row(c));
+  KNN_ASSIGN_OR_RETURN(Minkowski metric, Minkowski::Create(entry.params.p));
+  KNN_ASSIGN_OR_RETURN(KNeighborsResult nb,
+                       search_->Search(entry.Locations(), centers, grid->k, metric, deadline));
+  if (nb.k != grid->k) return absl::InternalError("routing grid: fewer neighbours than k");
+  grid->kth_dist.resize(cells);
+  for (size_t c = 0; c < cells; ++c) grid->kth_dist[c] = nb.distance(c, nb.k - 1);
+  return std::shared_ptr<const RoutingGrid>(std::move(grid));
 }
 
 absl::StatusOr<double> ModelManager::FitThreshold(const ModelEntry& entry,
@@ -292,7 +389,8 @@ absl::StatusOr<KNeighborsResult> ModelManager::Neighbors(const ModelEntry& model
         lost.size() == 1 ? "shard " : "shards ", absl::StrJoin(lost, ", "),
         " of model ", model.name, " is unavailable: its worker lost it; it is being re-sent"));
   }
-  return search_->Search(model.Locations(), queries, static_cast<size_t>(k), metric, deadline);
+  return search_->Search(model.Locations(), queries, static_cast<size_t>(k), metric, deadline,
+                         model.routing.get());
 }
 
 absl::StatusOr<KNeighborsResult> ModelManager::KNeighbors(const ModelEntry& model,
@@ -527,7 +625,12 @@ void ModelManager::Repair() {
       }
     }
     for (const std::string& id : reported) {
-      if (placed[w.id].count(id) == 0) orphans.push_back({id, w.id, 0, 0});
+      if (placed[w.id].count(id) == 0) {
+        ShardLocation orphan;
+        orphan.shard_id = id;
+        orphan.worker_id = w.id;
+        orphans.push_back(std::move(orphan));
+      }
     }
   }
   if (!lost.empty()) registry_->MarkLost(lost);
@@ -576,7 +679,8 @@ void ModelManager::Repair() {
       registry_->AddPending({p.location.shard_id});
       const absl::Status st =
           LoadShard(*target, p.location.shard_id, m->dataset, p.location.first_global_index,
-                    p.location.rows, m->cols, m->params);
+                    p.location.rows, m->cols, m->params, p.location.global_ids.get(),
+                    /*training_rows=*/nullptr);
       if (st.ok()) {
         registry_->MovePlacement(m->name, m->generation, p.location.shard_id, target->id,
                                  absl::Now());

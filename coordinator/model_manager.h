@@ -44,6 +44,13 @@ struct ModelManagerOptions {
   size_t load_chunk_bytes = 1 << 20;
   // Training rows scored per batch when fitting an outlier threshold.
   size_t threshold_batch_rows = 16384;
+  // Spatial shards and query routing (ScatterGather) for training sets of at most this many
+  // features and bytes (the coordinator reads the set once to cut it), with at least this many
+  // rows per shard; and the cells of the routing grid (its centres are searched once at fit).
+  size_t max_routed_dim = 8;
+  uint64_t max_routed_bytes = uint64_t{256} << 20;
+  uint64_t min_routed_rows_per_shard = 1024;
+  size_t max_routing_cells = 32768;
 };
 
 struct FitSpec {
@@ -126,13 +133,19 @@ class ModelManager {
   void Repair();
 
  private:
-  // Streams rows [first, first + rows) of `dataset` to `worker` as shard `shard_id`.
+  // Streams rows [first, first + rows) of `dataset` to `worker` as shard `shard_id`; or, with
+  // `ids` (may be null; ascending), the rows with those global indices, gathered from
+  // `training_rows` (the whole training set; may be null: read from the store).
   absl::Status LoadShard(const WorkerHandle& worker, const std::string& shard_id,
                          const std::string& dataset, int64_t first, uint64_t rows, uint64_t cols,
-                         const NeighborsParams& params) const;
+                         const NeighborsParams& params,
+                         const std::vector<int64_t>* ids, const Matrix* training_rows) const;
   // Best effort, all at once; errors are ignored (a missing shard is not an error).
   void DropShards(const std::vector<ShardLocation>& shards) const;
   absl::StatusOr<double> FitThreshold(const ModelEntry& entry, absl::Time deadline) const;
+  // The routing grid of a model with spatial shards (every shard has a box).
+  absl::StatusOr<std::shared_ptr<const RoutingGrid>> BuildRoutingGrid(const ModelEntry& entry,
+                                                                      absl::Time deadline) const;
   absl::StatusOr<KNeighborsResult> Neighbors(const ModelEntry& model, MatrixView queries, int k,
                                              absl::Time deadline) const;
 

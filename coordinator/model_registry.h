@@ -65,7 +65,9 @@ struct ModelEntry {
   std::vector<std::string> feature_names;
   uint64_t generation = 0;          // unique per fit; part of every shard id
   std::shared_ptr<const ModelLabels> labels;
-  std::vector<Placement> shards;    // ordered by first_global_index
+  std::vector<Placement> shards;    // ordered by first_global_index (spatial: region order)
+  // Spatial shards: the routing grid (null: every query goes to every shard).
+  std::shared_ptr<const RoutingGrid> routing;
 
   std::vector<ShardLocation> Locations() const;
 };

@@ -72,7 +72,12 @@ class ScatterGatherTest : public ::testing::Test {
     for (size_t s = 0; s < 4; ++s) {
       const std::string id = "m@" + std::to_string(++generation_) + "/" + std::to_string(s);
       Load(*pool_->Get(owners[s]), id, data_, cuts[s], cuts[s + 1], params);
-      out.push_back({id, owners[s], static_cast<int64_t>(cuts[s]), cuts[s + 1] - cuts[s]});
+      ShardLocation loc;
+      loc.shard_id = id;
+      loc.worker_id = owners[s];
+      loc.first_global_index = static_cast<int64_t>(cuts[s]);
+      loc.rows = cuts[s + 1] - cuts[s];
+      out.push_back(std::move(loc));
     }
     return out;
   }

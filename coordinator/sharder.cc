@@ -1,6 +1,7 @@
 #include "coordinator/sharder.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -36,6 +37,63 @@ absl::StatusOr<std::vector<ShardSpec>> PlanShards(const std::string& model, uint
     shards.push_back(std::move(s));
   }
   return shards;
+}
+
+namespace {
+
+void Split(MatrixView data, std::vector<int64_t>::iterator begin,
+           std::vector<int64_t>::iterator end, size_t n_parts, std::vector<SpatialPart>* out) {
+  const size_t dim = data.cols();
+  if (n_parts <= 1) {
+    SpatialPart part;
+    part.ids.assign(begin, end);
+    std::sort(part.ids.begin(), part.ids.end());
+    part.lo.assign(dim, std::numeric_limits<double>::infinity());
+    part.hi.assign(dim, -std::numeric_limits<double>::infinity());
+    for (int64_t id : part.ids) {
+      const double* row = data.row(static_cast<size_t>(id));
+      for (size_t j = 0; j < dim; ++j) {
+        part.lo[j] = std::min(part.lo[j], row[j]);
+        part.hi[j] = std::max(part.hi[j], row[j]);
+      }
+    }
+    out->push_back(std::move(part));
+    return;
+  }
+  std::vector<double> lo(dim, std::numeric_limits<double>::infinity());
+  std::vector<double> hi(dim, -std::numeric_limits<double>::infinity());
+  for (auto it = begin; it != end; ++it) {
+    const double* row = data.row(static_cast<size_t>(*it));
+    for (size_t j = 0; j < dim; ++j) {
+      lo[j] = std::min(lo[j], row[j]);
+      hi[j] = std::max(hi[j], row[j]);
+    }
+  }
+  size_t widest = 0;
+  for (size_t j = 1; j < dim; ++j) {
+    if (hi[j] - lo[j] > hi[widest] - lo[widest]) widest = j;
+  }
+  const size_t left_parts = n_parts / 2;
+  const size_t n = static_cast<size_t>(end - begin);
+  const auto mid = begin + static_cast<std::ptrdiff_t>(n * left_parts / n_parts);
+  std::nth_element(begin, mid, end, [&](int64_t a, int64_t b) {
+    const double va = data.row(static_cast<size_t>(a))[widest];
+    const double vb = data.row(static_cast<size_t>(b))[widest];
+    return va < vb || (va == vb && a < b);
+  });
+  Split(data, begin, mid, left_parts, out);
+  Split(data, mid, end, n_parts - left_parts, out);
+}
+
+}  // namespace
+
+std::vector<SpatialPart> PartitionSpatially(MatrixView data, size_t n_parts) {
+  std::vector<SpatialPart> out;
+  if (n_parts == 0 || data.rows() < n_parts) return out;
+  std::vector<int64_t> ids(data.rows());
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int64_t>(i);
+  Split(data, ids.begin(), ids.end(), n_parts, &out);
+  return out;
 }
 
 }  // namespace knncluster::coordinator

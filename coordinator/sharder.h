@@ -1,7 +1,9 @@
 // Sharder: how a model's training rows are cut into shards and spread over the live workers.
 // Shards are contiguous ranges of the training set as fitted, so row r of shard s has global
 // index first_global_index + r, which is its training index: the workers report global ids and
-// the coordinator never translates them.
+// the coordinator never translates them. Spatial shards (PartitionSpatially: for low-dimensional
+// data, so that queries can be routed) instead list their rows' global indices explicitly, and
+// the worker reports those.
 //
 // Shard ids are unique per fit: "<model>@<generation>/<i>" ('@' and '/' cannot occur in a model
 // name, so the id is unambiguous; the generation changes on every fit, so a refit never collides
@@ -16,6 +18,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/base/matrix.h"
 
 namespace knncluster::coordinator {
 
@@ -44,6 +47,20 @@ absl::StatusOr<std::vector<ShardSpec>> PlanShards(const std::string& model, uint
                                                   uint64_t rows,
                                                   const std::vector<std::string>& worker_ids,
                                                   const ShardingOptions& options = {});
+
+// A spatial partition of training rows (issue 3, routing): each part's rows (global indices,
+// ascending) and the bounding box [lo, hi] of those rows, per dimension.
+struct SpatialPart {
+  std::vector<int64_t> ids;
+  std::vector<double> lo;
+  std::vector<double> hi;
+};
+
+// Cuts the rows of `data` (row i has global index i) into `n_parts` regions by recursive median
+// splits of the widest-spread dimension (ties broken by row index, so part sizes differ by at
+// most one), like the KD tree's build. Parts are in region order; empty when n_parts == 0 or
+// data has fewer rows than n_parts.
+std::vector<SpatialPart> PartitionSpatially(MatrixView data, size_t n_parts);
 
 }  // namespace knncluster::coordinator
 

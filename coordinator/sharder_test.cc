@@ -1,6 +1,8 @@
 #include "coordinator/sharder.h"
 
+#include <algorithm>
 #include <set>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -58,6 +60,41 @@ TEST(SharderTest, SeveralShardsPerWorkerRoundRobin) {
 TEST(SharderTest, Errors) {
   EXPECT_EQ(PlanShards("m", 1, 10, {}).status().code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(PlanShards("m", 1, 0, {"a"}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(SharderTest, SpatialPartsCoverEveryRowOnceInTightBoxes) {
+  // A 2-D grid of integer points with duplicates: ties on every cut.
+  Matrix data(1003, 2);
+  for (size_t i = 0; i < data.rows(); ++i) {
+    data.at(i, 0) = static_cast<double>((i * 7) % 13);
+    data.at(i, 1) = static_cast<double>((i * 3) % 5) * 10;  // the widest dimension first
+  }
+  for (size_t n : {1, 2, 3, 5}) {
+    const std::vector<SpatialPart> parts = PartitionSpatially(data, n);
+    ASSERT_EQ(parts.size(), n);
+    std::vector<int> seen(data.rows(), 0);
+    for (const SpatialPart& part : parts) {
+      EXPECT_GE(part.ids.size(), data.rows() / n);
+      EXPECT_LE(part.ids.size(), data.rows() / n + 1);
+      EXPECT_TRUE(std::is_sorted(part.ids.begin(), part.ids.end()));
+      std::vector<double> lo(2, 1e300), hi(2, -1e300);
+      for (int64_t id : part.ids) {
+        ++seen[static_cast<size_t>(id)];
+        for (size_t j = 0; j < 2; ++j) {
+          lo[j] = std::min(lo[j], data.at(static_cast<size_t>(id), j));
+          hi[j] = std::max(hi[j], data.at(static_cast<size_t>(id), j));
+        }
+      }
+      EXPECT_EQ(part.lo, lo);
+      EXPECT_EQ(part.hi, hi);
+    }
+    for (int count : seen) EXPECT_EQ(count, 1);
+  }
+  // The first cut of two parts splits the widest dimension (1) at its median.
+  const std::vector<SpatialPart> two = PartitionSpatially(data, 2);
+  EXPECT_LE(two[0].hi[1], two[1].lo[1]);
+  EXPECT_TRUE(PartitionSpatially(data, 0).empty());
+  EXPECT_TRUE(PartitionSpatially(data.view().Slice(0, 2), 3).empty());
 }
 
 }  // namespace

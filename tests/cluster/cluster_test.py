@@ -197,6 +197,45 @@ class ClusterTest(unittest.TestCase):
                 self.assertEqual(got["scores"], want["scores"])
                 self.assertEqual(got["threshold"], want["threshold"])
 
+    def test_routed_spatial_shards_equal_local(self):
+        # 3 features and >= 1024 rows per shard: the coordinator cuts the training set into
+        # spatial shards and routes each query only to the shards that can hold its neighbours.
+        # Integer data (many ties and duplicates, rows exactly on the cuts) and queries inside
+        # and outside the data's box must still give the single-process answer bit for bit.
+        rs = np.random.RandomState(7)
+        X = rs.randint(0, 12, size=(8000, 3)).astype(float)
+        y = (X.sum(axis=1) > 16).astype(int)
+        csv = os.path.join(self.tmp, "grid.csv")
+        np.savetxt(csv, np.column_stack([X, y]), delimiter=",", fmt="%.17g")
+        queries = os.path.join(self.tmp, "grid_q.npy")
+        np.save(queries, np.vstack([rs.randint(-4, 16, size=(150, 3)).astype(float),
+                                    rs.uniform(-3, 15, size=(150, 3))]))
+        data = ["--data", csv, "--test-size", "0.25", "--random-state", "3"]
+        for workers in (2, 3):
+            c = self.cluster(workers)
+            for p in ("1", "2", "3"):
+                for task, extra in (("classifier", ["-k", "10"]), ("outlier", ["-k", "4"])):
+                    local_model = os.path.join(self.tmp, f"grid-{p}-{task}.model")
+                    knnctl("fit", *data, "--split", "train", "--task", task, *extra, "--p", p,
+                           "--algorithm", "kd_tree", "--model", local_model)
+                    name = f"grid-{workers}-{p}-{task}"
+                    c.knnctl("fit", *data, "--split", "train", "--task", task, *extra, "--p", p,
+                             "--algorithm", "kd_tree", "--model", name)
+                    ctx = f"workers={workers} p={p} {task}"
+                    for q in ([*data, "--split", "test"], ["--data", queries, "--label-column",
+                                                           "none"]):
+                        for k in (["-k", "1"], ["-k", "3"], []):
+                            want = knnctl("kneighbors", "--model", local_model, *q, *k)
+                            got = c.knnctl("kneighbors", "--model", name, *q, *k)
+                            self.assertEqual(got["indices"], want["indices"], ctx)
+                            self.assertEqual(got["distances"], want["distances"], ctx)
+                    want = knnctl("predict", "--model", local_model, *data, "--split", "test")
+                    got = c.knnctl("predict", "--model", name, *data, "--split", "test")
+                    self.assertEqual(got["predictions"], want["predictions"], ctx)
+                    if task == "outlier":
+                        self.assertEqual(got["scores"], want["scores"], ctx)
+                        self.assertEqual(got["threshold"], want["threshold"], ctx)
+
     def test_export_and_import_round_trip(self):
         c = self.cluster(2)
         c.knnctl("fit", *SPLIT, "--split", "train", "-k", "20", "--algorithm", "kd_tree",
@@ -215,6 +254,20 @@ class ClusterTest(unittest.TestCase):
         c.knnctl("fit", *SPLIT, "--split", "train", "-k", "10", "--algorithm", "kd_tree",
                  "--model", "m")
         want = c.knnctl("kneighbors", "--model", "m", *SPLIT, "--split", "test")
+        # A model with spatial shards (3 features, routed queries): its re-sent shard keeps its
+        # rows, and routing over a worker holding two shards stays exact.
+        rs = np.random.RandomState(5)
+        grid = os.path.join(self.tmp, "spatial.csv")
+        X = rs.randint(0, 9, size=(6000, 3)).astype(float)
+        np.savetxt(grid, np.column_stack([X, X[:, 0] > 4]), delimiter=",", fmt="%.17g")
+        routed = ["--data", grid, "--test-size", "0.2", "--random-state", "1"]
+        c.knnctl("fit", *routed, "--split", "train", "-k", "8", "--model", "r")
+        want_r = c.knnctl("kneighbors", "--model", "r", *routed, "--split", "test")
+        local_model = os.path.join(self.tmp, "spatial.model")
+        knnctl("fit", *routed, "--split", "train", "-k", "8", "--model", local_model)
+        local = knnctl("kneighbors", "--model", local_model, *routed, "--split", "test")
+        self.assertEqual(want_r["indices"], local["indices"])
+        self.assertEqual(want_r["distances"], local["distances"])
         victim = c.workers["w0"][0]
         c.kill_worker("w0")
         deadline = time.time() + 20
@@ -236,6 +289,15 @@ class ClusterTest(unittest.TestCase):
             time.sleep(0.1)
         else:
             self.fail(f"the lost shard was never re-sent: {errors[-1:]}")
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            p = c.knnctl("kneighbors", "--model", "r", *routed, "--split", "test", check=False)
+            if p.returncode == 0:
+                self.assertEqual(json.loads(p.stdout), want_r)
+                break
+            time.sleep(0.1)
+        else:
+            self.fail("the spatial model's lost shard was never re-sent")
         model = [m for m in c.status()["models"] if m["name"] == "m"][0]
         alive = {w["worker_id"] for w in c.status()["workers"] if w["state"] == "WORKER_ALIVE"}
         self.assertTrue(all(s["worker_id"] in alive for s in model["shards"]))
