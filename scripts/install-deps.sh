@@ -9,7 +9,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   # C++ libraries
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev
-  libpng-dev zlib1g-dev
+  libpng-dev zlib1g-dev libssl-dev
   # gRPC and Protocol Buffers (the -dev packages do not pull protoc or libprotobuf-dev)
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
   python3-grpcio python3-protobuf

@@ -4,11 +4,14 @@
 #include <cmath>
 #include <map>
 #include <tuple>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "core/base/status_macros.h"
 #include "core/estimators/metrics.h"
 #include "core/estimators/voting.h"
@@ -70,9 +73,11 @@ absl::StatusOr<double> ComputeScore(Scoring s, absl::Span<const double> y_true,
   return absl::InternalError("unknown scoring");
 }
 
-absl::StatusOr<std::vector<NeighborsParams>> ExpandParamGrid(absl::Span<const ParamGrid> grids,
-                                                             const NeighborsParams& base) {
+absl::StatusOr<std::vector<NeighborsParams>> ExpandParamGrid(
+    absl::Span<const ParamGrid> grids, const NeighborsParams& base,
+    std::vector<std::vector<std::string>>* keys) {
   std::vector<NeighborsParams> out;
+  if (keys != nullptr) keys->clear();
   for (size_t g = 0; g < grids.size(); ++g) {
     const ParamGrid& grid = grids[g];
     const std::string where = absl::StrCat("param_grid[", g, "]");
@@ -96,6 +101,12 @@ absl::StatusOr<std::vector<NeighborsParams>> ExpandParamGrid(absl::Span<const Pa
       weights.push_back(*w);
     }
     // Keys in sorted order; a key without values keeps the base value (one "choice").
+    std::vector<std::string> grid_keys;
+    if (!grid.algorithm.empty()) grid_keys.push_back("algorithm");
+    if (!grid.leaf_size.empty()) grid_keys.push_back("leaf_size");
+    if (!grid.n_neighbors.empty()) grid_keys.push_back("n_neighbors");
+    if (!grid.p.empty()) grid_keys.push_back("p");
+    if (!grid.weights.empty()) grid_keys.push_back("weights");
     const size_t na = std::max<size_t>(1, algorithms.size());
     const size_t nl = std::max<size_t>(1, grid.leaf_size.size());
     const size_t nk = std::max<size_t>(1, grid.n_neighbors.size());
@@ -115,6 +126,7 @@ absl::StatusOr<std::vector<NeighborsParams>> ExpandParamGrid(absl::Span<const Pa
               absl::Status st = c.Validate();
               if (!st.ok()) return absl::InvalidArgumentError(absl::StrCat(where, ": ", st.message()));
               out.push_back(c);
+              if (keys != nullptr) keys->push_back(grid_keys);
             }
   }
   if (out.empty()) return absl::InvalidArgumentError("param_grid: no candidates");
@@ -132,22 +144,31 @@ absl::StatusOr<EncodedClasses> EncodeClasses(absl::Span<const double> y) {
 absl::StatusOr<std::vector<TrainTestIndices>> MakeFolds(const GridSearchOptions& options,
                                                         absl::Span<const double> y) {
   if (!options.folds.empty()) {
-    for (size_t f = 0; f < options.folds.size(); ++f) {
-      const TrainTestIndices& fold = options.folds[f];
+    std::vector<TrainTestIndices> folds = options.folds;
+    std::vector<char> seen(y.size());
+    for (size_t f = 0; f < folds.size(); ++f) {
+      TrainTestIndices& fold = folds[f];
       if (fold.train.empty() || fold.test.empty()) {
         return absl::InvalidArgumentError(
             absl::StrFormat("folds[%d]: train and test must both be non-empty", f));
       }
-      for (const auto* part : {&fold.train, &fold.test}) {
+      for (const auto& [part, name] : {std::pair{&fold.train, "train"}, {&fold.test, "test"}}) {
+        std::fill(seen.begin(), seen.end(), 0);
         for (int64_t i : *part) {
           if (i < 0 || static_cast<size_t>(i) >= y.size()) {
             return absl::InvalidArgumentError(absl::StrFormat(
-                "folds[%d]: row index %d out of range [0, %d)", f, i, y.size()));
+                "folds[%d].%s: row index %d out of range [0, %d)", f, name, i, y.size()));
           }
+          if (seen[i]) {
+            return absl::InvalidArgumentError(
+                absl::StrFormat("folds[%d].%s: row index %d appears twice", f, name, i));
+          }
+          seen[i] = 1;
         }
       }
+      std::sort(fold.train.begin(), fold.train.end());
     }
-    return options.folds;
+    return folds;
   }
   if (options.classifier) {
     std::vector<int64_t> labels(y.begin(), y.end());
@@ -186,31 +207,52 @@ std::vector<FoldJob> PlanFoldJobs(absl::Span<const NeighborsParams> candidates, 
   return jobs;
 }
 
-absl::StatusOr<std::vector<double>> RunFoldJob(MatrixView X, absl::Span<const double> y,
-                                               bool classifier, int32_t n_classes,
-                                               const TrainTestIndices& fold, const FoldJob& job,
-                                               absl::Span<const NeighborsParams> candidates,
-                                               Scoring scoring, ThreadPool* pool) {
+absl::StatusOr<FoldJobResult> RunFoldJob(MatrixView X, absl::Span<const double> y,
+                                         bool classifier, int32_t n_classes,
+                                         const TrainTestIndices& fold, const FoldJob& job,
+                                         absl::Span<const NeighborsParams> candidates,
+                                         Scoring scoring, ThreadPool* pool) {
   const size_t n_train = fold.train.size();
   if (static_cast<size_t>(job.max_neighbors) > n_train) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "n_neighbors: a candidate needs %d neighbours but fold %d trains on only %d rows",
         job.max_neighbors, job.fold, n_train));
   }
+  FoldJobResult result;
+  const absl::Time start = absl::Now();
   auto train = std::make_shared<const Matrix>(Matrix::Gather(X, fold.train));
-  const Matrix test = Matrix::Gather(X, fold.test);
   IndexOptions index_options;
   index_options.algorithm = job.algorithm;
   index_options.leaf_size = job.leaf_size;
   index_options.p = job.p;
   KNN_ASSIGN_OR_RETURN(auto index, BuildIndex(train, {}, index_options));
+  const absl::Time built = absl::Now();
+  const Matrix test = Matrix::Gather(X, fold.test);
   KNN_ASSIGN_OR_RETURN(KNeighborsResult nb, index->KNeighbors(test, job.max_neighbors, pool));
-
-  std::vector<double> y_true, y_train;
-  for (int64_t i : fold.test) y_true.push_back(y[i]);
+  std::vector<double> y_train;
+  y_train.reserve(n_train);
   for (int64_t i : fold.train) y_train.push_back(y[i]);
+  KNN_ASSIGN_OR_RETURN(result.scores, ScoreFoldCandidates(nb, y_train, y, classifier, n_classes,
+                                                          fold, job, candidates, scoring));
+  result.fit_seconds = absl::ToDoubleSeconds(built - start);
+  result.score_seconds = absl::ToDoubleSeconds(absl::Now() - built);
+  return result;
+}
+
+absl::StatusOr<std::vector<double>> ScoreFoldCandidates(
+    const KNeighborsResult& nb, absl::Span<const double> train_targets,
+    absl::Span<const double> y, bool classifier, int32_t n_classes, const TrainTestIndices& fold,
+    const FoldJob& job, absl::Span<const NeighborsParams> candidates, Scoring scoring) {
+  if (nb.num_queries != fold.test.size() || nb.k < static_cast<size_t>(job.max_neighbors)) {
+    return absl::InternalError(absl::StrFormat(
+        "fold %d: expected %d nearest of %d validation rows, got %d of %d", job.fold,
+        job.max_neighbors, fold.test.size(), nb.k, nb.num_queries));
+  }
+  std::vector<double> y_true;
+  y_true.reserve(fold.test.size());
+  for (int64_t i : fold.test) y_true.push_back(y[i]);
   std::vector<int32_t> labels;
-  if (classifier) labels.assign(y_train.begin(), y_train.end());
+  if (classifier) labels.assign(train_targets.begin(), train_targets.end());
 
   const size_t K = nb.k;
   std::vector<double> scores;
@@ -222,7 +264,7 @@ absl::StatusOr<std::vector<double>> RunFoldJob(MatrixView X, absl::Span<const do
       absl::Span<const double> dist(nb.distances.data() + q * K, k);
       absl::Span<const int64_t> idx(nb.indices.data() + q * K, k);
       y_pred[q] = classifier ? VoteClass(dist, idx, labels, n_classes, params.weights)
-                             : RegressionValue(dist, idx, y_train, params.weights);
+                             : RegressionValue(dist, idx, train_targets, params.weights);
     }
     KNN_ASSIGN_OR_RETURN(double score, ComputeScore(scoring, y_true, y_pred));
     scores.push_back(score);
@@ -230,18 +272,37 @@ absl::StatusOr<std::vector<double>> RunFoldJob(MatrixView X, absl::Span<const do
   return scores;
 }
 
+namespace {
+// numpy's mean and std (ddof 0) of one candidate's values over folds.
+std::pair<double, double> NumpyMeanStd(const std::vector<double>& s) {
+  const double mean = NumpySum(s) / static_cast<double>(s.size());
+  std::vector<double> sq(s.size());
+  for (size_t f = 0; f < s.size(); ++f) sq[f] = (s[f] - mean) * (s[f] - mean);
+  return {mean, std::sqrt(NumpySum(sq) / static_cast<double>(s.size()))};
+}
+}  // namespace
+
 CvResults AggregateCvResults(std::vector<NeighborsParams> params,
-                             std::vector<std::vector<double>> split_test_scores, Scoring scoring) {
+                             std::vector<std::vector<double>> split_test_scores, Scoring scoring,
+                             const std::vector<std::vector<double>>* fit_times,
+                             const std::vector<std::vector<double>>* score_times) {
   CvResults r;
   r.scoring = scoring;
   const size_t n = params.size();
   for (size_t c = 0; c < n; ++c) {
-    const std::vector<double>& s = split_test_scores[c];
-    const double mean = NumpySum(s) / static_cast<double>(s.size());
-    std::vector<double> sq(s.size());
-    for (size_t f = 0; f < s.size(); ++f) sq[f] = (s[f] - mean) * (s[f] - mean);
+    auto [mean, std] = NumpyMeanStd(split_test_scores[c]);
     r.mean_test_score.push_back(mean);
-    r.std_test_score.push_back(std::sqrt(NumpySum(sq) / static_cast<double>(s.size())));
+    r.std_test_score.push_back(std);
+    if (fit_times != nullptr) {
+      std::tie(mean, std) = NumpyMeanStd((*fit_times)[c]);
+      r.mean_fit_time.push_back(mean);
+      r.std_fit_time.push_back(std);
+    }
+    if (score_times != nullptr) {
+      std::tie(mean, std) = NumpyMeanStd((*score_times)[c]);
+      r.mean_score_time.push_back(mean);
+      r.std_score_time.push_back(std);
+    }
   }
   // scipy.stats.rankdata(-mean, method="min"); NaN means rank with the worst.
   for (size_t c = 0; c < n; ++c) {
@@ -279,8 +340,9 @@ absl::StatusOr<GridSearchResult> GridSearchCV(std::shared_ptr<const Matrix> X,
         IsClassifierScoring(scoring) ? "classification" : "regression", " scorer, but the estimator is a ",
         options.classifier ? "classifier" : "regressor"));
   }
+  std::vector<std::vector<std::string>> keys;
   KNN_ASSIGN_OR_RETURN(std::vector<NeighborsParams> candidates,
-                       ExpandParamGrid(options.param_grid, options.base));
+                       ExpandParamGrid(options.param_grid, options.base, &keys));
   std::vector<double> target = y;
   int32_t n_classes = 0;
   if (options.classifier) {
@@ -292,6 +354,7 @@ absl::StatusOr<GridSearchResult> GridSearchCV(std::shared_ptr<const Matrix> X,
   const std::vector<FoldJob> jobs = PlanFoldJobs(candidates, folds.size());
 
   std::vector<std::vector<double>> scores(candidates.size(), std::vector<double>(folds.size()));
+  std::vector<std::vector<double>> fit_times = scores, score_times = scores;
   absl::Mutex mu;
   absl::Status first_error;
   ParallelFor(pool, jobs.size(), [&](size_t j) {
@@ -303,12 +366,19 @@ absl::StatusOr<GridSearchResult> GridSearchCV(std::shared_ptr<const Matrix> X,
       if (first_error.ok()) first_error = s.status();
       return;
     }
-    for (size_t i = 0; i < job.candidates.size(); ++i) scores[job.candidates[i]][job.fold] = (*s)[i];
+    for (size_t i = 0; i < job.candidates.size(); ++i) {
+      const size_t c = job.candidates[i];
+      scores[c][job.fold] = s->scores[i];
+      fit_times[c][job.fold] = s->fit_seconds;
+      score_times[c][job.fold] = s->score_seconds;
+    }
   });
   KNN_RETURN_IF_ERROR(first_error);
 
   GridSearchResult result;
-  result.cv_results = AggregateCvResults(std::move(candidates), std::move(scores), scoring);
+  result.cv_results = AggregateCvResults(std::move(candidates), std::move(scores), scoring,
+                                         &fit_times, &score_times);
+  result.cv_results.param_keys = std::move(keys);
   result.cv_results.neighbor_searches = static_cast<int64_t>(jobs.size());
   if (options.refit) {
     const NeighborsParams& best = result.cv_results.best_params;

@@ -33,6 +33,7 @@
 #include "core/estimators/kneighbors_classifier.h"
 #include "core/estimators/kneighbors_regressor.h"
 #include "core/estimators/params.h"
+#include "core/index/neighbor_index.h"
 #include "core/model_selection/split.h"
 
 namespace knncluster {
@@ -60,8 +61,11 @@ struct ParamGrid {
 
 // All candidates, in ParameterGrid order. InvalidArgument names a bad value
 // ("param_grid[0].n_neighbors[2]: must be >= 1, got 0").
-absl::StatusOr<std::vector<NeighborsParams>> ExpandParamGrid(absl::Span<const ParamGrid> grids,
-                                                             const NeighborsParams& base);
+// With `keys` (may be null): the parameter names each candidate's grid sets, sorted (scikit-learn's
+// cv_results_["params"] lists only those).
+absl::StatusOr<std::vector<NeighborsParams>> ExpandParamGrid(
+    absl::Span<const ParamGrid> grids, const NeighborsParams& base,
+    std::vector<std::vector<std::string>>* keys = nullptr);
 
 struct GridSearchOptions {
   bool classifier = true;  // else a regressor
@@ -75,7 +79,10 @@ struct GridSearchOptions {
   bool refit = true;
 };
 
-// The folds the options describe over labels y.
+// The folds the options describe over labels y. Explicit folds are checked (indices in range,
+// no duplicates within a part, both parts non-empty) and their train indices sorted: within a
+// fold, neighbours tie-break by the row's index in the dataset, so a fold's answer does not depend
+// on how its train list is ordered (and a sharded search, which sees global indices, agrees).
 absl::StatusOr<std::vector<TrainTestIndices>> MakeFolds(const GridSearchOptions& options,
                                                         absl::Span<const double> y);
 
@@ -92,14 +99,32 @@ struct FoldJob {
 // Groups candidates into jobs: one per fold x distinct (algorithm, leaf_size, p).
 std::vector<FoldJob> PlanFoldJobs(absl::Span<const NeighborsParams> candidates, size_t n_folds);
 
-// Runs one job: the score of each of job.candidates (same order) on its fold.
-// X, y: the whole dataset (rows indexed by the fold's indices). For classifiers, y holds class
-// codes 0..n_classes-1 (see EncodeClasses).
-absl::StatusOr<std::vector<double>> RunFoldJob(MatrixView X, absl::Span<const double> y,
-                                               bool classifier, int32_t n_classes,
-                                               const TrainTestIndices& fold, const FoldJob& job,
-                                               absl::Span<const NeighborsParams> candidates,
-                                               Scoring scoring, ThreadPool* pool);
+// What one job measured: the score of each of job.candidates (same order) on its fold, the time
+// to build the fold's index (fit) and the time of the search and scoring (score).
+struct FoldJobResult {
+  std::vector<double> scores;
+  double fit_seconds = 0;
+  double score_seconds = 0;
+};
+
+// Runs one job. X, y: the whole dataset (rows indexed by the fold's indices). For classifiers,
+// y holds class codes 0..n_classes-1 (see EncodeClasses). InvalidArgument when a candidate needs
+// more neighbours than the fold trains on.
+absl::StatusOr<FoldJobResult> RunFoldJob(MatrixView X, absl::Span<const double> y,
+                                         bool classifier, int32_t n_classes,
+                                         const TrainTestIndices& fold, const FoldJob& job,
+                                         absl::Span<const NeighborsParams> candidates,
+                                         Scoring scoring, ThreadPool* pool);
+
+// The scoring half of a job, from its one search: `neighbors` holds each validation row's (in
+// fold.test order) job.max_neighbors nearest training rows, true distances, ordered by
+// (distance, index); its indices index `train_targets` (positions in fold.train for RunFoldJob,
+// global row indices for a sharded search, which passes the whole y). `y` is the whole dataset's
+// targets (codes for classifiers), for the validation rows' true values.
+absl::StatusOr<std::vector<double>> ScoreFoldCandidates(
+    const KNeighborsResult& neighbors, absl::Span<const double> train_targets,
+    absl::Span<const double> y, bool classifier, int32_t n_classes, const TrainTestIndices& fold,
+    const FoldJob& job, absl::Span<const NeighborsParams> candidates, Scoring scoring);
 
 // Sorted distinct labels, and y re-expressed as codes into them. InvalidArgument when a label is
 // not an integer (classifiers take integer labels; strings arrive as codes already).
@@ -111,10 +136,14 @@ absl::StatusOr<EncodedClasses> EncodeClasses(absl::Span<const double> y);
 
 struct CvResults {
   std::vector<NeighborsParams> params;
+  std::vector<std::vector<std::string>> param_keys;    // per candidate (see ExpandParamGrid)
   std::vector<std::vector<double>> split_test_scores;  // [candidate][fold]
   std::vector<double> mean_test_score;
   std::vector<double> std_test_score;
   std::vector<int> rank_test_score;
+  // Per candidate over folds, numpy mean / std: the job's fit (index build) time and its search
+  // and scoring time, as scikit-learn reports per fitted candidate. Empty when not measured.
+  std::vector<double> mean_fit_time, std_fit_time, mean_score_time, std_score_time;
   size_t best_index = 0;
   double best_score = 0;
   NeighborsParams best_params;
@@ -122,9 +151,12 @@ struct CvResults {
   int64_t neighbor_searches = 0;  // one per FoldJob run
 };
 
-// Means, standard deviations, ranks and the best candidate from the per-fold scores.
+// Means, standard deviations, ranks and the best candidate from the per-fold scores; with
+// `fit_times` / `score_times` ([candidate][fold]; may be null), their means and deviations.
 CvResults AggregateCvResults(std::vector<NeighborsParams> params,
-                             std::vector<std::vector<double>> split_test_scores, Scoring scoring);
+                             std::vector<std::vector<double>> split_test_scores, Scoring scoring,
+                             const std::vector<std::vector<double>>* fit_times = nullptr,
+                             const std::vector<std::vector<double>>* score_times = nullptr);
 
 struct GridSearchResult {
   CvResults cv_results;

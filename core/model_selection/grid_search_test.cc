@@ -1,5 +1,6 @@
 #include "core/model_selection/grid_search.h"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -146,6 +147,97 @@ TEST(GridSearchTest, ClearErrors) {
   y.pop_back();
   r = GridSearchCV(X, y, TutorialGrid(), nullptr);
   EXPECT_FALSE(r.ok());
+}
+
+TEST(GridSearchTest, CvResultsCarryTimesAndTheKeysEachGridSets) {
+  auto digits = LoadDigits();
+  ASSERT_TRUE(digits.ok());
+  GridSearchOptions o = TutorialGrid();
+  ParamGrid w;
+  w.weights = {"distance"};
+  o.param_grid.push_back(w);
+  auto r = GridSearchCV(std::make_shared<const Matrix>(digits->features), digits->targets, o,
+                        nullptr);
+  ASSERT_TRUE(r.ok()) << r.status();
+  const CvResults& cv = r->cv_results;
+  ASSERT_EQ(cv.params.size(), 28u);
+  EXPECT_EQ(cv.param_keys[0], (std::vector<std::string>{"n_neighbors", "p"}));
+  EXPECT_EQ(cv.param_keys[27], (std::vector<std::string>{"weights"}));
+  ASSERT_EQ(cv.mean_fit_time.size(), 28u);
+  ASSERT_EQ(cv.mean_score_time.size(), 28u);
+  for (size_t c = 0; c < 28; ++c) {
+    EXPECT_GT(cv.mean_fit_time[c], 0);
+    EXPECT_GT(cv.mean_score_time[c], 0);
+    EXPECT_GE(cv.std_fit_time[c], 0);
+  }
+  // 5 folds x 4 distinct (algorithm, leaf_size, p): p 1, 2, 3, and the base p=2 of the second
+  // grid shares the first grid's p=2 search.
+  EXPECT_EQ(cv.neighbor_searches, 15);
+}
+
+// The sharded grid search scores from neighbours found over global row indices; the same
+// candidates scored that way equal RunFoldJob's (positions in the fold's sorted train list).
+TEST(GridSearchTest, ScoringFromGlobalIndicesEqualsTheFoldJob) {
+  auto digits = LoadDigits();
+  ASSERT_TRUE(digits.ok());
+  auto enc = EncodeClasses(digits->targets);
+  ASSERT_TRUE(enc.ok());
+  GridSearchOptions o = TutorialGrid();
+  auto candidates = ExpandParamGrid(o.param_grid, o.base);
+  ASSERT_TRUE(candidates.ok());
+  auto folds = MakeFolds(o, enc->codes);
+  ASSERT_TRUE(folds.ok());
+  const auto jobs = PlanFoldJobs(*candidates, folds->size());
+  for (size_t j : {size_t{0}, size_t{7}, jobs.size() - 1}) {
+    const FoldJob& job = jobs[j];
+    const TrainTestIndices& fold = (*folds)[job.fold];
+    auto direct = RunFoldJob(digits->features, enc->codes, true, 10, fold, job, *candidates,
+                             Scoring::kAccuracy, nullptr);
+    ASSERT_TRUE(direct.ok()) << direct.status();
+    // Brute force over the whole set less the validation rows, indices global.
+    std::vector<int64_t> ids;
+    auto train = std::make_shared<const Matrix>(Matrix::Gather(digits->features, fold.train));
+    IndexOptions io;
+    io.algorithm = Algorithm::kBrute;
+    io.p = job.p;
+    auto index = BuildIndex(train, fold.train, io);
+    ASSERT_TRUE(index.ok()) << index.status();
+    auto nb = (*index)->KNeighbors(Matrix::Gather(digits->features, fold.test), job.max_neighbors,
+                                   nullptr);
+    ASSERT_TRUE(nb.ok());
+    auto scored = ScoreFoldCandidates(*nb, enc->codes, enc->codes, true, 10, fold, job,
+                                      *candidates, Scoring::kAccuracy);
+    ASSERT_TRUE(scored.ok()) << scored.status();
+    EXPECT_EQ(*scored, direct->scores);
+  }
+}
+
+TEST(GridSearchTest, ExplicitFoldsAreCheckedAndTheirTrainOrderDoesNotMatter) {
+  auto digits = LoadDigits();
+  ASSERT_TRUE(digits.ok());
+  auto X = std::make_shared<const Matrix>(digits->features);
+  GridSearchOptions o = TutorialGrid();
+  auto folds = MakeFolds(o, digits->targets);
+  ASSERT_TRUE(folds.ok());
+  auto base = GridSearchCV(X, digits->targets, o, nullptr);
+  ASSERT_TRUE(base.ok());
+  o.folds = *folds;
+  for (auto& f : o.folds) std::reverse(f.train.begin(), f.train.end());
+  auto reversed = GridSearchCV(X, digits->targets, o, nullptr);
+  ASSERT_TRUE(reversed.ok()) << reversed.status();
+  EXPECT_EQ(reversed->cv_results.split_test_scores, base->cv_results.split_test_scores);
+  o.folds[1].train.push_back(o.folds[1].train[0]);
+  auto dup = GridSearchCV(X, digits->targets, o, nullptr);
+  ASSERT_FALSE(dup.ok());
+  EXPECT_NE(dup.status().message().find("folds[1].train: row index"), std::string::npos)
+      << dup.status();
+  o.folds[1].train.pop_back();
+  o.folds[2].test.push_back(5000);
+  dup = GridSearchCV(X, digits->targets, o, nullptr);
+  ASSERT_FALSE(dup.ok());
+  EXPECT_NE(dup.status().message().find("folds[2].test: row index 5000 out of range"),
+            std::string::npos)
+      << dup.status();
 }
 
 }  // namespace
