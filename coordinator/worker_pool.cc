@@ -94,6 +94,7 @@ void WorkerPool::ProbeSucceeded(const std::string& id, const v1::WorkerStatus& s
   w.last_contact = now;
   w.rss_bytes = status.rss_bytes();
   if (status.cores() != 0) w.cores = status.cores();
+  if (status.memory_budget_bytes() != 0) w.memory_budget_bytes = status.memory_budget_bytes();
   std::vector<std::string> shards;
   for (const auto& s : status.shards()) shards.push_back(s.shard_id());
   w.reported_shards = std::move(shards);

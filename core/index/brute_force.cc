@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "core/index/exact_kernels.h"
+
 namespace knncluster {
 
 using index_internal::kPanelRows;
@@ -17,6 +19,19 @@ BruteForceIndex::BruteForceIndex(std::shared_ptr<const Matrix> data, std::vector
 void BruteForceIndex::ExactSearch(const double* query, TopK* heap) const {
   const size_t n = data_->rows(), d = data_->cols();
   const double* x = data_->data();
+  // Vectorised exact distances (same bits as the policy's Rdist), a block at a time.
+  constexpr size_t kBlock = 256;
+  double r[kBlock];
+  if (n > 0 && index_internal::RdistRows(metric(), query, x, std::min(n, kBlock), d, r)) {
+    for (size_t begin = 0; begin < n; begin += kBlock) {
+      const size_t m = std::min(kBlock, n - begin);
+      if (begin > 0) index_internal::RdistRows(metric(), query, x + begin * d, m, d, r);
+      for (size_t i = 0; i < m; ++i) {
+        if (r[i] <= heap->WorstRdist()) heap->Push(r[i], ids_[begin + i]);
+      }
+    }
+    return;
+  }
   metric().Visit([&](auto m) {
     for (size_t i = 0; i < n; ++i) {
       const double r = m.Rdist(query, x + i * d, d);

@@ -222,7 +222,9 @@ absl::StatusOr<FoldJobResult> RunFoldJob(MatrixView X, absl::Span<const double> 
   const absl::Time start = absl::Now();
   auto train = std::make_shared<const Matrix>(Matrix::Gather(X, fold.train));
   IndexOptions index_options;
-  index_options.algorithm = job.algorithm;
+  // Every algorithm returns the same neighbours bit for bit (one distance function, the tie
+  // rule), so the job searches with the fastest for the fold's shape: what `auto` picks.
+  index_options.algorithm = ResolveAuto(n_train, X.cols());
   index_options.leaf_size = job.leaf_size;
   index_options.p = job.p;
   KNN_ASSIGN_OR_RETURN(auto index, BuildIndex(train, {}, index_options));

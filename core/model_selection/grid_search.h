@@ -107,7 +107,10 @@ struct FoldJobResult {
   double score_seconds = 0;
 };
 
-// Runs one job. X, y: the whole dataset (rows indexed by the fold's indices). For classifiers,
+// Runs one job. The search uses the algorithm `auto` resolves to for the fold's shape, whatever
+// job.algorithm says: every algorithm gives the same neighbours and distances bit for bit, so the
+// scores are those of the requested algorithm and only the time differs (the refit model uses
+// the requested one). X, y: the whole dataset (rows indexed by the fold's indices). For classifiers,
 // y holds class codes 0..n_classes-1 (see EncodeClasses). InvalidArgument when a candidate needs
 // more neighbours than the fold trains on.
 absl::StatusOr<FoldJobResult> RunFoldJob(MatrixView X, absl::Span<const double> y,
