@@ -39,6 +39,10 @@ ABSL_FLAG(int, heartbeat_interval_ms, 1000,
           "Heartbeat interval told to workers; a worker silent for 3 intervals is marked dead");
 ABSL_FLAG(int, rpc_deadline_ms, 60000, "Deadline of each search call to a worker, in ms");
 ABSL_FLAG(int, max_message_mb, 64, "Max gRPC message size in MiB, both directions");
+ABSL_FLAG(int, grid_search_slots, 0,
+          "Grid-search fold jobs each worker runs at once (0: the worker's cores, at least 2)");
+ABSL_FLAG(int, grid_search_job_deadline_s, 1800,
+          "Deadline of one grid-search fold job on a worker, in seconds");
 
 namespace {
 
@@ -73,6 +77,9 @@ int main(int argc, char** argv) {
   options.heartbeat_interval_ms = absl::GetFlag(FLAGS_heartbeat_interval_ms);
   options.rpc_deadline = absl::Milliseconds(absl::GetFlag(FLAGS_rpc_deadline_ms));
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_mb) << 20;
+  options.grid_search.slots_per_worker = absl::GetFlag(FLAGS_grid_search_slots);
+  options.grid_search.job_deadline =
+      absl::Seconds(absl::GetFlag(FLAGS_grid_search_job_deadline_s));
   if (options.data_dir.empty()) {
     absl::FPrintF(stderr,
                   "knn-coordinator: --data-dir is required (the directory where uploaded "
@@ -80,9 +87,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (options.heartbeat_interval_ms < 1 || absl::GetFlag(FLAGS_rpc_deadline_ms) < 1 ||
-      absl::GetFlag(FLAGS_max_message_mb) < 4 || absl::GetFlag(FLAGS_max_message_mb) > 1024) {
+      absl::GetFlag(FLAGS_max_message_mb) < 4 || absl::GetFlag(FLAGS_max_message_mb) > 1024 ||
+      options.grid_search.slots_per_worker < 0 ||
+      absl::GetFlag(FLAGS_grid_search_job_deadline_s) < 1) {
     absl::FPrintF(stderr,
-                  "knn-coordinator: --heartbeat-interval-ms and --rpc-deadline-ms must be >= 1, "
+                  "knn-coordinator: --heartbeat-interval-ms, --rpc-deadline-ms and "
+                  "--grid-search-job-deadline-s must be >= 1, --grid-search-slots >= 0, "
                   "--max-message-mb in [4, 1024]\n");
     return 2;
   }

@@ -70,8 +70,11 @@ absl::Status CoordinatorServer::Start() {
   model_options.load_deadline = options_.load_deadline;
   models_ = std::make_unique<ModelManager>(store_.get(), workers_.get(), registry_.get(),
                                            search_.get(), pool_.get(), model_options);
-  coordinator_service_ = std::make_unique<CoordinatorService>(store_.get(), registry_.get(),
-                                                              models_.get(), workers_.get());
+  grid_searches_ = std::make_unique<GridSearchManager>(store_.get(), workers_.get(),
+                                                       registry_.get(), models_.get(),
+                                                       search_.get(), options_.grid_search);
+  coordinator_service_ = std::make_unique<CoordinatorService>(
+      store_.get(), registry_.get(), models_.get(), workers_.get(), grid_searches_.get());
   membership_service_ = std::make_unique<MembershipService>(workers_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -120,6 +123,8 @@ void CoordinatorServer::Shutdown() {
     if (shut_down_) return;
     shut_down_ = true;
   }
+  // Searches end first (cancelled), so their watchers see the end and return.
+  if (grid_searches_ != nullptr) grid_searches_->Shutdown();
   if (server_ != nullptr) {
     if (grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService()) {
       health->SetServingStatus(false);

@@ -1,8 +1,8 @@
 // CoordinatorServer: the knn-coordinator process minus its flags. Owns everything: the
 // DatasetStore (its data directory), the WorkerPool, the ModelRegistry, the ThreadPool, the
-// ScatterGather, the ModelManager, the two services, the grpc::Server (with the standard health
-// service, per-service status for "knncluster.v1.Coordinator" and "knncluster.v1.Membership",
-// and server reflection), and two maintenance threads: liveness (probes silent workers and
+// ScatterGather, the ModelManager, the GridSearchManager, the two services, the grpc::Server
+// (with the standard health service, per-service status for "knncluster.v1.Coordinator" and
+// "knncluster.v1.Membership", and server reflection), and two maintenance threads: liveness (probes silent workers and
 // marks dead ones, every heartbeat interval) and repair (re-sends shards of dead workers, drops
 // orphans).
 //
@@ -27,6 +27,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "coordinator/grid_search_manager.h"
 #include "coordinator/sharder.h"
 
 namespace grpc {
@@ -41,6 +42,7 @@ namespace knncluster::coordinator {
 
 class CoordinatorService;
 class DatasetStore;
+class GridSearchManager;
 class MembershipService;
 class ModelManager;
 class ModelRegistry;
@@ -67,6 +69,8 @@ struct CoordinatorOptions {
   // Max message size, both directions, on the server and on channels to workers.
   int max_message_bytes = 64 << 20;
   ShardingOptions sharding;
+  // Grid searches: slots per worker, deadlines, how many finished searches are kept.
+  GridSearchManagerOptions grid_search;
   // Run the liveness and repair threads (tests may drive ModelManager directly instead).
   bool run_maintenance = true;
   // How long Shutdown lets calls in flight finish before cancelling them.
@@ -109,6 +113,7 @@ class CoordinatorServer {
   std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<ScatterGather> search_;
   std::unique_ptr<ModelManager> models_;
+  std::unique_ptr<GridSearchManager> grid_searches_;
   std::unique_ptr<CoordinatorService> coordinator_service_;
   std::unique_ptr<MembershipService> membership_service_;
   std::unique_ptr<grpc::Server> server_;

@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "coordinator/dataset_store.h"
+#include "coordinator/grid_search_manager.h"
 #include "coordinator/model_manager.h"
 #include "coordinator/model_registry.h"
 #include "coordinator/worker_pool.h"
@@ -28,8 +29,9 @@ namespace knncluster::coordinator {
 
 class CoordinatorService final : public v1::Coordinator::Service {
  public:
+  // `searches` may be null (the grid-search calls then answer UNIMPLEMENTED).
   CoordinatorService(DatasetStore* store, ModelRegistry* registry, ModelManager* models,
-                     WorkerPool* workers);
+                     WorkerPool* workers, GridSearchManager* searches = nullptr);
   CoordinatorService(const CoordinatorService&) = delete;
   CoordinatorService& operator=(const CoordinatorService&) = delete;
 
@@ -71,6 +73,22 @@ class CoordinatorService final : public v1::Coordinator::Service {
                                 const v1::GetClusterStatusRequest* request,
                                 v1::ClusterStatus* response) override;
 
+  grpc::Status StartGridSearch(grpc::ServerContext* context,
+                               const v1::StartGridSearchRequest* request,
+                               v1::GridSearchInfo* response) override;
+  grpc::Status WatchGridSearch(grpc::ServerContext* context,
+                               const v1::WatchGridSearchRequest* request,
+                               grpc::ServerWriter<v1::GridSearchInfo>* writer) override;
+  grpc::Status CancelGridSearch(grpc::ServerContext* context,
+                                const v1::CancelGridSearchRequest* request,
+                                v1::GridSearchInfo* response) override;
+  grpc::Status ListGridSearches(grpc::ServerContext* context,
+                                const v1::ListGridSearchesRequest* request,
+                                v1::ListGridSearchesResponse* response) override;
+  grpc::Status GetGridSearchResult(grpc::ServerContext* context,
+                                   const v1::GetGridSearchResultRequest* request,
+                                   v1::GridSearchResult* response) override;
+
  private:
   absl::Status DoUpload(grpc::ServerReader<v1::UploadDatasetRequest>* reader,
                         v1::DatasetInfo* response);
@@ -91,6 +109,7 @@ class CoordinatorService final : public v1::Coordinator::Service {
   ModelRegistry* const registry_;
   ModelManager* const models_;
   WorkerPool* const workers_;
+  GridSearchManager* const searches_;
 };
 
 class MembershipService final : public v1::Membership::Service {

@@ -67,22 +67,24 @@ absl::StatusOr<KNeighborsResult> ScatterGather::Search(absl::Span<const ShardLoc
                                                        absl::Time deadline,
                                                        const RoutingGrid* routing) const {
   KNN_ASSIGN_OR_RETURN(KNeighborsResult result,
-                       SearchImpl(shards, queries, k, deadline, routing, &metric));
+                       SearchImpl(shards, queries, k, deadline, routing, &metric, nullptr));
   ToTrueDistances(metric, &result);
   return result;
 }
 
 absl::StatusOr<KNeighborsResult> ScatterGather::SearchRdist(absl::Span<const ShardLocation> shards,
                                                             MatrixView queries, size_t k,
-                                                            absl::Time deadline) const {
-  return SearchImpl(shards, queries, k, deadline, nullptr, nullptr);
+                                                            absl::Time deadline,
+                                                            const v1::FoldSubset* subset) const {
+  return SearchImpl(shards, queries, k, deadline, nullptr, nullptr, subset);
 }
 
 absl::StatusOr<KNeighborsResult> ScatterGather::SearchImpl(absl::Span<const ShardLocation> shards,
                                                            MatrixView queries, size_t k,
                                                            absl::Time deadline,
                                                            const RoutingGrid* routing,
-                                                           const Minkowski* metric) const {
+                                                           const Minkowski* metric,
+                                                           const v1::FoldSubset* subset) const {
   if (shards.empty()) return absl::FailedPreconditionError("the model has no shards");
   if (k < 1) return absl::InvalidArgumentError("k: must be >= 1");
   // Group the shards by worker; every worker must be alive.
@@ -167,7 +169,7 @@ absl::StatusOr<KNeighborsResult> ScatterGather::SearchImpl(absl::Span<const Shar
       }
     }
     KNN_RETURN_IF_ERROR(SearchChunk(groups, queries.Slice(begin, end), k, result.k, id_end,
-                                    deadline, route ? &routed : nullptr,
+                                    deadline, route ? &routed : nullptr, subset,
                                     result.distances.data() + begin * result.k,
                                     result.indices.data() + begin * result.k));
   }
@@ -177,7 +179,8 @@ absl::StatusOr<KNeighborsResult> ScatterGather::SearchImpl(absl::Span<const Shar
 absl::Status ScatterGather::SearchChunk(absl::Span<const WorkerGroup> groups, MatrixView queries,
                                         size_t k, size_t k_out, int64_t id_end,
                                         absl::Time deadline,
-                                        const std::vector<uint64_t>* routed, double* distances,
+                                        const std::vector<uint64_t>* routed,
+                                        const v1::FoldSubset* subset, double* distances,
                                         int64_t* indices) const {
   struct Call {
     grpc::ClientContext ctx;
@@ -221,6 +224,7 @@ absl::Status ScatterGather::SearchChunk(absl::Span<const WorkerGroup> groups, Ma
       rpc::ToProto(Matrix::Gather(queries, rows_of[i]), c->request.mutable_queries());
     }
     c->request.set_k(static_cast<uint32_t>(k));
+    if (subset != nullptr) *c->request.mutable_subset() = *subset;
     groups[i].worker.stub->async()->SearchShards(&c->ctx, &c->request, &c->response,
                                                  [c, &pending](grpc::Status s) {
                                                    c->status = std::move(s);

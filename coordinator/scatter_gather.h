@@ -94,9 +94,11 @@ class ScatterGather {
 
   // Each query's min(k, total rows) nearest training rows over `shards`, reduced distances.
   // REQUIRES: k >= 1; queries validated (width, finite) by the caller; shards non-empty.
+  // With `subset` (may be null; grid search, sharded mode), each worker searches its shards' rows
+  // less subset->excluded through an index built for subset->index_params.
   absl::StatusOr<KNeighborsResult> SearchRdist(absl::Span<const ShardLocation> shards,
-                                               MatrixView queries, size_t k,
-                                               absl::Time deadline) const;
+                                               MatrixView queries, size_t k, absl::Time deadline,
+                                               const v1::FoldSubset* subset = nullptr) const;
 
   // As SearchRdist, then true distances with metric.RdistToDist. With `routing` (may be null;
   // used when k <= routing->k and every shard has a box), each query goes only to the workers
@@ -116,14 +118,14 @@ class ScatterGather {
   };
   absl::StatusOr<KNeighborsResult> SearchImpl(absl::Span<const ShardLocation> shards,
                                               MatrixView queries, size_t k, absl::Time deadline,
-                                              const RoutingGrid* routing,
-                                              const Minkowski* metric) const;
+                                              const RoutingGrid* routing, const Minkowski* metric,
+                                              const v1::FoldSubset* subset) const;
   // routed: null sends every query to every group; else routed[q] is the bit mask of the groups
   // query q goes to (never 0).
   absl::Status SearchChunk(absl::Span<const WorkerGroup> groups, MatrixView queries, size_t k,
                            size_t k_out, int64_t id_end, absl::Time deadline,
-                           const std::vector<uint64_t>* routed, double* distances,
-                           int64_t* indices) const;
+                           const std::vector<uint64_t>* routed, const v1::FoldSubset* subset,
+                           double* distances, int64_t* indices) const;
 
   WorkerPool* const workers_;
   ThreadPool* const pool_;

@@ -59,6 +59,8 @@ struct WorkerSnapshot {
   uint32_t cores = 0;
   uint64_t rss_bytes = 0;
   uint64_t memory_bytes = 0;
+  // What the worker may use for data (--memory-budget-mb); 0 when it has not said.
+  uint64_t memory_budget_bytes = 0;
   // Shard ids the worker reported (heartbeat or probe) at `shards_reported_at`.
   std::optional<std::vector<std::string>> reported_shards;
   absl::Time shards_reported_at = absl::InfinitePast();
@@ -79,7 +81,7 @@ class WorkerPool {
   // Membership.Register: adds the worker or updates it (a new address gets a new channel). The
   // worker is alive from now. InvalidArgument naming the field for an empty id or address.
   absl::Status Register(const std::string& id, const std::string& address, uint32_t cores,
-                        uint64_t memory_bytes, absl::Time now);
+                        uint64_t memory_bytes, absl::Time now, uint64_t memory_budget_bytes = 0);
 
   // Membership.Heartbeat: false when the worker is unknown (it must register again).
   bool Heartbeat(const std::string& id, std::vector<std::string> shard_ids, uint64_t rss_bytes,

@@ -82,6 +82,7 @@ absl::StatusOr<absl::Duration> MembershipClient::Register() {
   request.set_address(options_.advertise_address);
   request.set_cores(options_.cores);
   request.set_memory_bytes(options_.memory_bytes);
+  request.set_memory_budget_bytes(options_.memory_budget_bytes);
   v1::RegisterResponse response;
   const grpc::Status status = Call(
       [&](grpc::ClientContext* context) { return stub_->Register(context, request, &response); });

@@ -1,9 +1,10 @@
 // MembershipClient: keeps a worker known to its coordinator. On one thread of its own it calls
-// Membership.Register (stable worker id, advertise address, cores, memory), then Heartbeat every
-// heartbeat_interval_ms the coordinator returned (default 1000 ms) with the worker's shard ids
-// and RSS. When a heartbeat fails or the coordinator answers `reregister` (it restarted and
-// forgot us), the client registers again; failed registrations are retried with exponential
-// backoff, so a worker may start before its coordinator. Every RPC carries a deadline.
+// Membership.Register (stable worker id, advertise address, cores, memory, memory budget), then
+// Heartbeat every heartbeat_interval_ms the coordinator returned (default 1000 ms) with the
+// worker's shard ids and RSS. When a heartbeat fails or the coordinator answers `reregister` (it
+// restarted and forgot us), the client registers again; failed registrations are retried with
+// exponential backoff, so a worker may start before its coordinator. Every RPC carries a
+// deadline.
 //
 // Ownership: owned by the WorkerServer; the ShardStore is borrowed and outlives the client.
 // Thread safety: Start and Stop are called by the owner (not concurrently with each other);
@@ -38,7 +39,8 @@ struct MembershipOptions {
   std::string worker_id;            // stable id (worker_internal.h)
   std::string advertise_address;    // where the coordinator reaches our Worker service
   uint32_t cores = 0;
-  uint64_t memory_bytes = 0;
+  uint64_t memory_bytes = 0;         // physical memory of the machine
+  uint64_t memory_budget_bytes = 0;  // what the worker may use for data (--memory-budget-mb)
   // Deadline of each Register / Heartbeat call.
   absl::Duration rpc_deadline = absl::Seconds(2);
   // Used when the coordinator returns heartbeat_interval_ms = 0.

@@ -1,6 +1,7 @@
 #include "worker/shard_store.h"
 
 #include <algorithm>
+#include <cassert>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -27,9 +28,21 @@ uint64_t EstimateIndexBytes(const NeighborIndex& index, int leaf_size) {
   return bytes;
 }
 
+uint64_t EstimateShardBytes(const NeighborIndex& index, int leaf_size) {
+  const uint64_t rows = index.size();
+  uint64_t bytes = EstimateIndexBytes(index, leaf_size) + rows * sizeof(int64_t);
+  if (index.algorithm() != Algorithm::kBrute) bytes += rows * index.dim() * sizeof(double);
+  return bytes;
+}
+
 void ShardStore::Put(const std::string& shard_id, std::shared_ptr<const NeighborIndex> index,
-                     uint64_t memory_bytes) {
+                     std::shared_ptr<const Matrix> rows,
+                     std::shared_ptr<const std::vector<int64_t>> ids, uint64_t memory_bytes) {
+  assert(index != nullptr && rows != nullptr && ids != nullptr);
+  assert(rows->rows() == index->size() && ids->size() == rows->rows());
   Shard shard;
+  shard.rows = std::move(rows);
+  shard.ids = std::move(ids);
   shard.info.shard_id = shard_id;
   shard.info.rows = index->size();
   shard.info.cols = index->dim();
@@ -38,7 +51,11 @@ void ShardStore::Put(const std::string& shard_id, std::shared_ptr<const Neighbor
   shard.index = std::move(index);
   {
     absl::MutexLock lock(&mu_);
-    std::swap(shards_[shard_id], shard);
+    shard.generation = next_generation_++;
+    total_bytes_ += memory_bytes;
+    Shard& slot = shards_[shard_id];
+    std::swap(slot, shard);
+    if (shard.index != nullptr) total_bytes_ -= shard.info.memory_bytes;
   }
   // `shard` now holds the replaced one (if any): it is released here, outside the lock, so that
   // freeing a large index never stalls other callers.
@@ -67,6 +84,7 @@ bool ShardStore::Drop(const std::string& shard_id) {
     if (it == shards_.end()) return false;
     dropped = std::move(it->second);
     shards_.erase(it);
+    total_bytes_ -= dropped.info.memory_bytes;
   }
   return true;  // `dropped` is released outside the lock
 }
@@ -97,6 +115,11 @@ std::vector<std::string> ShardStore::ShardIds() const {
 size_t ShardStore::size() const {
   absl::MutexLock lock(&mu_);
   return shards_.size();
+}
+
+uint64_t ShardStore::TotalBytes() const {
+  absl::MutexLock lock(&mu_);
+  return total_bytes_;
 }
 
 }  // namespace knncluster::worker

@@ -1,10 +1,13 @@
-// knn-worker: serves the Worker service (shards, local indexes, partial top-k searches).
+// knn-worker: serves the Worker service (shards, local indexes, partial top-k searches; cached
+// datasets and fold jobs for grid search).
 // Flags → WorkerOptions → WorkerServer. Prints "listening on HOST:PORT" as the first line of
 // stdout once serving; logs go to stderr. SIGINT / SIGTERM shut down gracefully (exit 0).
 #include <signal.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,6 +37,12 @@ ABSL_FLAG(std::string, coordinator, "",
           "HOST:PORT of the coordinator to register with and send heartbeats to (optional: "
           "without it the coordinator must list this worker in its --workers)");
 ABSL_FLAG(int, threads, 0, "Search threads (0: all cores)");
+ABSL_FLAG(std::optional<int64_t>, memory_budget_mb, std::nullopt,
+          "MiB this worker may use for data: the datasets it caches for grid search plus its "
+          "shards; sent to the coordinator when registering (default: half of the machine's "
+          "physical memory; must be >= 1)");
+ABSL_FLAG(int, testing_job_delay_ms, 0,
+          "for tests: sleep N ms at the start of every fold job");
 ABSL_FLAG(int, membership_deadline_ms, 2000,
           "Deadline of each Register / Heartbeat call to the coordinator, in milliseconds");
 
@@ -46,9 +55,10 @@ void Log(const std::string& line) { knncluster::rpc::LogLine("knn-worker", line)
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "knn-worker --data-dir DIR [--listen HOST:PORT] [--advertise HOST:PORT] "
-      "[--coordinator HOST:PORT] [--threads N]\n"
+      "[--coordinator HOST:PORT] [--threads N] [--memory-budget-mb N]\n"
       "Holds shards of training sets, builds KD-tree / ball-tree / brute-force indexes over them "
-      "and answers partial top-k searches for the knncluster coordinator.\n"
+      "and answers partial top-k searches for the knncluster coordinator; for grid search it "
+      "also caches whole datasets (within --memory-budget-mb) and runs fold jobs on them.\n"
       "Flag names accept '-' or '_' (--data-dir and --data_dir are the same flag).");
   absl::FlagsUsageConfig usage;
   // --help lists this file's flags (absl matches the binary's name by default, and ours is not
@@ -79,6 +89,20 @@ int main(int argc, char** argv) {
     absl::FPrintF(stderr, "knn-worker: --membership_deadline_ms must be >= 1\n");
     return 2;
   }
+  if (const std::optional<int64_t> mb = absl::GetFlag(FLAGS_memory_budget_mb); mb.has_value()) {
+    constexpr int64_t kMaxMb = int64_t{1} << 43;  // 8 EiB in bytes: the most uint64 can count
+    if (*mb < 1 || *mb >= kMaxMb) {
+      absl::FPrintF(stderr, "knn-worker: --memory-budget-mb must be in [1, %d), got %d\n", kMaxMb,
+                    *mb);
+      return 2;
+    }
+    options.memory_budget_bytes = static_cast<uint64_t>(*mb) << 20;
+  }
+  if (absl::GetFlag(FLAGS_testing_job_delay_ms) < 0) {
+    absl::FPrintF(stderr, "knn-worker: --testing-job-delay-ms must be >= 0\n");
+    return 2;
+  }
+  options.testing_job_delay = absl::Milliseconds(absl::GetFlag(FLAGS_testing_job_delay_ms));
 
   const sigset_t signals = knncluster::rpc::BlockTerminationSignals();
 
@@ -89,9 +113,15 @@ int main(int argc, char** argv) {
   }
   std::printf("listening on %s\n", server.bound_address().c_str());
   std::fflush(stdout);
-  Log(absl::StrFormat("worker %s serving on %s (advertised as %s), search threads: %s%s",
+  Log(absl::StrFormat("worker %s serving on %s (advertised as %s), search threads: %s, memory "
+                      "budget %d MiB%s%s",
                       server.worker_id(), server.bound_address(), server.advertise_address(),
                       options.threads == 0 ? "all cores" : absl::StrCat(options.threads),
+                      server.memory_budget_bytes() >> 20,
+                      options.testing_job_delay > absl::ZeroDuration()
+                          ? absl::StrCat(", testing job delay ",
+                                         absl::FormatDuration(options.testing_job_delay))
+                          : "",
                       options.coordinator_address.empty()
                           ? ""
                           : absl::StrCat(", coordinator ", options.coordinator_address)));

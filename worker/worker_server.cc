@@ -14,8 +14,10 @@
 #include "core/base/status_macros.h"
 #include "core/base/thread_pool.h"
 #include "knncluster/v1/worker.grpc.pb.h"
+#include "worker/dataset_cache.h"
 #include "worker/membership_client.h"
 #include "worker/shard_store.h"
+#include "worker/subset_index_cache.h"
 #include "worker/worker_internal.h"
 #include "worker/worker_service.h"
 
@@ -59,6 +61,12 @@ absl::Status WorkerServer::Start() {
   if (options_.max_receive_message_bytes < 1) {
     return absl::InvalidArgumentError("max_receive_message_bytes: must be >= 1");
   }
+  if (options_.subset_index_cache_entries < 1) {
+    return absl::InvalidArgumentError("subset_index_cache_entries: must be >= 1");
+  }
+  if (options_.testing_job_delay < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("testing_job_delay: must be >= 0");
+  }
   KNN_ASSIGN_OR_RETURN(const std::string host, HostOf(options_.listen_address, "listen_address"));
   if (!options_.advertise_address.empty()) {
     KNN_RETURN_IF_ERROR(HostOf(options_.advertise_address, "advertise_address").status());
@@ -68,9 +76,26 @@ absl::Status WorkerServer::Start() {
   }
   KNN_ASSIGN_OR_RETURN(worker_id_, LoadOrCreateWorkerId(options_.data_dir));
 
+  memory_budget_bytes_ = options_.memory_budget_bytes;
+  if (memory_budget_bytes_ == 0) {
+    const uint64_t physical = PhysicalMemoryBytes();
+    memory_budget_bytes_ = physical != 0 ? physical / 2 : uint64_t{1} << 30;
+  }
+
   pool_ = std::make_unique<ThreadPool>(options_.threads);
   store_ = std::make_unique<ShardStore>();
-  service_ = std::make_unique<WorkerService>(worker_id_, store_.get(), pool_.get());
+  // Shards count against the same budget as the cached datasets.
+  datasets_ = std::make_unique<DatasetCache>(
+      memory_budget_bytes_, [store = store_.get()] { return store->TotalBytes(); });
+  subset_indexes_ = std::make_unique<SubsetIndexCache>(options_.subset_index_cache_entries);
+  WorkerServiceContext context;
+  context.worker_id = worker_id_;
+  context.store = store_.get();
+  context.datasets = datasets_.get();
+  context.subset_indexes = subset_indexes_.get();
+  context.pool = pool_.get();
+  context.testing_job_delay = options_.testing_job_delay;
+  service_ = std::make_unique<WorkerService>(std::move(context));
 
   // Both are process-wide switches of gRPC, read when a server is built.
   grpc::EnableDefaultHealthCheckService(true);
@@ -98,6 +123,7 @@ absl::Status WorkerServer::Start() {
     m.advertise_address = advertise_address_;
     m.cores = static_cast<uint32_t>(pool_->num_threads());
     m.memory_bytes = PhysicalMemoryBytes();
+    m.memory_budget_bytes = memory_budget_bytes_;
     m.rpc_deadline = options_.membership_rpc_deadline;
     m.credentials = ChannelCredentials(options_);
     m.log = options_.log;
@@ -107,6 +133,8 @@ absl::Status WorkerServer::Start() {
   started_ = true;
   return absl::OkStatus();
 }
+
+uint64_t WorkerServer::SubsetIndexBuildsForTesting() const { return subset_indexes_->puts(); }
 
 void WorkerServer::Shutdown() {
   {

@@ -1,7 +1,8 @@
-// WorkerServer: one knncluster worker. Owns the ThreadPool that searches run on (all cores by
-// default), the ShardStore, the WorkerService, the membership client (when a coordinator is
-// configured) and the grpc::Server, which also serves the standard health service (per-service
-// status for "knncluster.v1.Worker") and server reflection.
+// WorkerServer: one knncluster worker. Owns the ThreadPool that searches and fold jobs run on
+// (all cores by default), the ShardStore, the DatasetCache and SubsetIndexCache of grid search,
+// the WorkerService, the membership client (when a coordinator is configured) and the
+// grpc::Server, which also serves the standard health service (per-service status for
+// "knncluster.v1.Worker") and server reflection.
 //
 // Usage:
 //   WorkerOptions options;
@@ -18,6 +19,8 @@
 #ifndef KNNCLUSTER_WORKER_WORKER_SERVER_H_
 #define KNNCLUSTER_WORKER_WORKER_SERVER_H_
 
+#include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -39,8 +42,10 @@ class ThreadPool;
 
 namespace knncluster::worker {
 
+class DatasetCache;
 class MembershipClient;
 class ShardStore;
+class SubsetIndexCache;
 class WorkerService;
 
 struct WorkerOptions {
@@ -56,6 +61,15 @@ struct WorkerOptions {
   std::string coordinator_address;
   // Search threads; 0: all cores.
   int threads = 0;
+  // What the worker may use for data: the datasets it caches for grid search plus its shards.
+  // Sent to the coordinator when registering and reported by GetWorkerStatus. 0: half of the
+  // machine's physical memory (1 GiB if that is unknown).
+  uint64_t memory_budget_bytes = 0;
+  // Indexes over fold subsets (SearchShards.subset) kept for a job's next chunk.
+  size_t subset_index_cache_entries = 8;
+  // For tests: every fold job (RunFoldJob) first sleeps this long, returning CANCELLED if the call
+  // is cancelled meanwhile. Zero in production.
+  absl::Duration testing_job_delay = absl::ZeroDuration();
   // Deadline of each call to the coordinator (Register, Heartbeat).
   absl::Duration membership_rpc_deadline = absl::Seconds(2);
   // Largest message the server accepts (a LoadShard chunk, a batch of queries).
@@ -89,6 +103,12 @@ class WorkerServer {
   const std::string& advertise_address() const { return advertise_address_; }
   // The stable id from the data directory. REQUIRES: Start() ok.
   const std::string& worker_id() const { return worker_id_; }
+  // The memory budget in effect (options.memory_budget_bytes, or its default). REQUIRES: Start()
+  // ok.
+  uint64_t memory_budget_bytes() const { return memory_budget_bytes_; }
+  // Subset indexes built so far for SearchShards.subset (their reuse is not visible over the
+  // wire). REQUIRES: Start() ok.
+  uint64_t SubsetIndexBuildsForTesting() const;
 
   // Stops the membership client, marks the health status NOT_SERVING, then stops the server,
   // letting calls in flight finish for up to shutdown_grace. Idempotent; no-op before Start.
@@ -101,9 +121,12 @@ class WorkerServer {
   std::string worker_id_;
   std::string bound_address_;
   std::string advertise_address_;
+  uint64_t memory_budget_bytes_ = 0;
   // Destroyed in reverse order: the server first, so no handler runs once the rest goes.
   std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<ShardStore> store_;
+  std::unique_ptr<DatasetCache> datasets_;
+  std::unique_ptr<SubsetIndexCache> subset_indexes_;
   std::unique_ptr<WorkerService> service_;
   std::unique_ptr<MembershipClient> membership_;
   std::unique_ptr<grpc::Server> server_;

@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -20,9 +22,14 @@
 #include "core/estimators/params.h"
 #include "core/index/neighbor_index.h"
 #include "core/index/top_k.h"
+#include "core/model_selection/grid_search.h"
+#include "rpc/content_hash.h"
 #include "rpc/convert.h"
+#include "rpc/grid_convert.h"
 #include "rpc/status.h"
+#include "worker/dataset_cache.h"
 #include "worker/shard_store.h"
+#include "worker/subset_index_cache.h"
 #include "worker/worker_internal.h"
 
 namespace knncluster::worker {
@@ -30,7 +37,10 @@ namespace knncluster::worker {
 namespace {
 // Shard ids are chosen by the coordinator ("<model>/<n>"); any printable id up to this length.
 constexpr size_t kMaxShardIdLength = 256;
-// Queries per merge task.
+// Fold-subset keys are chosen by the coordinator; any id up to this length.
+constexpr size_t kMaxSubsetKeyLength = 1024;
+// The testing job delay sleeps in steps of at most this, checking for cancellation between them.
+constexpr absl::Duration kDelayStep = absl::Milliseconds(10);
 
 absl::Status ValidateShardId(const std::string& id, const std::string& field) {
   if (id.empty() || id.size() > kMaxShardIdLength) {
@@ -93,10 +103,114 @@ absl::Status ValidateHeader(const v1::ShardHeader& h, std::vector<int64_t>* ids)
   }
   return absl::OkStatus();
 }
+
+// SearchShards' subset: the key, the excluded global ids and the index options.
+absl::StatusOr<SubsetSpec> SubsetFromProto(const v1::FoldSubset& s) {
+  if (s.key().empty() || s.key().size() > kMaxSubsetKeyLength) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "subset.key: a key of 1 to %d characters is required, got %d characters",
+        kMaxSubsetKeyLength, s.key().size()));
+  }
+  KNN_ASSIGN_OR_RETURN(NeighborsParams params,
+                       rpc::FromProto(s.index_params(), "subset.index_params"));
+  for (int i = 0; i < s.excluded_size(); ++i) {
+    if (s.excluded(i) < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("subset.excluded[%d]: must be >= 0, got %d", i, s.excluded(i)));
+    }
+  }
+  SubsetSpec spec;
+  spec.key = s.key();
+  spec.excluded = std::make_shared<const std::vector<int64_t>>(s.excluded().begin(),
+                                                               s.excluded().end());
+  spec.options = params.index_options();
+  return spec;
+}
+
+// The subset index of every shard (null when all its rows are excluded), from the cache or built
+// (the missing ones in parallel on `pool`) and then cached.
+absl::StatusOr<std::vector<std::shared_ptr<const NeighborIndex>>> SubsetIndexes(
+    const SubsetSpec& spec, const std::vector<Shard>& shards, SubsetIndexCache* cache,
+    ThreadPool* pool) {
+  std::vector<std::shared_ptr<const NeighborIndex>> indexes(shards.size());
+  std::vector<size_t> missing;
+  for (size_t s = 0; s < shards.size(); ++s) {
+    std::optional<std::shared_ptr<const NeighborIndex>> found = cache->Find(spec, shards[s]);
+    if (found.has_value()) {
+      indexes[s] = std::move(*found);
+    } else {
+      missing.push_back(s);
+    }
+  }
+  if (missing.empty()) return indexes;
+  const absl::flat_hash_set<int64_t> excluded(spec.excluded->begin(), spec.excluded->end());
+  std::vector<absl::Status> statuses(missing.size());
+  ParallelFor(pool, missing.size(), [&](size_t i) {
+    const Shard& shard = shards[missing[i]];
+    absl::StatusOr<std::shared_ptr<const NeighborIndex>> built =
+        BuildSubsetIndex(shard, excluded, spec.options);
+    if (!built.ok()) {
+      statuses[i] = built.status();
+      return;
+    }
+    cache->Put(spec, shard, *built);
+    indexes[missing[i]] = std::move(*built);
+  });
+  for (const absl::Status& status : statuses) KNN_RETURN_IF_ERROR(status);
+  return indexes;
+}
+
+// A content hash as rpc/content_hash.h makes them: 64 lowercase hex digits.
+absl::Status ValidateContentHash(const std::string& hash, const std::string& field) {
+  bool ok = hash.size() == 64;
+  for (char c : hash) ok = ok && ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'));
+  if (!ok) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ": expected a SHA-256 as 64 lowercase hex digits, got \"",
+        hash.size() > 80 ? absl::StrCat(hash.substr(0, 80), "...") : hash, "\""));
+  }
+  return absl::OkStatus();
+}
+
+// Every index of a fold part within [0, rows), none twice. `seen` is scratch of `rows` entries.
+absl::Status CheckFoldPart(const std::vector<int64_t>& part, size_t rows, const std::string& field,
+                           std::vector<char>* seen) {
+  std::fill(seen->begin(), seen->end(), 0);
+  for (size_t i = 0; i < part.size(); ++i) {
+    const int64_t r = part[i];
+    if (r < 0 || static_cast<uint64_t>(r) >= rows) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s[%d]: row index %d out of range [0, %d)", field, i, r, rows));
+    }
+    if ((*seen)[r]) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s[%d]: row index %d appears twice", field, i, r));
+    }
+    (*seen)[r] = 1;
+  }
+  return absl::OkStatus();
+}
+
+// Sleeps `delay` in small steps; Cancelled as soon as the call is cancelled (or its deadline
+// passes).
+absl::Status TestingDelay(grpc::ServerContext* context, absl::Duration delay) {
+  const absl::Time end = absl::Now() + delay;
+  for (absl::Time now = absl::Now(); now < end; now = absl::Now()) {
+    if (context->IsCancelled()) return Cancelled("RunFoldJob");
+    absl::SleepFor(std::min(kDelayStep, end - now));
+  }
+  if (context->IsCancelled()) return Cancelled("RunFoldJob");
+  return absl::OkStatus();
+}
 }  // namespace
 
-WorkerService::WorkerService(std::string worker_id, ShardStore* store, ThreadPool* pool)
-    : worker_id_(std::move(worker_id)), store_(store), pool_(pool) {}
+WorkerService::WorkerService(WorkerServiceContext context)
+    : worker_id_(std::move(context.worker_id)),
+      store_(context.store),
+      datasets_(context.datasets),
+      subset_indexes_(context.subset_indexes),
+      pool_(context.pool),
+      testing_job_delay_(context.testing_job_delay) {}
 
 // ---- LoadShard ----------------------------------------------------------------------------------
 
@@ -164,17 +278,18 @@ absl::Status WorkerService::DoLoadShard(grpc::ServerContext* context,
 
   const absl::Time start = absl::Now();
   // BuildIndex builds on this thread: there is no parallel build in the core, and building is
-  // cheap next to searching. Moving `data` in means that a tree (which copies the rows into its
-  // own order) leaves no other owner, so the staging buffer is freed when BuildIndex returns;
-  // brute force keeps it as its data.
+  // cheap next to searching.
+  // The store keeps `data` and the ids too, for fold-subset searches (SearchShards.subset).
   auto data = std::make_shared<const Matrix>(rows, cols, std::move(values));
+  auto kept_ids = std::make_shared<const std::vector<int64_t>>(ids);
   KNN_ASSIGN_OR_RETURN(std::unique_ptr<const NeighborIndex> built,
-                       BuildIndex(std::move(data), std::move(ids), options));
+                       BuildIndex(data, std::move(ids), options));
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
   std::shared_ptr<const NeighborIndex> index(std::move(built));
   const Algorithm algorithm = index->algorithm();
-  store_->Put(header.shard_id(), index, EstimateIndexBytes(*index, options.leaf_size));
-  ReleaseFreedMemory();  // the staging buffer (trees) and any replaced shard
+  const uint64_t bytes = EstimateShardBytes(*index, options.leaf_size);
+  store_->Put(header.shard_id(), index, std::move(data), std::move(kept_ids), bytes);
+  ReleaseFreedMemory();  // any replaced shard
 
   response->set_shard_id(header.shard_id());
   response->set_rows(rows);
@@ -207,26 +322,39 @@ absl::Status WorkerService::DoSearchShards(grpc::ServerContext* context,
     }
   }
   KNN_ASSIGN_OR_RETURN(const Matrix queries, rpc::FromProto(request.queries(), "queries"));
+  std::optional<SubsetSpec> subset;
+  if (request.has_subset()) {
+    KNN_ASSIGN_OR_RETURN(subset, SubsetFromProto(request.subset()));
+  }
   const std::vector<std::string> shard_ids(request.shard_ids().begin(), request.shard_ids().end());
   // Our own references: the shards stay alive for this search even if replaced or dropped.
   KNN_ASSIGN_OR_RETURN(const std::vector<Shard> shards, store_->Find(shard_ids));
-  size_t total_rows = 0;
   for (size_t s = 0; s < shards.size(); ++s) {
-    const NeighborIndex& index = *shards[s].index;
-    if (queries.cols() != index.dim()) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("queries: expected %d features, got %d", index.dim(), queries.cols()));
+    if (queries.cols() != shards[s].info.cols) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "queries: expected %d features, got %d", shards[s].info.cols, queries.cols()));
     }
-    // Reduced distances of different metrics cannot be merged.
-    const double p0 = shards[0].index->metric().p(), p = index.metric().p();
-    if (p != p0) {
+    // Reduced distances of different metrics cannot be merged (a subset search uses one p).
+    const double p0 = shards[0].index->metric().p(), p = shards[s].index->metric().p();
+    if (!subset.has_value() && p != p0) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "shard_ids[%d]: shard \"%s\" uses p = %g but shard \"%s\" uses p = %g; their "
           "distances cannot be merged",
           s, shard_ids[s], p, shard_ids[0], p0));
     }
-    total_rows += index.size();
   }
+
+  // What each shard is searched through: its own index, or its subset index (none when every
+  // row of the shard is excluded).
+  std::vector<std::shared_ptr<const NeighborIndex>> indexes;
+  if (subset.has_value()) {
+    KNN_ASSIGN_OR_RETURN(indexes, SubsetIndexes(*subset, shards, subset_indexes_, pool_));
+    indexes.erase(std::remove(indexes.begin(), indexes.end(), nullptr), indexes.end());
+  } else {
+    for (const Shard& shard : shards) indexes.push_back(shard.index);
+  }
+  size_t total_rows = 0;
+  for (const auto& index : indexes) total_rows += index->size();
   const size_t k = std::min<size_t>({static_cast<size_t>(request.k()), total_rows,
                                      static_cast<size_t>(std::numeric_limits<int>::max())});
   const size_t num_queries = queries.rows();
@@ -236,23 +364,28 @@ absl::Status WorkerService::DoSearchShards(grpc::ServerContext* context,
         num_queries, k));
   }
 
-  // Each shard's own top-k (min(k, its rows) per query), on all cores.
+  v1::Neighbors* out = response->mutable_neighbors();
+  if (indexes.empty()) {  // every row excluded: no neighbours at all
+    KNeighborsResult none;
+    none.num_queries = num_queries;
+    rpc::ToProto(none, out);
+    return absl::OkStatus();
+  }
+  // Each index's own top-k (min(k, its rows) per query), on all cores.
   std::vector<KNeighborsResult> parts;
-  parts.reserve(shards.size());
-  for (const Shard& shard : shards) {
+  parts.reserve(indexes.size());
+  for (const auto& index : indexes) {
     if (context->IsCancelled()) return Cancelled("SearchShards");
     KNN_ASSIGN_OR_RETURN(KNeighborsResult part,
-                         shard.index->KNeighborsRdist(queries, static_cast<int>(k), pool_));
+                         index->KNeighborsRdist(queries, static_cast<int>(k), pool_));
     parts.push_back(std::move(part));
   }
   if (context->IsCancelled()) return Cancelled("SearchShards");
 
-  v1::Neighbors* out = response->mutable_neighbors();
   if (parts.size() == 1) {
-    rpc::ToProto(parts[0], out);  // k == min(k, rows of the one shard) already
+    rpc::ToProto(parts[0], out);  // k == min(k, rows of the one index) already
     return absl::OkStatus();
   }
-
   std::vector<const KNeighborsResult*> part_ptrs;
   for (const KNeighborsResult& part : parts) part_ptrs.push_back(&part);
   absl::StatusOr<KNeighborsResult> merged = MergeKNeighbors(part_ptrs, k, pool_);
@@ -293,7 +426,198 @@ grpc::Status WorkerService::GetWorkerStatus(grpc::ServerContext* /*context*/,
   }
   response->set_rss_bytes(ResidentBytes());
   response->set_cores(static_cast<uint32_t>(pool_->num_threads()));
+  response->set_memory_budget_bytes(datasets_->budget_bytes());
+  response->set_cached_datasets(static_cast<uint32_t>(datasets_->size()));
   return rpc::ToGrpcStatus(absl::OkStatus());
+}
+
+// ---- PutDataset ---------------------------------------------------------------------------------
+
+grpc::Status WorkerService::PutDataset(grpc::ServerContext* context,
+                                       grpc::ServerReader<v1::PutDatasetRequest>* reader,
+                                       v1::PutDatasetResponse* response) {
+  return rpc::ToGrpcStatus(DoPutDataset(context, reader, response));
+}
+
+absl::Status WorkerService::DoPutDataset(grpc::ServerContext* context,
+                                         grpc::ServerReader<v1::PutDatasetRequest>* reader,
+                                         v1::PutDatasetResponse* response) {
+  v1::PutDatasetRequest message;
+  if (!reader->Read(&message)) {
+    return absl::InvalidArgumentError(
+        "header: the stream is empty; the first message must carry the dataset header");
+  }
+  if (message.part_case() != v1::PutDatasetRequest::kHeader) {
+    return absl::InvalidArgumentError(
+        "header: the first message must carry the dataset header, before any rows or labels");
+  }
+  const v1::PutDatasetHeader header = std::move(*message.mutable_header());
+  KNN_RETURN_IF_ERROR(ValidateContentHash(header.content_hash(), "header.content_hash"));
+  // Already here: answer from the header, without reading the rest of the stream.
+  if (datasets_->Touch(header.content_hash())) {
+    response->set_already_cached(true);
+    response->set_cached_datasets(datasets_->size());
+    return absl::OkStatus();
+  }
+  if (header.rows() < 1) return absl::InvalidArgumentError("header.rows: must be >= 1, got 0");
+  if (header.cols() < 1) return absl::InvalidArgumentError("header.cols: must be >= 1, got 0");
+  KNN_ASSIGN_OR_RETURN(const uint64_t bytes,
+                       DatasetBytes(header.rows(), header.cols(), header.has_labels()));
+  // The room is set aside (evicting idle datasets if need be) before any row is read.
+  KNN_ASSIGN_OR_RETURN(DatasetCache::Reservation reservation, datasets_->Reserve(bytes));
+
+  const size_t rows = static_cast<size_t>(header.rows());
+  const size_t cols = static_cast<size_t>(header.cols());
+  std::vector<double> values;
+  values.reserve(rows * cols);  // within the budget just reserved
+  std::vector<double> labels;
+  if (header.has_labels()) labels.reserve(rows);
+  size_t received = 0;
+  for (size_t n = 1; reader->Read(&message); ++n) {
+    if (context->IsCancelled()) return Cancelled("PutDataset");
+    switch (message.part_case()) {
+      case v1::PutDatasetRequest::kRows: {
+        const v1::Matrix& m = message.rows();
+        if (!labels.empty()) {
+          return absl::InvalidArgumentError(absl::StrFormat(
+              "rows: a chunk of rows after the labels (message %d); every row comes first", n));
+        }
+        if (m.rows() == 0 && m.values_size() == 0) break;  // an empty chunk
+        if (m.cols() != header.cols()) {
+          return absl::InvalidArgumentError(absl::StrFormat(
+              "rows.cols: expected %d (header.cols), got %d (message %d)", cols, m.cols(), n));
+        }
+        if (m.rows() > rows - received) {
+          return absl::InvalidArgumentError(absl::StrFormat(
+              "rows: more rows than header.rows = %d (%d received before message %d, which has "
+              "%d)",
+              rows, received, n, m.rows()));
+        }
+        if (static_cast<uint64_t>(m.values_size()) != m.rows() * m.cols()) {
+          return absl::InvalidArgumentError(
+              absl::StrFormat("rows.values: expected rows * cols = %d * %d values, got %d "
+                              "(message %d)",
+                              m.rows(), m.cols(), m.values_size(), n));
+        }
+        values.insert(values.end(), m.values().begin(), m.values().end());
+        received += static_cast<size_t>(m.rows());
+        break;
+      }
+      case v1::PutDatasetRequest::kLabels: {
+        const v1::DoubleChunk& chunk = message.labels();
+        if (!header.has_labels()) {
+          return absl::InvalidArgumentError(absl::StrFormat(
+              "labels: header.has_labels is false, but labels were sent (message %d)", n));
+        }
+        if (received != rows) {
+          return absl::InvalidArgumentError(absl::StrFormat(
+              "labels: sent after %d of the %d rows (header.rows, message %d); every row comes "
+              "first",
+              received, rows, n));
+        }
+        if (static_cast<size_t>(chunk.values_size()) > rows - labels.size()) {
+          return absl::InvalidArgumentError(absl::StrFormat(
+              "labels: more labels than header.rows = %d (%d received before message %d, which "
+              "has %d)",
+              rows, labels.size(), n, chunk.values_size()));
+        }
+        labels.insert(labels.end(), chunk.values().begin(), chunk.values().end());
+        break;
+      }
+      case v1::PutDatasetRequest::kHeader:
+        return absl::InvalidArgumentError(
+            absl::StrFormat("header: sent again (message %d); it comes once, first", n));
+      case v1::PutDatasetRequest::PART_NOT_SET:
+        return absl::InvalidArgumentError(
+            absl::StrFormat("message %d: empty (neither rows nor labels)", n));
+    }
+  }
+  if (context->IsCancelled()) return Cancelled("PutDataset");
+  if (received != rows) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("rows: expected %d rows (header.rows), got %d", rows, received));
+  }
+  if (header.has_labels() && labels.size() != rows) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "labels: expected %d labels (header.rows, header.has_labels), got %d", rows,
+        labels.size()));
+  }
+  auto features = std::make_shared<const Matrix>(rows, cols, std::move(values));
+  KNN_RETURN_IF_ERROR(CheckFinite(*features, "rows"));
+  for (size_t i = 0; i < labels.size(); ++i) {
+    if (!std::isfinite(labels[i])) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("labels[%d]: value %g is not finite", i, labels[i]));
+    }
+  }
+  const std::string hash = rpc::DatasetContentHash(*features, labels);
+  if (hash != header.content_hash()) {
+    return absl::InvalidArgumentError(absl::StrCat("content_hash: the rows sent hash to ", hash,
+                                                   ", header says ", header.content_hash()));
+  }
+  auto dataset = std::make_shared<const CachedDataset>(hash, std::move(features),
+                                                       std::move(labels));
+  response->set_already_cached(false);
+  response->set_cached_datasets(datasets_->Insert(std::move(reservation), std::move(dataset)));
+  return absl::OkStatus();
+}
+
+// ---- RunFoldJob ---------------------------------------------------------------------------------
+
+grpc::Status WorkerService::RunFoldJob(grpc::ServerContext* context,
+                                       const v1::RunFoldJobRequest* request,
+                                       v1::RunFoldJobResponse* response) {
+  return rpc::ToGrpcStatus(DoRunFoldJob(context, *request, response));
+}
+
+absl::Status WorkerService::DoRunFoldJob(grpc::ServerContext* context,
+                                         const v1::RunFoldJobRequest& request,
+                                         v1::RunFoldJobResponse* response) {
+  KNN_RETURN_IF_ERROR(ValidateContentHash(request.content_hash(), "content_hash"));
+  KNN_ASSIGN_OR_RETURN(rpc::FoldJobWork work, rpc::FromProto(request.job(), "job"));
+  // Pinned until this call returns: eviction cannot free the dataset mid-job.
+  KNN_ASSIGN_OR_RETURN(const DatasetCache::Pin dataset,
+                       datasets_->Acquire(request.content_hash()));
+  const size_t rows = dataset->rows();
+  std::vector<char> seen(rows);
+  KNN_RETURN_IF_ERROR(CheckFoldPart(work.fold.train, rows, "job.fold.train", &seen));
+  KNN_RETURN_IF_ERROR(CheckFoldPart(work.fold.test, rows, "job.fold.test", &seen));
+  std::vector<char>().swap(seen);
+  // Neighbours tie-break by position in fold.train: sorted, that is the row's dataset index, as
+  // everywhere else (the order the coordinator sends does not matter).
+  std::sort(work.fold.train.begin(), work.fold.train.end());
+  if (static_cast<size_t>(work.job.max_neighbors) > work.fold.train.size()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "job.max_neighbors: %d exceeds the %d training rows of job.fold", work.job.max_neighbors,
+        work.fold.train.size()));
+  }
+  if (!dataset->has_labels()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "content_hash: dataset ", request.content_hash(),
+        " has no labels; a fold job scores its candidates against them"));
+  }
+  absl::Span<const double> y = dataset->labels();
+  int32_t n_classes = 0;
+  if (work.classifier) {
+    const absl::StatusOr<EncodedClasses>& classes = dataset->Classes();
+    if (!classes.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "job.classifier: the labels of dataset ", request.content_hash(),
+          " are not class labels: ", classes.status().message()));
+    }
+    y = classes->codes;
+    n_classes = static_cast<int32_t>(classes->classes.size());
+  }
+  if (testing_job_delay_ > absl::ZeroDuration()) {
+    KNN_RETURN_IF_ERROR(TestingDelay(context, testing_job_delay_));
+  }
+  KNN_ASSIGN_OR_RETURN(
+      FoldJobResult result,
+      knncluster::RunFoldJob(dataset->features(), y, work.classifier, n_classes, work.fold,
+                             work.job, work.candidates, work.scoring, pool_));
+  if (context->IsCancelled()) return Cancelled("RunFoldJob");
+  rpc::ToProto(result, response->mutable_result());
+  return absl::OkStatus();
 }
 
 }  // namespace knncluster::worker

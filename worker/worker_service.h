@@ -4,21 +4,31 @@
 // that request only.
 //
 // - LoadShard: header first, then row chunks; builds the shard's index (ids = global ids) and
-//   stores it, replacing a shard of the same id. Only one copy of the rows is staged: a tree
-//   copies it into its own order and the staging buffer is then freed; brute force keeps it.
+//   stores it, replacing a shard of the same id. One copy of the rows is staged and then kept by
+//   the store (for fold-subset searches): brute force searches that very buffer; a tree copies
+//   the rows into its own order, so a tree shard holds its rows twice.
 // - SearchShards: each listed shard's top-k (reduced distances) on the server's ThreadPool,
-//   merged per query with MergeTopK: min(k, rows over the listed shards) neighbours per query.
+//   merged per query with MergeKNeighbors: min(k, rows over the listed shards) neighbours per
+//   query. With `subset` (grid search, sharded mode), each shard is searched through an index
+//   over its rows less subset.excluded, built with subset.index_params and kept in the
+//   SubsetIndexCache for the job's next chunk; merged the same way.
 // - DropShard (idempotent), GetWorkerStatus.
+// - PutDataset: header, row chunks, label chunks; checked against the memory budget from the
+//   header (before any row is read), against its content hash at the end, then cached in the
+//   DatasetCache. A dataset already cached is answered from the header alone.
+// - RunFoldJob: pins the cached dataset, checks the fold against it, runs the core's RunFoldJob
+//   on the ThreadPool.
 //
-// Ownership: the store and the pool are borrowed and must outlive the service.
+// Ownership: the store, the caches and the pool are borrowed and must outlive the service.
 // Thread safety: gRPC calls the handlers from many threads at once; the service has no mutable
-// state of its own, and the store is thread-safe.
+// state of its own, and the store and the caches are thread-safe.
 #ifndef KNNCLUSTER_WORKER_WORKER_SERVICE_H_
 #define KNNCLUSTER_WORKER_WORKER_SERVICE_H_
 
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "knncluster/v1/worker.grpc.pb.h"
 
 namespace knncluster {
@@ -27,12 +37,25 @@ class ThreadPool;
 
 namespace knncluster::worker {
 
+class DatasetCache;
 class ShardStore;
+class SubsetIndexCache;
+
+// What the service borrows from its server; every pointer non-null and outliving the service.
+struct WorkerServiceContext {
+  std::string worker_id;
+  ShardStore* store = nullptr;
+  DatasetCache* datasets = nullptr;
+  SubsetIndexCache* subset_indexes = nullptr;
+  ThreadPool* pool = nullptr;
+  // For tests: every fold job first sleeps this long (in small steps; CANCELLED if the call is
+  // cancelled or its deadline passes meanwhile).
+  absl::Duration testing_job_delay = absl::ZeroDuration();
+};
 
 class WorkerService final : public v1::Worker::Service {
  public:
-  // `store` and `pool` are borrowed, non-null, and outlive the service.
-  WorkerService(std::string worker_id, ShardStore* store, ThreadPool* pool);
+  explicit WorkerService(WorkerServiceContext context);
   WorkerService(const WorkerService&) = delete;
   WorkerService& operator=(const WorkerService&) = delete;
 
@@ -46,6 +69,11 @@ class WorkerService final : public v1::Worker::Service {
   grpc::Status GetWorkerStatus(grpc::ServerContext* context,
                                const v1::GetWorkerStatusRequest* request,
                                v1::WorkerStatus* response) override;
+  grpc::Status PutDataset(grpc::ServerContext* context,
+                          grpc::ServerReader<v1::PutDatasetRequest>* reader,
+                          v1::PutDatasetResponse* response) override;
+  grpc::Status RunFoldJob(grpc::ServerContext* context, const v1::RunFoldJobRequest* request,
+                          v1::RunFoldJobResponse* response) override;
 
  private:
   absl::Status DoLoadShard(grpc::ServerContext* context,
@@ -53,10 +81,18 @@ class WorkerService final : public v1::Worker::Service {
                            v1::LoadShardResponse* response);
   absl::Status DoSearchShards(grpc::ServerContext* context, const v1::SearchShardsRequest& request,
                               v1::SearchShardsResponse* response);
+  absl::Status DoPutDataset(grpc::ServerContext* context,
+                            grpc::ServerReader<v1::PutDatasetRequest>* reader,
+                            v1::PutDatasetResponse* response);
+  absl::Status DoRunFoldJob(grpc::ServerContext* context, const v1::RunFoldJobRequest& request,
+                            v1::RunFoldJobResponse* response);
 
   const std::string worker_id_;
   ShardStore* const store_;
+  DatasetCache* const datasets_;
+  SubsetIndexCache* const subset_indexes_;
   ThreadPool* const pool_;
+  const absl::Duration testing_job_delay_;
 };
 
 }  // namespace knncluster::worker

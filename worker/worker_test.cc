@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <filesystem>
 #include <limits>
 #include <memory>
@@ -28,12 +29,16 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "core/base/matrix.h"
+#include "core/datasets/dataset.h"
 #include "core/index/neighbor_index.h"
+#include "core/model_selection/grid_search.h"
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "knncluster/v1/coordinator.grpc.pb.h"
 #include "knncluster/v1/worker.grpc.pb.h"
+#include "rpc/content_hash.h"
+#include "rpc/grid_convert.h"
 #include "worker/worker_server.h"
 
 namespace knncluster::worker {
@@ -117,6 +122,15 @@ class WorkerServerTest : public ::testing::Test {
     options.threads = 2;
     options.coordinator_address = coordinator;
     options.membership_rpc_deadline = absl::Milliseconds(500);
+    StartServerWith(options);
+  }
+
+  // Replaces the server with one started with `options` (on the same data directory).
+  void StartServerWith(WorkerOptions options) {
+    stub_.reset();
+    if (server_ != nullptr) server_->Shutdown();
+    server_.reset();
+    if (options.data_dir.empty()) options.data_dir = data_dir_;
     server_ = std::make_unique<WorkerServer>(options);
     ASSERT_TRUE(server_->Start().ok());
     grpc::ChannelArguments args;
@@ -158,6 +172,63 @@ class WorkerServerTest : public ::testing::Test {
     for (const std::string& id : shard_ids) request.add_shard_ids(id);
     SetMatrix(queries, request.mutable_queries());
     request.set_k(k);
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    return stub_->SearchShards(&context, request, response);
+  }
+
+  // Streams a dataset: the header, `features` in chunks of `chunk_rows`, then `labels` in chunks
+  // of `label_chunk`. Empty `hash`: the dataset's content hash.
+  grpc::Status PutDataset(MatrixView features, const std::vector<double>& labels,
+                          v1::PutDatasetResponse* response, std::string hash = "",
+                          size_t chunk_rows = 500, size_t label_chunk = 700,
+                          absl::Duration deadline = kDeadline) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + deadline));
+    auto writer = stub_->PutDataset(&context, response);
+    v1::PutDatasetRequest request;
+    v1::PutDatasetHeader* header = request.mutable_header();
+    header->set_content_hash(hash.empty() ? rpc::DatasetContentHash(features, labels) : hash);
+    header->set_rows(features.rows());
+    header->set_cols(features.cols());
+    header->set_has_labels(!labels.empty());
+    // Once the server has answered (an error, or already_cached), writes fail: stop writing.
+    bool ok = writer->Write(request);
+    for (size_t begin = 0; ok && begin < features.rows(); begin += chunk_rows) {
+      v1::PutDatasetRequest chunk;
+      SetMatrix(features.Slice(begin, std::min(features.rows(), begin + chunk_rows)),
+                chunk.mutable_rows());
+      ok = writer->Write(chunk);
+    }
+    for (size_t begin = 0; ok && begin < labels.size(); begin += label_chunk) {
+      v1::PutDatasetRequest chunk;
+      const size_t end = std::min(labels.size(), begin + label_chunk);
+      chunk.mutable_labels()->mutable_values()->Assign(labels.begin() + begin,
+                                                       labels.begin() + end);
+      ok = writer->Write(chunk);
+    }
+    writer->WritesDone();
+    return writer->Finish();
+  }
+
+  grpc::Status RunJob(const std::string& hash, const v1::FoldJobSpec& job,
+                      v1::RunFoldJobResponse* response, absl::Duration deadline = kDeadline) {
+    v1::RunFoldJobRequest request;
+    request.set_content_hash(hash);
+    *request.mutable_job() = job;
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + deadline));
+    return stub_->RunFoldJob(&context, request, response);
+  }
+
+  grpc::Status SearchSubset(const std::vector<std::string>& shard_ids, MatrixView queries,
+                            uint32_t k, const v1::FoldSubset& subset,
+                            v1::SearchShardsResponse* response) {
+    v1::SearchShardsRequest request;
+    for (const std::string& id : shard_ids) request.add_shard_ids(id);
+    SetMatrix(queries, request.mutable_queries());
+    request.set_k(k);
+    *request.mutable_subset() = subset;
     grpc::ClientContext context;
     SetDeadline(&context);
     return stub_->SearchShards(&context, request, response);
@@ -274,6 +345,9 @@ TEST_F(WorkerServerTest, LoadResolvesAutoAndReportsStatus) {
   EXPECT_EQ(status.worker_id(), server_->worker_id());
   EXPECT_EQ(status.cores(), 2u);
   EXPECT_GT(status.rss_bytes(), 0u);
+  EXPECT_EQ(status.memory_budget_bytes(), server_->memory_budget_bytes());
+  EXPECT_GT(status.memory_budget_bytes(), 0u);
+  EXPECT_EQ(status.cached_datasets(), 0u);
   ASSERT_EQ(status.shards_size(), 1);
   EXPECT_EQ(status.shards(0).shard_id(), "s");
   EXPECT_EQ(status.shards(0).rows(), 100u);
@@ -546,6 +620,507 @@ TEST_F(WorkerServerTest, SearchesRunWhileShardsAreReplaced) {
   EXPECT_EQ(mismatches.load(), 0);
 }
 
+// ---- Grid search: PutDataset, RunFoldJob --------------------------------------------------------
+
+// The tutorial grid of core/model_selection/grid_search_test.cc: KD tree, n_neighbors 2..18 step
+// 2, p 1, 2, 3; 5 stratified folds.
+GridSearchOptions TutorialGrid() {
+  GridSearchOptions o;
+  o.base.algorithm = Algorithm::kKdTree;
+  ParamGrid g;
+  for (int k = 2; k < 20; k += 2) g.n_neighbors.push_back(k);
+  g.p = {1, 2, 3};
+  o.param_grid = {g};
+  o.cv = 5;
+  return o;
+}
+
+// Labels 0..2 for integer-valued data.
+std::vector<double> SmallLabels(size_t rows) {
+  std::vector<double> y(rows);
+  for (size_t i = 0; i < rows; ++i) y[i] = static_cast<double>((i * 7) % 3);
+  return y;
+}
+
+// A fold job over rows [0, rows) of a small dataset: every fifth row is validation.
+v1::FoldJobSpec SmallJob(size_t rows, bool classifier = true) {
+  TrainTestIndices fold;
+  for (size_t i = 0; i < rows; ++i) (i % 5 == 0 ? fold.test : fold.train).push_back(i);
+  NeighborsParams c;
+  c.algorithm = Algorithm::kBrute;
+  c.n_neighbors = 3;
+  FoldJob job;
+  job.algorithm = Algorithm::kBrute;
+  job.max_neighbors = 3;
+  job.candidates = {0};
+  v1::FoldJobSpec spec;
+  rpc::ToProto(job, fold, std::vector<NeighborsParams>{c}, classifier,
+               classifier ? Scoring::kAccuracy : Scoring::kR2, &spec);
+  return spec;
+}
+
+TEST_F(WorkerServerTest, FoldJobsOnACachedDatasetEqualTheCore) {
+  absl::StatusOr<Dataset> digits = LoadDigits();
+  ASSERT_TRUE(digits.ok()) << digits.status();
+  const GridSearchOptions o = TutorialGrid();
+  absl::StatusOr<EncodedClasses> enc = EncodeClasses(digits->targets);
+  ASSERT_TRUE(enc.ok());
+  absl::StatusOr<std::vector<NeighborsParams>> candidates = ExpandParamGrid(o.param_grid, o.base);
+  ASSERT_TRUE(candidates.ok());
+  absl::StatusOr<std::vector<TrainTestIndices>> folds = MakeFolds(o, digits->targets);
+  ASSERT_TRUE(folds.ok());
+  const std::vector<FoldJob> jobs = PlanFoldJobs(*candidates, folds->size());
+  ASSERT_EQ(jobs.size(), 15u);
+
+  const std::string hash = rpc::DatasetContentHash(digits->features, digits->targets);
+  v1::PutDatasetResponse put;
+  grpc::Status status = PutDataset(digits->features, digits->targets, &put);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_FALSE(put.already_cached());
+  EXPECT_EQ(put.cached_datasets(), 1u);
+
+  // The same data again: answered from the header.
+  status = PutDataset(digits->features, digits->targets, &put);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_TRUE(put.already_cached());
+  EXPECT_EQ(put.cached_datasets(), 1u);
+  EXPECT_EQ(Status().cached_datasets(), 1u);
+
+  for (size_t j : {size_t{0}, size_t{4}, size_t{7}, jobs.size() - 1}) {
+    SCOPED_TRACE(absl::StrCat("job ", j));
+    const FoldJob& job = jobs[j];
+    const TrainTestIndices& fold = (*folds)[job.fold];
+    absl::StatusOr<FoldJobResult> expected =
+        RunFoldJob(digits->features, enc->codes, true, 10, fold, job, *candidates,
+                   Scoring::kAccuracy, nullptr);
+    ASSERT_TRUE(expected.ok()) << expected.status();
+    v1::FoldJobSpec spec;
+    rpc::ToProto(job, fold, *candidates, true, Scoring::kAccuracy, &spec);
+    // The order of train does not matter: ties break by the row's dataset index.
+    if (j == 4) {
+      std::reverse(spec.mutable_fold()->mutable_train()->begin(),
+                   spec.mutable_fold()->mutable_train()->end());
+    }
+    v1::RunFoldJobResponse response;
+    status = RunJob(hash, spec, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(std::vector<double>(response.result().scores().begin(),
+                                  response.result().scores().end()),
+              expected->scores);  // exact doubles
+    EXPECT_EQ(response.result().scores_size(), static_cast<int>(job.candidates.size()));
+    EXPECT_GT(response.result().fit_seconds(), 0);
+    EXPECT_GT(response.result().score_seconds(), 0);
+  }
+
+  // A regressor job on the same dataset scores the raw labels.
+  const FoldJob& job = jobs[2];
+  const TrainTestIndices& fold = (*folds)[job.fold];
+  absl::StatusOr<FoldJobResult> expected = RunFoldJob(
+      digits->features, digits->targets, false, 0, fold, job, *candidates, Scoring::kR2, nullptr);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  v1::FoldJobSpec spec;
+  rpc::ToProto(job, fold, *candidates, false, Scoring::kR2, &spec);
+  v1::RunFoldJobResponse response;
+  status = RunJob(hash, spec, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(std::vector<double>(response.result().scores().begin(),
+                                response.result().scores().end()),
+            expected->scores);
+}
+
+TEST_F(WorkerServerTest, FoldJobOnAnUnknownDatasetIsNotFound) {
+  const std::string hash(64, 'a');
+  v1::RunFoldJobResponse response;
+  const grpc::Status status = RunJob(hash, SmallJob(50), &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(status.error_message(),
+            absl::StrCat("dataset ", hash, " is not cached on this worker"));
+}
+
+TEST_F(WorkerServerTest, BadDatasetsAndJobsFailAloneAndNameTheField) {
+  const Matrix data = RandomIntegers(60, 4, 5, 41);
+  const std::vector<double> labels = SmallLabels(60);
+  const std::string hash = rpc::DatasetContentHash(data, labels);
+  v1::PutDatasetResponse put;
+
+  // The header names another dataset.
+  const std::string other = rpc::DatasetContentHash(data, {});
+  grpc::Status status = PutDataset(data, labels, &put, other);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(),
+            absl::StrCat("content_hash: the rows sent hash to ", hash, ", header says ", other));
+
+  // Not a hash at all.
+  status = PutDataset(data, labels, &put, "ABC");
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(),
+            "header.content_hash: expected a SHA-256 as 64 lowercase hex digits, got \"ABC\"");
+
+  // A chunk one column short.
+  {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    auto writer = stub_->PutDataset(&context, &put);
+    v1::PutDatasetRequest request;
+    request.mutable_header()->set_content_hash(hash);
+    request.mutable_header()->set_rows(60);
+    request.mutable_header()->set_cols(4);
+    request.mutable_header()->set_has_labels(true);
+    writer->Write(request);
+    v1::PutDatasetRequest chunk;
+    SetMatrix(data.view().Slice(0, 30), chunk.mutable_rows());
+    writer->Write(chunk);
+    SetMatrix(RandomIntegers(30, 3, 5, 42), chunk.mutable_rows());
+    writer->Write(chunk);
+    writer->WritesDone();
+    status = writer->Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(status.error_message(), "rows.cols: expected 4 (header.cols), got 3 (message 2)");
+  }
+
+  // One label too many (the last chunk carries it).
+  {
+    std::vector<double> more = labels;
+    more.push_back(1);
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    auto writer = stub_->PutDataset(&context, &put);
+    v1::PutDatasetRequest request;
+    request.mutable_header()->set_content_hash(hash);
+    request.mutable_header()->set_rows(60);
+    request.mutable_header()->set_cols(4);
+    request.mutable_header()->set_has_labels(true);
+    writer->Write(request);
+    v1::PutDatasetRequest chunk;
+    SetMatrix(data, chunk.mutable_rows());
+    writer->Write(chunk);
+    v1::PutDatasetRequest label_chunk;
+    label_chunk.mutable_labels()->mutable_values()->Assign(more.begin(), more.end());
+    writer->Write(label_chunk);
+    writer->WritesDone();
+    status = writer->Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(status.error_message(),
+              "labels: more labels than header.rows = 60 (0 received before message 2, which has "
+              "61)");
+  }
+
+  // Too few labels; a NaN feature; a NaN label.
+  status = PutDataset(data, std::vector<double>(labels.begin(), labels.begin() + 59), &put, hash);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("labels"));
+  Matrix bad = data;
+  bad.at(17, 2) = std::nan("");
+  status = PutDataset(bad, labels, &put, hash, 10);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(), "rows.row[17][2]: value nan is not finite");
+  std::vector<double> bad_labels = labels;
+  bad_labels[8] = std::numeric_limits<double>::infinity();
+  status = PutDataset(data, bad_labels, &put, hash);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(), "labels[8]: value inf is not finite");
+  EXPECT_EQ(Status().cached_datasets(), 0u);  // nothing cached by failed uploads
+
+  // Good uploads: labeled, and the same rows without labels (another dataset).
+  ASSERT_TRUE(PutDataset(data, labels, &put).ok());
+  EXPECT_FALSE(put.already_cached());
+  ASSERT_TRUE(PutDataset(data, {}, &put).ok());
+  EXPECT_FALSE(put.already_cached());
+  EXPECT_EQ(put.cached_datasets(), 2u);
+
+  v1::RunFoldJobResponse response;
+  // A fold index out of range, at position 3 of train.
+  v1::FoldJobSpec job = SmallJob(60);
+  job.mutable_fold()->set_train(3, 5000);
+  status = RunJob(hash, job, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(), "job.fold.train[3]: row index 5000 out of range [0, 60)");
+  // A duplicate in test.
+  job = SmallJob(60);
+  job.mutable_fold()->set_test(1, job.fold().test(0));
+  status = RunJob(hash, job, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(), "job.fold.test[1]: row index 0 appears twice");
+  // An invalid spec (validated by rpc::FromProto, field named).
+  job = SmallJob(60);
+  job.set_max_neighbors(0);
+  status = RunJob(hash, job, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(), "job.max_neighbors: must be >= 1, got 0");
+  // More neighbours than the fold trains on.
+  job = SmallJob(60);
+  job.mutable_fold()->mutable_train()->Truncate(2);
+  status = RunJob(hash, job, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(), "job.max_neighbors: 3 exceeds the 2 training rows of job.fold");
+  // A job on the unlabeled dataset.
+  const std::string unlabeled = rpc::DatasetContentHash(data, {});
+  status = RunJob(unlabeled, SmallJob(60), &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("has no labels"));
+  // A classifier on labels that are not classes.
+  std::vector<double> real(60);
+  for (size_t i = 0; i < real.size(); ++i) real[i] = 0.5 * static_cast<double>(i);
+  ASSERT_TRUE(PutDataset(data, real, &put).ok());
+  status = RunJob(rpc::DatasetContentHash(data, real), SmallJob(60), &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("job.classifier: the labels of dataset"));
+  // ... but a regressor on them is fine.
+  status = RunJob(rpc::DatasetContentHash(data, real), SmallJob(60, false), &response);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+
+  // The worker still serves, and its answer is the core's.
+  status = RunJob(hash, SmallJob(60), &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  const rpc::FoldJobWork work = *rpc::FromProto(SmallJob(60), "job");
+  absl::StatusOr<EncodedClasses> enc = EncodeClasses(labels);
+  ASSERT_TRUE(enc.ok());
+  absl::StatusOr<FoldJobResult> expected =
+      RunFoldJob(data, enc->codes, true, 3, work.fold, work.job, work.candidates, work.scoring,
+                 nullptr);
+  ASSERT_TRUE(expected.ok());
+  ASSERT_EQ(response.result().scores_size(), 1);
+  EXPECT_EQ(response.result().scores(0), expected->scores[0]);
+  EXPECT_EQ(Status().cached_datasets(), 3u);
+}
+
+TEST_F(WorkerServerTest, DatasetsBeyondTheMemoryBudgetAreRefusedOrEvictOlderOnes) {
+  WorkerOptions options;
+  options.threads = 2;
+  options.memory_budget_bytes = 20000;
+  StartServerWith(options);
+  EXPECT_EQ(Status().memory_budget_bytes(), 20000u);
+
+  // 300 x 6 features + labels: 300 * 8 * 8 = 19200 bytes charged; 400 rows would be 25600.
+  const Matrix too_big = RandomIntegers(400, 6, 9, 51);
+  v1::PutDatasetResponse put;
+  grpc::Status status = PutDataset(too_big, SmallLabels(400), &put);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(status.error_message(),
+            "the dataset needs 25600 bytes, more than this worker's whole memory budget of 20000 "
+            "bytes");
+
+  // Two datasets of 9600 bytes fit; a third evicts the least recently used.
+  std::vector<Matrix> sets;
+  std::vector<std::string> hashes;
+  for (uint32_t seed = 0; seed < 3; ++seed) {
+    sets.push_back(RandomIntegers(150, 6, 9, 60 + seed));
+    hashes.push_back(rpc::DatasetContentHash(sets.back(), SmallLabels(150)));
+  }
+  ASSERT_TRUE(PutDataset(sets[0], SmallLabels(150), &put).ok());
+  ASSERT_TRUE(PutDataset(sets[1], SmallLabels(150), &put).ok());
+  EXPECT_EQ(put.cached_datasets(), 2u);
+  v1::RunFoldJobResponse response;
+  ASSERT_TRUE(RunJob(hashes[0], SmallJob(150), &response).ok());  // 0 is now the most recent
+  ASSERT_TRUE(PutDataset(sets[2], SmallLabels(150), &put).ok());
+  EXPECT_EQ(put.cached_datasets(), 2u);
+  status = RunJob(hashes[1], SmallJob(150), &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_TRUE(RunJob(hashes[0], SmallJob(150), &response).ok());
+  EXPECT_TRUE(RunJob(hashes[2], SmallJob(150), &response).ok());
+
+  // Shards count against the same budget: with a 16 KB shard loaded, a 9600-byte dataset fits
+  // only after evicting both cached ones.
+  v1::LoadShardResponse load;
+  ASSERT_TRUE(
+      Load("s", RandomIntegers(100, 10, 3, 70), {}, 0, Params(Algorithm::kBrute, 1), &load).ok());
+  ASSERT_TRUE(PutDataset(sets[1], SmallLabels(150), &put).ok());
+  EXPECT_EQ(put.cached_datasets(), 1u);
+  EXPECT_EQ(Status().cached_datasets(), 1u);
+}
+
+TEST_F(WorkerServerTest, JobDelayRunsAndEndsWhenTheCallIsCancelled) {
+  WorkerOptions options;
+  options.threads = 2;
+  options.testing_job_delay = absl::Seconds(2);
+  options.shutdown_grace = absl::Seconds(10);
+  StartServerWith(options);
+  const Matrix data = RandomIntegers(50, 3, 4, 81);
+  v1::PutDatasetResponse put;
+  ASSERT_TRUE(PutDataset(data, SmallLabels(50), &put).ok());
+  const std::string hash = rpc::DatasetContentHash(data, SmallLabels(50));
+
+  absl::Time start = absl::Now();
+  v1::RunFoldJobResponse response;
+  grpc::Status status = RunJob(hash, SmallJob(50), &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_GE(absl::Now() - start, absl::Seconds(2));
+
+  start = absl::Now();
+  status = RunJob(hash, SmallJob(50), &response, absl::Milliseconds(200));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(1));
+  // The handler noticed the cancellation and returned: shutting down (which waits for calls in
+  // flight, up to a 10 s grace) does not wait out the rest of the 2 s delay.
+  start = absl::Now();
+  server_->Shutdown();
+  server_->Wait();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(1));
+}
+
+// ---- Grid search: SearchShards over a fold subset -----------------------------------------------
+
+class SubsetSearchTest : public WorkerServerTest,
+                         public ::testing::WithParamInterface<std::tuple<Algorithm, double>> {};
+
+TEST_P(SubsetSearchTest, EqualsBruteForceOverTheRowsNotExcluded) {
+  const auto [algorithm, p] = GetParam();
+  // Integer-valued rows in a small range: many tied distances and duplicate rows.
+  const Matrix data = RandomIntegers(450, 3, 4, 91);
+  // Shards: m/0 = rows [0, 150) shuffled with explicit ids (a KD tree, p = 2), m/1 = [150, 300)
+  // (a ball tree), m/2 = [300, 450) (brute force), whatever the subset's own index params.
+  std::vector<int64_t> order(150);
+  std::iota(order.begin(), order.end(), 0);
+  std::shuffle(order.begin(), order.end(), std::mt19937(5));
+  v1::LoadShardResponse load;
+  ASSERT_TRUE(Load("g/0", Matrix::Gather(data, order), order, 0, Params(Algorithm::kKdTree, 2),
+                   &load).ok());
+  ASSERT_TRUE(Load("g/1", data.view().Slice(150, 300), {}, 150, Params(Algorithm::kBallTree, 1),
+                   &load).ok());
+  ASSERT_TRUE(Load("g/2", data.view().Slice(300, 450), {}, 300,
+                   Params(Algorithm::kBrute, std::numeric_limits<double>::infinity()), &load)
+                  .ok());
+
+  Matrix queries = RandomIntegers(40, 3, 5, 92);
+  for (size_t i = 0; i < 20; ++i) {  // copies of rows, excluded ones among them
+    std::copy(data.row(i * 22), data.row(i * 22) + 3, queries.row(i));
+  }
+  // Subset A leaves out every row i with i % 5 == 1; subset B every row with i % 5 == 2 and all
+  // of shard g/2 (which then contributes nothing).
+  for (int variant = 0; variant < 2; ++variant) {
+    SCOPED_TRACE(absl::StrCat("subset ", variant));
+    v1::FoldSubset subset;
+    subset.set_key(absl::StrCat("search-1/fold-", variant));
+    *subset.mutable_index_params() = Params(algorithm, p, 4);
+    std::vector<int64_t> kept;
+    for (int64_t i = 0; i < 450; ++i) {
+      const bool excluded = variant == 0 ? i % 5 == 1 : (i % 5 == 2 || i >= 300);
+      if (excluded) {
+        subset.add_excluded(i);
+      } else {
+        kept.push_back(i);
+      }
+    }
+    IndexOptions brute;
+    brute.algorithm = Algorithm::kBrute;
+    brute.p = p;
+    auto oracle =
+        BuildIndex(std::make_shared<const Matrix>(Matrix::Gather(data, kept)), kept, brute);
+    ASSERT_TRUE(oracle.ok()) << oracle.status();
+    // k within one shard, beyond one shard, beyond every kept row; the second and third calls
+    // reuse the cached subset indexes (chunks of one job).
+    for (uint32_t k : {1u, 9u, 200u, 1000u}) {
+      SCOPED_TRACE(absl::StrCat("k=", k));
+      v1::SearchShardsResponse response;
+      const grpc::Status status = SearchSubset({"g/0", "g/1", "g/2"}, queries, k, subset,
+                                               &response);
+      ASSERT_TRUE(status.ok()) << status.error_message();
+      auto expected = (*oracle)->KNeighborsRdist(queries, static_cast<int>(k), nullptr);
+      ASSERT_TRUE(expected.ok());
+      const v1::Neighbors& got = response.neighbors();
+      EXPECT_EQ(got.num_queries(), queries.rows());
+      ASSERT_EQ(got.k(), std::min<size_t>(k, kept.size()));
+      EXPECT_EQ(std::vector<int64_t>(got.indices().begin(), got.indices().end()),
+                expected->indices);
+      EXPECT_EQ(std::vector<double>(got.distances().begin(), got.distances().end()),
+                expected->distances);
+      // One subset index per shard (g/2's empty in subset B), built by the first call only.
+      EXPECT_EQ(server_->SubsetIndexBuildsForTesting(), 3u * (variant + 1));
+    }
+  }
+  // Without a subset, the shards' own indexes answer as before (p = 2, 1 and inf cannot merge).
+  v1::SearchShardsResponse response;
+  const grpc::Status status = Search({"g/0", "g/1"}, queries, 3, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("cannot be merged"));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AlgorithmsAndMetrics, SubsetSearchTest,
+    ::testing::Combine(::testing::Values(Algorithm::kKdTree, Algorithm::kBallTree,
+                                         Algorithm::kBrute),
+                       ::testing::Values(1.0, 2.0, std::numeric_limits<double>::infinity())),
+    [](const auto& info) {
+      const double p = std::get<1>(info.param);
+      return absl::StrCat(AlgorithmName(std::get<0>(info.param)), "_p",
+                          std::isinf(p) ? std::string("inf") : absl::StrCat(p));
+    });
+
+TEST_F(WorkerServerTest, SubsetSearchIsNeverServedFromAStaleIndex) {
+  const Matrix data = RandomIntegers(200, 2, 6, 95);
+  const Matrix queries = RandomIntegers(25, 2, 6, 96);
+  v1::LoadShardResponse load;
+  ASSERT_TRUE(Load("h/0", data, {}, 0, Params(Algorithm::kKdTree, 2), &load).ok());
+  auto expect_brute = [&](const Matrix& rows, int64_t first, const v1::FoldSubset& subset,
+                          uint32_t k) {
+    std::vector<int64_t> positions, ids;
+    for (size_t i = 0; i < rows.rows(); ++i) {
+      const int64_t id = first + static_cast<int64_t>(i);
+      if (std::find(subset.excluded().begin(), subset.excluded().end(), id) ==
+          subset.excluded().end()) {
+        positions.push_back(static_cast<int64_t>(i));
+        ids.push_back(id);
+      }
+    }
+    IndexOptions brute;
+    brute.algorithm = Algorithm::kBrute;
+    brute.p = 2;
+    auto oracle =
+        BuildIndex(std::make_shared<const Matrix>(Matrix::Gather(rows, positions)), ids, brute);
+    ASSERT_TRUE(oracle.ok());
+    auto expected = (*oracle)->KNeighborsRdist(queries, static_cast<int>(k), nullptr);
+    ASSERT_TRUE(expected.ok());
+    v1::SearchShardsResponse response;
+    const grpc::Status status = SearchSubset({"h/0"}, queries, k, subset, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(std::vector<int64_t>(response.neighbors().indices().begin(),
+                                   response.neighbors().indices().end()),
+              expected->indices);
+    EXPECT_EQ(std::vector<double>(response.neighbors().distances().begin(),
+                                  response.neighbors().distances().end()),
+              expected->distances);
+  };
+  v1::FoldSubset subset;
+  subset.set_key("reused-key");
+  *subset.mutable_index_params() = Params(Algorithm::kBallTree, 2, 3);
+  for (int64_t i = 0; i < 200; i += 3) subset.add_excluded(i);
+  expect_brute(data, 0, subset, 6);
+  // The same key with another excluded list: rebuilt, not served from the cache.
+  subset.clear_excluded();
+  for (int64_t i = 1; i < 200; i += 2) subset.add_excluded(i);
+  expect_brute(data, 0, subset, 6);
+  // The same key and list, but the shard replaced under the same id: rebuilt from the new rows.
+  const Matrix replaced = RandomIntegers(120, 2, 6, 97);
+  ASSERT_TRUE(Load("h/0", replaced, {}, 0, Params(Algorithm::kBrute, 2), &load).ok());
+  expect_brute(replaced, 0, subset, 6);
+  // Every row excluded: no neighbours at all.
+  subset.clear_excluded();
+  for (int64_t i = 0; i < 120; ++i) subset.add_excluded(i);
+  v1::SearchShardsResponse response;
+  grpc::Status status = SearchSubset({"h/0"}, queries, 3, subset, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response.neighbors().num_queries(), queries.rows());
+  EXPECT_EQ(response.neighbors().k(), 0u);
+  EXPECT_EQ(response.neighbors().indices_size(), 0);
+
+  // Bad subsets name the field.
+  v1::FoldSubset bad = subset;
+  bad.clear_key();
+  status = SearchSubset({"h/0"}, queries, 3, bad, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("subset.key"));
+  bad = subset;
+  bad.set_excluded(4, -2);
+  status = SearchSubset({"h/0"}, queries, 3, bad, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(), "subset.excluded[4]: must be >= 0, got -2");
+  bad = subset;
+  bad.mutable_index_params()->set_p(0.5);
+  status = SearchSubset({"h/0"}, queries, 3, bad, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("subset.index_params.p"));
+}
+
 // ---- Membership
 // ----------------------------------------------------------------------------------
 
@@ -615,6 +1190,8 @@ TEST_F(WorkerServerTest, RegistersHeartbeatsAndReregisters) {
   EXPECT_EQ(r.address(), server_->bound_address());
   EXPECT_EQ(r.cores(), 2u);
   EXPECT_GT(r.memory_bytes(), 0u);
+  EXPECT_EQ(r.memory_budget_bytes(), server_->memory_budget_bytes());
+  EXPECT_GT(r.memory_budget_bytes(), 0u);
   const v1::HeartbeatRequest& h = fake.heartbeats_.back();
   EXPECT_EQ(h.worker_id(), server_->worker_id());
   ASSERT_EQ(h.shard_ids_size(), 1);

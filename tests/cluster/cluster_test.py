@@ -24,10 +24,12 @@ BIN = None
 class Cluster:
     """A coordinator and `workers` workers, each a real process with its own data directory."""
 
-    def __init__(self, workers, tmp, static=False):
+    def __init__(self, workers, tmp, static=False, worker_args=()):
         """static: workers start first, without --coordinator, and the coordinator gets their
-        addresses with --workers; otherwise workers register with the coordinator."""
+        addresses with --workers; otherwise workers register with the coordinator.
+        worker_args: extra flags for every worker."""
         self.tmp = tmp
+        self.worker_args = list(worker_args)
         self.procs = []
         self.files = []
         self.workers = {}
@@ -64,7 +66,7 @@ class Cluster:
 
     def add_worker(self, name):
         argv = [os.path.join(BIN, "knn-worker"), "--listen", "127.0.0.1:0",
-                "--data-dir", os.path.join(self.tmp, name)]
+                "--data-dir", os.path.join(self.tmp, name), *self.worker_args]
         if self.coordinator:
             argv += ["--coordinator", self.coordinator]
         addr = self._start(name, argv)
@@ -495,6 +497,130 @@ class BadInputTest(unittest.TestCase):
                                                         timeout=30).datasets]
         self.assertNotIn("empty", names)
         self.assertNotIn("w", names)
+
+
+class GridSearchE2ETest(unittest.TestCase):
+    """The distributed grid search with real processes: scikit-learn's cv_results_ for the
+    tutorial grid, computed as scikit-learn computes them, through a kill -9 of a worker."""
+
+    CANONICAL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data",
+                             "reference", "digits_gridsearch_canonical.csv")
+
+    @classmethod
+    def setUpClass(cls):
+        import grpc
+        from knncluster.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
+        from knncluster.v1 import grid_search_pb2
+        cls.grpc, cls.pb, cls.common, cls.gs = grpc, coordinator_pb2, common_pb2, grid_search_pb2
+        cls.tmpdir = tempfile.TemporaryDirectory()
+        # Each fold job sleeps 150 ms first, so a worker can be killed in the middle of one.
+        cls.c = Cluster(2, cls.tmpdir.name, worker_args=["--testing-job-delay-ms", "150"])
+        cls.c.knnctl("split", *SPLIT)  # uploads the built-in digits as "digits"
+        cls.channel = grpc.insecure_channel(cls.c.coordinator)
+        cls.stub = coordinator_pb2_grpc.CoordinatorStub(cls.channel)
+        with open(cls.CANONICAL) as f:
+            header = f.readline().strip().split(",")
+            cls.want = [dict(zip(header, map(float, line.split(",")))) for line in f if line.strip()]
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.channel.close()
+        cls.c.stop()
+        cls.tmpdir.cleanup()
+
+    def tutorial_request(self, **kw):
+        grid = self.gs.ParamGrid(n_neighbors=list(range(2, 20, 2)), p=[1, 2, 3])
+        return self.pb.StartGridSearchRequest(
+            dataset="digits", task=self.common.TASK_CLASSIFIER,
+            base=self.common.NeighborsParams(algorithm=self.common.ALGORITHM_KD_TREE),
+            param_grid=[grid], cv=5, **kw)
+
+    def check_tutorial_result(self, result):
+        from scipy.stats import rankdata
+        cv = result.cv_results
+        self.assertEqual(len(cv.params), 27)
+        splits = np.array([list(s.scores) for s in cv.split_test_scores]).T  # [candidate][split]
+        for c, want in enumerate(self.want):
+            self.assertEqual(cv.params[c].n_neighbors, want["n_neighbors"])
+            self.assertEqual(cv.params[c].p, want["p"])
+            self.assertEqual(list(splits[c]), [want[f"split{i}_test_score"] for i in range(5)])
+            self.assertEqual(cv.mean_test_score[c], want["mean_test_score"])
+            self.assertEqual(list(cv.param_keys[c].keys), ["n_neighbors", "p"])
+        # As scikit-learn computes them: numpy mean / std (ddof 0) over the splits, ranks by
+        # scipy's rankdata(-mean, method="min").
+        means = np.mean(splits, axis=1)
+        self.assertEqual(list(cv.mean_test_score), list(means))
+        self.assertEqual(list(cv.std_test_score), list(np.std(splits, axis=1)))
+        self.assertEqual(list(cv.rank_test_score),
+                         list(rankdata(-means, method="min").astype(int)))
+        self.assertEqual(result.best_index, 1)
+        self.assertEqual(result.best_score, 0.9671711544413494)
+        self.assertEqual((result.best_params.n_neighbors, result.best_params.p), (2, 2))
+        self.assertTrue(all(t > 0 for t in cv.mean_fit_time))
+        self.assertTrue(all(t > 0 for t in cv.mean_score_time))
+
+    def watch(self, search_id, on_event=None):
+        events = []
+        for info in self.stub.WatchGridSearch(
+                self.pb.WatchGridSearchRequest(id=search_id, interval_ms=100), timeout=300):
+            events.append(info)
+            if on_event:
+                on_event(info)
+        return events
+
+    def test_tutorial_grid_equals_scikit_learn(self):
+        info = self.stub.StartGridSearch(self.tutorial_request(refit_model="e2e-best"), timeout=30)
+        events = self.watch(info.id)
+        self.assertEqual(events[-1].state, self.pb.GRID_SEARCH_SUCCEEDED, events[-1].error)
+        self.assertEqual([e.jobs_done for e in events], sorted(e.jobs_done for e in events))
+        self.assertTrue(any(0 < e.jobs_done < 15 and e.eta_seconds > 0 for e in events))
+        result = self.stub.GetGridSearchResult(
+            self.pb.GetGridSearchResultRequest(id=info.id), timeout=30)
+        self.check_tutorial_result(result)
+        self.assertEqual(result.info.neighbor_searches, 15)
+        self.assertEqual(result.refit_model, "e2e-best")
+        # The refit model answers on the tutorial's test split as scikit-learn's best_estimator_.
+        score = self.stub.Score(self.pb.ScoreRequest(
+            model="e2e-best", queries=self.pb.Queries(dataset="digits.test-0.2-1337")), timeout=30)
+        self.assertEqual(score.score, 0.9833333333333333)
+
+    def test_kill_9_of_a_worker_mid_search_changes_nothing(self):
+        info = self.stub.StartGridSearch(
+            self.tutorial_request(refit=False, mode=self.gs.GRID_SEARCH_MODE_REPLICATED),
+            timeout=30)
+        killed = []
+
+        def kill_once(event):
+            if not killed and event.jobs_done >= 1:
+                self.c.kill_worker("w1")  # SIGKILL, with jobs in flight on it
+                killed.append(event.jobs_done)
+
+        events = self.watch(info.id, kill_once)
+        self.assertTrue(killed)
+        self.assertEqual(events[-1].state, self.pb.GRID_SEARCH_SUCCEEDED, events[-1].error)
+        result = self.stub.GetGridSearchResult(
+            self.pb.GetGridSearchResultRequest(id=info.id), timeout=30)
+        self.check_tutorial_result(result)
+        self.assertGreaterEqual(result.info.jobs_requeued, 1)
+        self.assertGreaterEqual(result.info.neighbor_searches, 15)
+        # The worker comes back on its data directory and rejoins.
+        self.c.add_worker("w1")
+        self.c.wait_alive(2)
+
+    def test_a_client_that_goes_away_does_not_stop_the_search(self):
+        channel = self.grpc.insecure_channel(self.c.coordinator)
+        stub = __import__("knncluster.v1.coordinator_pb2_grpc",
+                          fromlist=["x"]).CoordinatorStub(channel)
+        info = stub.StartGridSearch(self.tutorial_request(refit=False), timeout=30)
+        stream = stub.WatchGridSearch(self.pb.WatchGridSearchRequest(id=info.id), timeout=300)
+        next(stream)
+        stream.cancel()
+        channel.close()
+        events = self.watch(info.id)
+        self.assertEqual(events[-1].state, self.pb.GRID_SEARCH_SUCCEEDED, events[-1].error)
+        listed = {s.id: s for s in self.stub.ListGridSearches(
+            self.pb.ListGridSearchesRequest(), timeout=30).searches}
+        self.assertEqual(listed[info.id].jobs_done, 15)
 
 
 def main():
