@@ -205,6 +205,8 @@ class ClusterEngine final : public Engine {
     return FromInfo(info);
   }
 
+  absl::Status Delete(const std::string& model) override { return client_->DeleteModel(model); }
+
   absl::StatusOr<GridSearchOutcome> GridSearch(const Selection& rows, const GridSearchSpec& spec,
                                                const GridSearchProgressFn& progress,
                                                client::CancelToken* detach) override {

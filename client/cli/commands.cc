@@ -398,7 +398,13 @@ absl::StatusOr<GridSearchSpec> SpecFrom(const GridSearchCommandOptions& o,
   if (!o.params.empty()) {
     ParamGrid first;
     for (const auto& [flag, assignment] : o.params) {
-      KNN_RETURN_IF_ERROR(ParseParamAssignment(flag, assignment, &first));
+      if (flag == "--param") {
+        KNN_RETURN_IF_ERROR(ParseParamAssignment(flag, assignment, &first));
+      } else {  // a shorthand (--p VALUES): the flag names the key
+        const size_t eq = assignment.find('=');
+        KNN_RETURN_IF_ERROR(SetParamValues(flag, assignment.substr(0, eq),
+                                           assignment.substr(eq + 1), &first));
+      }
     }
     spec.param_grid.push_back(std::move(first));
   }
@@ -670,6 +676,19 @@ absl::StatusOr<Output> RunLoad(Engine* engine, const std::string& path, const st
 
 namespace {
 
+// Cancels the search and waits for it to end: the coordinator answers as soon as the
+// cancellation is under way, while jobs in flight are still being stopped.
+absl::StatusOr<GridSearchStatus> CancelAndWait(Engine* engine, const std::string& id) {
+  KNN_ASSIGN_OR_RETURN(GridSearchStatus s, engine->CancelGridSearch(id));
+  if (s.finished()) return s;
+  absl::StatusOr<GridSearchOutcome> r =
+      engine->AttachGridSearch(id, [&s](const GridSearchStatus& now) { s = now; }, nullptr);
+  // CANCELLED is how a cancelled search's watch ends; it may also have finished first.
+  if (r.ok()) return r->status;
+  if (r.status().code() != absl::StatusCode::kCancelled) return r.status();
+  return s;
+}
+
 // The search's id and how to get back to it, after Ctrl-C.
 absl::StatusOr<Output> Interrupted(Engine* engine, const GridSearchCommandOptions& options,
                                    const GridSearchStatus& last) {
@@ -681,7 +700,7 @@ absl::StatusOr<Output> Interrupted(Engine* engine, const GridSearchCommandOption
     return out;
   }
   if (options.cancel_on_interrupt) {
-    KNN_ASSIGN_OR_RETURN(GridSearchStatus s, engine->CancelGridSearch(last.id));
+    KNN_ASSIGN_OR_RETURN(GridSearchStatus s, CancelAndWait(engine, last.id));
     out.json = StatusJson(s);
     out.json["cancelled"] = s.state == "CANCELLED";
     out.text = s.state == "CANCELLED"
@@ -722,7 +741,7 @@ absl::StatusOr<Output> ListGridSearches(Engine* engine) {
 }
 
 absl::StatusOr<Output> CancelGridSearch(Engine* engine, const std::string& id) {
-  KNN_ASSIGN_OR_RETURN(GridSearchStatus s, engine->CancelGridSearch(id));
+  KNN_ASSIGN_OR_RETURN(GridSearchStatus s, CancelAndWait(engine, id));
   Output out;
   out.json = StatusJson(s);
   out.json["cancelled"] = s.state == "CANCELLED";
@@ -904,7 +923,13 @@ absl::StatusOr<Output> RunTutorial(Engine* engine, const TutorialOptions& option
                absl::StrCat("knnctl-tutorial-", getpid(), ".model")).string();
   KNN_RETURN_IF_ERROR(engine->Save(desc, file));
   const auto file_size = std::filesystem::file_size(file, ec);
-  KNN_ASSIGN_OR_RETURN(ModelDesc reloaded, engine->Load(file, absl::StrCat(model, "-reloaded")));
+  // On a cluster the reloaded copy is a named model: a previous run's is replaced.
+  const std::string reloaded_name = absl::StrCat(model, "-reloaded");
+  if (!local) {
+    absl::Status deleted = engine->Delete(reloaded_name);
+    if (!deleted.ok() && deleted.code() != absl::StatusCode::kNotFound) return deleted;
+  }
+  KNN_ASSIGN_OR_RETURN(ModelDesc reloaded, engine->Load(file, reloaded_name));
   KNN_ASSIGN_OR_RETURN(std::vector<double> pred2, engine->Predict(reloaded, test));
   std::filesystem::remove(file, ec);
   if (temporary_file) std::filesystem::remove(model, ec);

@@ -1,7 +1,7 @@
 // knnctl's commands in local mode: each runs in-process on the core library and returns its
 // result twice, as JSON (stable field names, for --json and scripts) and as text for people.
 // Every command runs against an Engine: in-process, or a coordinator.
-// Thread-safe: no shared state beyond the ThreadPool passed in.
+// Thread-safe: no shared state beyond the engine passed in.
 #ifndef KNNCLUSTER_CLIENT_CLI_COMMANDS_H_
 #define KNNCLUSTER_CLIENT_CLI_COMMANDS_H_
 
@@ -14,7 +14,6 @@
 #include "client/cli/data_source.h"
 #include "client/cli/engine.h"
 #include "client/cpp/cancel_token.h"
-#include "core/base/thread_pool.h"
 #include "nlohmann/json.hpp"
 
 namespace knncluster::cli {

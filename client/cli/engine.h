@@ -124,6 +124,8 @@ class Engine {
   virtual absl::Status Save(const ModelDesc& model, const std::string& path) = 0;
   // Reads a model file (cluster: import under `name`).
   virtual absl::StatusOr<ModelDesc> Load(const std::string& path, const std::string& name) = 0;
+  // Deletes a model (the file, locally); NOT_FOUND when there is none.
+  virtual absl::Status Delete(const std::string& model) = 0;
 
   // Runs a grid search over `rows` (labelled) and waits for its result, reporting progress.
   // When `detach` (may be null) is cancelled while waiting, returns CANCELLED and leaves a

@@ -1,4 +1,5 @@
 // The in-process engine: models are model files; estimators come from core/estimators.
+#include <filesystem>
 #include <map>
 #include <variant>
 
@@ -169,6 +170,16 @@ class LocalEngine final : public Engine {
 
   absl::StatusOr<ModelDesc> Load(const std::string& path, const std::string&) override {
     return Describe(path);
+  }
+
+  absl::Status Delete(const std::string& path) override {
+    estimators_.erase(path);
+    descs_.erase(path);
+    std::error_code ec;
+    if (!std::filesystem::remove(path, ec)) {
+      return absl::NotFoundError(absl::StrCat(path, ": no such model file"));
+    }
+    return absl::OkStatus();
   }
 
   // Runs core GridSearchCV in-process; progress is reported at the start and at the end.
