@@ -493,6 +493,7 @@ void GridSearchManager::ReplicatedRunner(const std::shared_ptr<Search>& s, Worke
     {
       bool sent = false;
       absl::Status put = EnsureCached(*s, worker, &sent);
+      if (IsWorkerFailure(put.code())) workers_->ReportCallFailure(worker.id, put);
       absl::MutexLock lock(&s->mu);
       if (sent) {
         ++s->progress.dataset_transfers;
@@ -507,7 +508,7 @@ void GridSearchManager::ReplicatedRunner(const std::shared_ptr<Search>& s, Worke
               "no worker can hold dataset \"", s->spec.dataset, "\" for a replicated search (",
               worker.Describe(), ": ", put.message(), "); use the sharded mode"));
         } else if (IsWorkerFailure(put.code())) {
-          workers_->ReportCallFailure(worker.id, put);
+          // Marked dead above; its job runs elsewhere.
         } else {
           s->Fail(absl::Status(put.code(), absl::StrCat("sending dataset \"", s->spec.dataset,
                                                          "\" to ", worker.Describe(), ": ",
@@ -541,6 +542,15 @@ void GridSearchManager::ReplicatedRunner(const std::shared_ptr<Search>& s, Worke
       if (!workers_->IsAlive(worker.id)) ctx.TryCancel();
     }
     const absl::Status st = rpc::FromGrpcStatus(grpc_status);
+    // The pool's and the manager's locks are taken before the search's, never inside it.
+    if (st.ok()) {
+      workers_->ReportCallSuccess(worker.id, absl::Now());
+    } else if (st.code() == absl::StatusCode::kNotFound) {
+      // The worker no longer holds the dataset (it restarted or evicted it): send it again.
+      ForgetCached(worker.id, s->content_hash);
+    } else if (IsWorkerFailure(st.code()) && workers_->IsAlive(worker.id)) {
+      workers_->ReportCallFailure(worker.id, st);
+    }
     absl::MutexLock lock(&s->mu);
     s->calls.erase(&ctx);
     if (st.ok()) {
@@ -552,7 +562,6 @@ void GridSearchManager::ReplicatedRunner(const std::shared_ptr<Search>& s, Worke
         --s->runners_on[worker.id];
         return;
       }
-      workers_->ReportCallSuccess(worker.id, absl::Now());
       s->Record(*j, r);
       continue;
     }
@@ -561,13 +570,10 @@ void GridSearchManager::ReplicatedRunner(const std::shared_ptr<Search>& s, Worke
       return;
     }
     if (st.code() == absl::StatusCode::kNotFound) {
-      // The worker no longer holds the dataset (it restarted or evicted it): send it again.
-      ForgetCached(worker.id, s->content_hash);
       s->Requeue(*j);
       continue;
     }
     if (IsWorkerFailure(st.code())) {
-      workers_->ReportCallFailure(worker.id, st);
       s->Requeue(*j);
       --s->runners_on[worker.id];
       return;

@@ -515,7 +515,8 @@ class GridSearchE2ETest(unittest.TestCase):
         cls.tmpdir = tempfile.TemporaryDirectory()
         # Each fold job sleeps 150 ms first, so a worker can be killed in the middle of one.
         cls.c = Cluster(2, cls.tmpdir.name, worker_args=["--testing-job-delay-ms", "150"])
-        cls.c.knnctl("split", *SPLIT)  # uploads the built-in digits as "digits"
+        # Uploads the built-in digits as "digits" and stores the tutorial's split views.
+        cls.c.knnctl("fit", *SPLIT, "--split", "train", "-k", "5", "--model", "m")
         cls.channel = grpc.insecure_channel(cls.c.coordinator)
         cls.stub = coordinator_pb2_grpc.CoordinatorStub(cls.channel)
         with open(cls.CANONICAL) as f:

@@ -275,7 +275,7 @@ TEST_F(GridSearchClusterTest, TutorialGridReplicatedEqualsSingleProcess) {
   v1::ScoreRequest score;
   score.set_model("best-digits");
   rpc::ToProto(Matrix::Gather(*X, split->test), score.mutable_queries()->mutable_matrix());
-  for (int64_t i : split->test) score.add_y_true(digits->targets[i]);
+  for (int64_t i : split->test) score.add_labels(digits->targets[i]);
   grpc::ClientContext ctx;
   SetDeadline(&ctx);
   v1::ScoreResponse scored;
