@@ -12,12 +12,51 @@
 #include "client/cpp/knn_client.h"
 #include "core/base/crc32.h"
 #include "core/base/status_macros.h"
-#include "rpc/convert.h"
-#include "google/protobuf/util/json_util.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/strip.h"
 #include "client/cli/commands.h"
+#include "google/protobuf/util/json_util.h"
+#include "rpc/convert.h"
+#include "rpc/grid_convert.h"
 
 namespace knncluster::cli {
 namespace {
+
+// How often the coordinator reports a running search's progress to us (the bar's refresh rate;
+// plain progress lines are throttled further by the printer).
+constexpr uint32_t kWatchIntervalMs = 250;
+
+GridSearchStatus StatusFrom(const v1::GridSearchInfo& info) {
+  GridSearchStatus s;
+  s.id = info.id();
+  s.state = std::string(absl::StripPrefix(v1::GridSearchState_Name(info.state()), "GRID_SEARCH_"));
+  s.dataset = info.dataset();
+  s.task = absl::AsciiStrToLower(absl::StripPrefix(v1::Task_Name(info.task()), "TASK_"));
+  s.mode = absl::AsciiStrToLower(
+      absl::StripPrefix(v1::GridSearchMode_Name(info.mode()), "GRID_SEARCH_MODE_"));
+  s.scoring = info.scoring();
+  s.refit_model = info.refit_model();
+  s.error = info.error();
+  s.n_candidates = info.n_candidates();
+  s.n_splits = info.n_splits();
+  s.jobs_total = info.jobs_total();
+  s.jobs_done = info.jobs_done();
+  s.jobs_requeued = info.jobs_requeued();
+  s.neighbor_searches = info.neighbor_searches();
+  s.elapsed_seconds = info.elapsed_seconds();
+  s.eta_seconds = info.eta_seconds();
+  s.started_unix_millis = info.started_unix_millis();
+  return s;
+}
+
+absl::StatusOr<v1::GridSearchMode> ModeFrom(const std::string& mode) {
+  if (mode == "auto") return v1::GRID_SEARCH_MODE_AUTO;
+  if (mode == "replicated") return v1::GRID_SEARCH_MODE_REPLICATED;
+  if (mode == "sharded") return v1::GRID_SEARCH_MODE_SHARDED;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--mode: expected auto, replicated or sharded, got \"", mode, "\""));
+}
 
 // A name for a file's rows on the cluster: its stem, sanitised, and a hash of its content, so
 // the same data is uploaded once and a changed file never reuses stale rows.
@@ -166,7 +205,99 @@ class ClusterEngine final : public Engine {
     return FromInfo(info);
   }
 
+  absl::Status Delete(const std::string& model) override { return client_->DeleteModel(model); }
+
+  absl::StatusOr<GridSearchOutcome> GridSearch(const Selection& rows, const GridSearchSpec& spec,
+                                               const GridSearchProgressFn& progress,
+                                               client::CancelToken* detach) override {
+    if (rows.remote_name.empty()) {
+      return absl::InvalidArgumentError(
+          "dataset: a grid search on the cluster needs an uploaded dataset");
+    }
+    v1::StartGridSearchRequest request;
+    request.set_dataset(rows.remote_name);
+    request.set_task(rpc::ToProto(spec.classifier ? Model::Task::kClassifier
+                                                  : Model::Task::kRegressor));
+    rpc::ToProto(spec.base, request.mutable_base());
+    for (const ParamGrid& grid : spec.param_grid) {
+      KNN_RETURN_IF_ERROR(rpc::ToProto(grid, request.add_param_grid()));
+    }
+    request.set_cv(static_cast<uint32_t>(spec.cv));
+    request.set_shuffle(spec.shuffle);
+    if (spec.random_state) request.set_random_state(*spec.random_state);
+    for (const TrainTestIndices& fold : spec.folds) rpc::ToProto(fold, request.add_folds());
+    if (spec.scoring) request.set_scoring(ScoringName(*spec.scoring));
+    request.set_refit(spec.refit);
+    if (spec.refit && !spec.refit_model.empty()) {
+      request.set_refit_model(spec.refit_model);
+      request.set_replace_refit_model(true);  // as `fit` replaces a model of the same name
+    }
+    KNN_ASSIGN_OR_RETURN(v1::GridSearchMode mode, ModeFrom(spec.mode));
+    request.set_mode(mode);
+    if (detach != nullptr && detach->cancelled()) {
+      return absl::CancelledError("interrupted before the grid search started");
+    }
+    KNN_ASSIGN_OR_RETURN(v1::GridSearchInfo info, client_->StartGridSearch(request));
+    if (progress) progress(StatusFrom(info));
+    return Wait(info.id(), progress, detach);
+  }
+
+  absl::StatusOr<GridSearchOutcome> AttachGridSearch(const std::string& id,
+                                                     const GridSearchProgressFn& progress,
+                                                     client::CancelToken* detach) override {
+    return Wait(id, progress, detach);
+  }
+
+  absl::StatusOr<GridSearchStatus> CancelGridSearch(const std::string& id) override {
+    KNN_ASSIGN_OR_RETURN(v1::GridSearchInfo info, client_->CancelGridSearch(id));
+    return StatusFrom(info);
+  }
+
+  absl::StatusOr<std::vector<GridSearchStatus>> ListGridSearches() override {
+    KNN_ASSIGN_OR_RETURN(v1::ListGridSearchesResponse r, client_->ListGridSearches());
+    std::vector<GridSearchStatus> out;
+    for (const auto& info : r.searches()) out.push_back(StatusFrom(info));
+    return out;
+  }
+
  private:
+  // Watches the search until it ends, then fetches its result.
+  absl::StatusOr<GridSearchOutcome> Wait(const std::string& id,
+                                         const GridSearchProgressFn& progress,
+                                         client::CancelToken* detach) {
+    GridSearchStatus last;
+    KNN_RETURN_IF_ERROR(client_->WatchGridSearch(
+        id, kWatchIntervalMs,
+        [&](const v1::GridSearchInfo& info) {
+          last = StatusFrom(info);
+          if (progress) progress(last);
+        },
+        detach));
+    if (last.state == "CANCELLED") {
+      return absl::CancelledError(absl::StrCat("grid search ", id, " was cancelled"));
+    }
+    KNN_ASSIGN_OR_RETURN(v1::GridSearchResult r, client_->GetGridSearchResult(id));
+    GridSearchOutcome out;
+    out.status = StatusFrom(r.info());
+    if (progress) progress(out.status);
+    KNN_ASSIGN_OR_RETURN(out.cv_results, rpc::FromProto(r.cv_results(), "result.cv_results"));
+    CvResults& cv = out.cv_results;
+    if (r.best_index() >= cv.params.size()) {
+      return absl::InternalError(absl::StrFormat(
+          "result.best_index: %d is not a candidate (%d candidates)", r.best_index(),
+          cv.params.size()));
+    }
+    cv.best_index = r.best_index();
+    cv.best_score = r.best_score();
+    KNN_ASSIGN_OR_RETURN(cv.best_params, rpc::FromProto(r.best_params(), "result.best_params"));
+    KNN_ASSIGN_OR_RETURN(cv.scoring, rpc::ScoringFromName(r.info().scoring(),
+                                                          r.info().task() != v1::TASK_REGRESSOR,
+                                                          "result.info.scoring"));
+    cv.neighbor_searches = r.info().neighbor_searches();
+    out.refit_model = r.refit_model();
+    return out;
+  }
+
   static v1::Queries QueriesOf(const Selection& rows) {
     return rows.remote_name.empty() ? client::KnnClient::InlineQueries(rows.data.features)
                                     : client::KnnClient::DatasetQueries(rows.remote_name);

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <optional>
 
@@ -14,7 +15,10 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "client/cli/heatmap_svg.h"
+#include "client/cli/param_spec.h"
 #include "client/cli/png_writer.h"
+#include "client/cli/progress.h"
 #include "core/base/status_macros.h"
 #include "core/datasets/dataset.h"
 #include "core/estimators/metrics.h"
@@ -115,64 +119,94 @@ absl::StatusOr<Model::Task> TaskFrom(const std::string& task) {
       absl::StrCat("task: expected classifier, regressor or outlier, got \"", task, "\""));
 }
 
-// "1,3,5" or "2:20:2" (start:stop[:step], stop exclusive, as Python's range).
-absl::StatusOr<std::vector<int>> ParseIntList(const std::string& key, const std::string& text) {
-  std::vector<int> out;
-  std::vector<std::string> range = absl::StrSplit(text, ':');
-  if (range.size() == 2 || range.size() == 3) {
-    int start, stop, step = 1;
-    if (!absl::SimpleAtoi(range[0], &start) || !absl::SimpleAtoi(range[1], &stop) ||
-        (range.size() == 3 && (!absl::SimpleAtoi(range[2], &step) || step <= 0))) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(key, ": expected a range start:stop[:step] with step > 0, got \"", text, "\""));
-    }
-    for (int v = start; v < stop; v += step) out.push_back(v);
-  } else {
-    for (absl::string_view part : absl::StrSplit(text, ',')) {
-      int v;
-      if (!absl::SimpleAtoi(part, &v)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(key, ": \"", std::string(part), "\" is not an integer"));
+// ---- Grid search: cv_results_ as scikit-learn shapes it, the table, the heatmap ----------------
+
+// scikit-learn's parameter names, sorted (ParameterGrid's and cv_results_' order).
+constexpr const char* kParamKeys[] = {"algorithm", "leaf_size", "n_neighbors", "p", "weights"};
+
+bool IsNumericKey(const std::string& key) { return key != "algorithm" && key != "weights"; }
+
+Json ParamValueJson(const NeighborsParams& p, const std::string& key) {
+  if (key == "algorithm") return AlgorithmName(p.algorithm);
+  if (key == "leaf_size") return p.leaf_size;
+  if (key == "n_neighbors") return p.n_neighbors;
+  if (key == "p") return std::isinf(p.p) ? Json("inf") : Json(p.p);
+  return WeightsName(p.weights);
+}
+
+std::string ParamValueText(const NeighborsParams& p, const std::string& key) {
+  if (key == "algorithm") return AlgorithmName(p.algorithm);
+  if (key == "leaf_size") return absl::StrCat(p.leaf_size);
+  if (key == "n_neighbors") return absl::StrCat(p.n_neighbors);
+  if (key == "p") return Minkowski::Create(p.p).value().ToString();
+  return WeightsName(p.weights);
+}
+
+double ParamValueOrder(const NeighborsParams& p, const std::string& key) {
+  if (key == "leaf_size") return p.leaf_size;
+  if (key == "n_neighbors") return p.n_neighbors;
+  return p.p;
+}
+
+// The keys candidate c's grid sets (all of them when the results carry no keys).
+std::vector<std::string> KeysOf(const CvResults& cv, size_t c) {
+  if (c < cv.param_keys.size()) return cv.param_keys[c];
+  return std::vector<std::string>(std::begin(kParamKeys), std::end(kParamKeys));
+}
+
+// Every key some candidate's grid sets, in scikit-learn's order.
+std::vector<std::string> VaryingKeys(const CvResults& cv) {
+  std::vector<std::string> out;
+  for (const char* key : kParamKeys) {
+    for (size_t c = 0; c < cv.params.size(); ++c) {
+      const auto keys = KeysOf(cv, c);
+      if (std::find(keys.begin(), keys.end(), key) != keys.end()) {
+        out.push_back(key);
+        break;
       }
-      out.push_back(v);
     }
   }
-  if (out.empty()) return absl::InvalidArgumentError(absl::StrCat(key, ": no values in \"", text, "\""));
   return out;
 }
 
-// One grid from "n_neighbors=2:20:2;p=1,2,3;weights=uniform,distance".
-absl::StatusOr<ParamGrid> ParseGrid(const std::string& text) {
-  ParamGrid g;
-  for (absl::string_view item : absl::StrSplit(text, ';', absl::SkipWhitespace())) {
-    std::pair<std::string, std::string> kv = absl::StrSplit(item, absl::MaxSplits('=', 1));
-    const std::string key(absl::StripAsciiWhitespace(kv.first));
-    const std::string values(absl::StripAsciiWhitespace(kv.second));
-    if (key == "n_neighbors" || key == "leaf_size") {
-      KNN_ASSIGN_OR_RETURN(std::vector<int> v, ParseIntList(key, values));
-      (key == "n_neighbors" ? g.n_neighbors : g.leaf_size) = std::move(v);
-    } else if (key == "p") {
-      for (absl::string_view part : absl::StrSplit(values, ',')) {
-        KNN_ASSIGN_OR_RETURN(Minkowski m, Minkowski::Parse(std::string(part)));
-        g.p.push_back(m.p());
-      }
-    } else if (key == "weights") {
-      g.weights = absl::StrSplit(values, ',');
-    } else if (key == "algorithm") {
-      g.algorithm = absl::StrSplit(values, ',');
-    } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "grid: unknown parameter \"", key,
-          "\" (expected n_neighbors, p, weights, algorithm, leaf_size) in \"", text, "\""));
-    }
-  }
-  return g;
+bool HasKey(const CvResults& cv, size_t c, const std::string& key) {
+  const auto keys = KeysOf(cv, c);
+  return std::find(keys.begin(), keys.end(), key) != keys.end();
 }
 
+Json ParamsSubsetJson(const NeighborsParams& p, const std::vector<std::string>& keys) {
+  Json j = Json::object();
+  for (const std::string& key : keys) j[key] = ParamValueJson(p, key);
+  return j;
+}
+
+std::string ParamsSubsetText(const NeighborsParams& p, const std::vector<std::string>& keys) {
+  if (keys.empty()) return "the base parameters";
+  return absl::StrJoin(keys, ", ", [&](std::string* s, const std::string& key) {
+    absl::StrAppend(s, key, "=", ParamValueText(p, key));
+  });
+}
+
+// cv_results_ in scikit-learn's key order; `params` lists only the keys each candidate's grid
+// sets, and param_<key> is null where a candidate's grid does not set the key (a masked entry).
 Json CvResultsJson(const CvResults& cv) {
   Json j;
+  const size_t n = cv.params.size();
+  if (cv.mean_fit_time.size() == n && n > 0) {
+    j["mean_fit_time"] = cv.mean_fit_time;
+    j["std_fit_time"] = cv.std_fit_time;
+    j["mean_score_time"] = cv.mean_score_time;
+    j["std_score_time"] = cv.std_score_time;
+  }
+  for (const std::string& key : VaryingKeys(cv)) {
+    Json col = Json::array();
+    for (size_t c = 0; c < n; ++c) {
+      col.push_back(HasKey(cv, c, key) ? ParamValueJson(cv.params[c], key) : Json(nullptr));
+    }
+    j["param_" + key] = col;
+  }
   Json params = Json::array();
-  for (const NeighborsParams& p : cv.params) params.push_back(ParamsJson(p));
+  for (size_t c = 0; c < n; ++c) params.push_back(ParamsSubsetJson(cv.params[c], KeysOf(cv, c)));
   j["params"] = params;
   for (size_t f = 0; f < (cv.split_test_scores.empty() ? 0 : cv.split_test_scores[0].size()); ++f) {
     Json col = Json::array();
@@ -185,27 +219,235 @@ Json CvResultsJson(const CvResults& cv) {
   return j;
 }
 
+// The candidates sorted by rank (then by their order), one column per varying key.
 std::string CvResultsText(const CvResults& cv) {
-  std::string t = absl::StrFormat("%-5s %-11s %-5s %-9s %-20s %-9s\n", "rank", "n_neighbors", "p",
-                                  "weights", "mean_test_score", "std");
-  for (size_t c = 0; c < cv.params.size(); ++c) {
-    const NeighborsParams& p = cv.params[c];
-    absl::StrAppendFormat(&t, "%-5d %-11d %-5s %-9s %-20s %.6f\n", cv.rank_test_score[c],
-                          p.n_neighbors, Minkowski::Create(p.p).value().ToString(),
-                          WeightsName(p.weights), Num(cv.mean_test_score[c]), cv.std_test_score[c]);
+  const std::vector<std::string> keys = VaryingKeys(cv);
+  std::vector<size_t> order(cv.params.size());
+  for (size_t c = 0; c < order.size(); ++c) order[c] = c;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return cv.rank_test_score[a] < cv.rank_test_score[b];
+  });
+  std::vector<size_t> width;
+  for (const std::string& key : keys) {
+    size_t w = key.size();
+    for (size_t c : order) w = std::max(w, ParamValueText(cv.params[c], key).size());
+    width.push_back(w);
+  }
+  std::string t = absl::StrFormat("%-5s", "rank");
+  for (size_t k = 0; k < keys.size(); ++k) absl::StrAppendFormat(&t, " %-*s", width[k], keys[k]);
+  absl::StrAppendFormat(&t, " %-20s %s\n", "mean_test_score", "std_test_score");
+  for (size_t c : order) {
+    absl::StrAppendFormat(&t, "%-5d", cv.rank_test_score[c]);
+    for (size_t k = 0; k < keys.size(); ++k) {
+      absl::StrAppendFormat(&t, " %-*s", width[k], ParamValueText(cv.params[c], keys[k]));
+    }
+    absl::StrAppendFormat(&t, " %-20s %.6f\n", Num(cv.mean_test_score[c]), cv.std_test_score[c]);
   }
   return t;
 }
 
+// best_params_ (only the keys the best candidate's grid sets, as scikit-learn) and the rest.
 Json BestJson(const CvResults& cv) {
   return {{"best_index", cv.best_index},
           {"best_score", cv.best_score},
-          {"best_params", ParamsJson(cv.best_params)},
+          {"best_params", ParamsSubsetJson(cv.best_params, KeysOf(cv, cv.best_index))},
+          {"best_estimator_params", ParamsJson(cv.best_params)},
           {"scoring", ScoringName(cv.scoring)},
           {"neighbor_searches", cv.neighbor_searches}};
 }
 
-std::shared_ptr<const Matrix> Share(Matrix m) { return std::make_shared<const Matrix>(std::move(m)); }
+// The heatmap of mean test scores over keys x and y (picked when not given: the two keys with
+// the most distinct values). A cell several candidates share (another key varies too) shows the
+// best of them.
+absl::StatusOr<Heatmap> MakeHeatmap(const CvResults& cv, std::string x, std::string y) {
+  const std::vector<std::string> keys = VaryingKeys(cv);
+  if (keys.empty()) {
+    return absl::InvalidArgumentError(
+        "--heatmap: the grid varies no parameter (give --param KEY=VALUES)");
+  }
+  auto distinct = [&](const std::string& key) {
+    std::vector<std::string> seen;
+    for (size_t c = 0; c < cv.params.size(); ++c) {
+      if (!HasKey(cv, c, key)) continue;
+      const std::string v = ParamValueText(cv.params[c], key);
+      if (std::find(seen.begin(), seen.end(), v) == seen.end()) seen.push_back(v);
+    }
+    return seen.size();
+  };
+  auto check = [&](const std::string& flag, const std::string& key) -> absl::Status {
+    if (std::find(keys.begin(), keys.end(), key) != keys.end()) return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrCat(flag, ": \"", key,
+                                                   "\" is not a parameter the grid varies (",
+                                                   absl::StrJoin(keys, ", "), ")"));
+  };
+  auto most = [&](const std::string& except) {
+    std::string best;
+    size_t best_n = 0;
+    for (const std::string& key : keys) {
+      if (key == except) continue;
+      if (distinct(key) > best_n) best = key, best_n = distinct(key);
+    }
+    return best;
+  };
+  if (!x.empty()) KNN_RETURN_IF_ERROR(check("--heatmap-x", x));
+  if (!y.empty()) KNN_RETURN_IF_ERROR(check("--heatmap-y", y));
+  if (!x.empty() && x == y) {
+    return absl::InvalidArgumentError("--heatmap-y: must differ from --heatmap-x");
+  }
+  if (x.empty()) x = most(y);
+  if (y.empty()) y = most(x);  // empty when the grid varies one key: one row
+
+  // Each axis's values: numbers ascending, names in the order the grid lists them.
+  auto axis = [&](const std::string& key) {
+    std::vector<std::pair<double, std::string>> values;
+    for (size_t c = 0; c < cv.params.size(); ++c) {
+      if (!HasKey(cv, c, key)) continue;
+      std::pair<double, std::string> v{
+          IsNumericKey(key) ? ParamValueOrder(cv.params[c], key) : static_cast<double>(values.size()),
+          ParamValueText(cv.params[c], key)};
+      bool found = false;
+      for (const auto& e : values) found = found || e.second == v.second;
+      if (!found) values.push_back(v);
+    }
+    std::stable_sort(values.begin(), values.end(),
+                     [](const auto& a, const auto& b) { return a.first < b.first; });
+    std::vector<std::string> labels;
+    for (auto& v : values) labels.push_back(std::move(v.second));
+    return labels;
+  };
+  Heatmap h;
+  h.x_name = x;
+  h.y_name = y;
+  h.x_labels = axis(x);
+  h.y_labels = y.empty() ? std::vector<std::string>{"all"} : axis(y);
+  h.values.assign(h.y_labels.size(), std::vector<double>(h.x_labels.size(), NAN));
+  size_t shared = 0;
+  for (size_t c = 0; c < cv.params.size(); ++c) {
+    if (!HasKey(cv, c, x) || (!y.empty() && !HasKey(cv, c, y))) continue;
+    const auto col = std::find(h.x_labels.begin(), h.x_labels.end(),
+                               ParamValueText(cv.params[c], x)) - h.x_labels.begin();
+    const auto row = y.empty() ? 0
+                               : std::find(h.y_labels.begin(), h.y_labels.end(),
+                                           ParamValueText(cv.params[c], y)) - h.y_labels.begin();
+    double& cell = h.values[row][col];
+    if (std::isnan(cell)) {
+      cell = cv.mean_test_score[c];
+    } else {
+      ++shared;
+      cell = std::max(cell, cv.mean_test_score[c]);
+    }
+  }
+  const std::string scoring = ScoringName(cv.scoring);
+  const size_t folds = cv.split_test_scores.empty() ? 0 : cv.split_test_scores[0].size();
+  h.title = absl::StrCat("GridSearchCV: mean ", scoring, " over ", x, y.empty() ? "" : " x ", y);
+  h.subtitle = absl::StrFormat("%d-fold cross-validation; best %s at %s", folds,
+                               Num(cv.best_score),
+                               ParamsSubsetText(cv.best_params, KeysOf(cv, cv.best_index)));
+  if (shared > 0) {
+    std::vector<std::string> others;
+    for (const std::string& key : keys) {
+      if (key != x && key != y) others.push_back(key);
+    }
+    absl::StrAppend(&h.subtitle, "; each cell the best over ", absl::StrJoin(others, ", "));
+  }
+  h.value_name = absl::StrCat("mean ", scoring);
+  return h;
+}
+
+absl::Status WriteTextFile(const std::string& flag, const std::string& path,
+                           const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+  out.close();
+  if (!out) return absl::InvalidArgumentError(absl::StrCat(flag, ": cannot write ", path));
+  return absl::OkStatus();
+}
+
+Json StatusJson(const GridSearchStatus& s) {
+  Json j;
+  j["id"] = s.id;
+  j["state"] = s.state;
+  j["dataset"] = s.dataset;
+  j["task"] = s.task;
+  j["mode"] = s.mode;
+  j["scoring"] = s.scoring;
+  j["n_candidates"] = s.n_candidates;
+  j["n_splits"] = s.n_splits;
+  j["jobs_total"] = s.jobs_total;
+  j["jobs_done"] = s.jobs_done;
+  j["jobs_requeued"] = s.jobs_requeued;
+  j["neighbor_searches"] = s.neighbor_searches;
+  j["elapsed_seconds"] = s.elapsed_seconds;
+  j["eta_seconds"] = s.eta_seconds;
+  j["started_unix_millis"] = s.started_unix_millis;
+  j["refit_model"] = s.refit_model.empty() ? Json(nullptr) : Json(s.refit_model);
+  if (!s.error.empty()) j["error"] = s.error;
+  return j;
+}
+
+// The engine's spec from the command line; errors name the flag.
+absl::StatusOr<GridSearchSpec> SpecFrom(const GridSearchCommandOptions& o,
+                                        const DataSourceOptions& data) {
+  GridSearchSpec spec;
+  if (o.task != "classifier" && o.task != "regressor") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--task: grid search takes classifier or regressor, got \"", o.task, "\""));
+  }
+  spec.classifier = o.task == "classifier";
+  KNN_ASSIGN_OR_RETURN(spec.base, ParamsFrom(o.base));
+  if (!o.params.empty()) {
+    ParamGrid first;
+    for (const auto& [flag, assignment] : o.params) {
+      if (flag == "--param") {
+        KNN_RETURN_IF_ERROR(ParseParamAssignment(flag, assignment, &first));
+      } else {  // a shorthand (--p VALUES): the flag names the key
+        const size_t eq = assignment.find('=');
+        KNN_RETURN_IF_ERROR(SetParamValues(flag, assignment.substr(0, eq),
+                                           assignment.substr(eq + 1), &first));
+      }
+    }
+    spec.param_grid.push_back(std::move(first));
+  }
+  for (size_t i = 0; i < o.grids.size(); ++i) {
+    const std::string flag = o.grids.size() > 1 ? absl::StrCat("--grid #", i + 1) : "--grid";
+    KNN_ASSIGN_OR_RETURN(ParamGrid grid, ParseGridSpec(flag, o.grids[i]));
+    spec.param_grid.push_back(std::move(grid));
+  }
+  if (spec.param_grid.empty()) spec.param_grid.emplace_back();  // the base parameters alone
+  KNN_ASSIGN_OR_RETURN(CvSpec cv, ParseCv(o.cv));
+  spec.cv = cv.n_splits;
+  spec.folds = std::move(cv.folds);
+  if (!spec.folds.empty() && o.shuffle) {
+    return absl::InvalidArgumentError("--shuffle: explicit folds (--cv FILE) are not shuffled");
+  }
+  spec.shuffle = o.shuffle;
+  spec.random_state = data.random_state;
+  if (!o.scoring.empty()) {
+    absl::StatusOr<Scoring> scoring = ParseScoring(o.scoring);
+    if (!scoring.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--scoring: expected accuracy, balanced_accuracy, f1_macro (classifier) or r2, "
+          "neg_mean_squared_error (regressor), got \"", o.scoring, "\""));
+    }
+    if (IsClassifierScoring(*scoring) != spec.classifier) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--scoring: ", o.scoring, " scores a ", spec.classifier ? "regressor" : "classifier",
+          ", but --task is ", o.task));
+    }
+    spec.scoring = *scoring;
+  }
+  if (!o.refit && !o.refit_model.empty()) {
+    return absl::InvalidArgumentError("--refit-model: names the refit model, but --no-refit");
+  }
+  spec.refit = o.refit;
+  spec.refit_model = o.refit_model;
+  if (o.mode != "auto" && o.mode != "replicated" && o.mode != "sharded") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--mode: expected auto, replicated or sharded, got \"", o.mode, "\""));
+  }
+  spec.mode = o.mode;
+  return spec;
+}
 
 
 // Per-query neighbour lists as JSON and text: query q's are [offsets[q], offsets[q+1]).
@@ -432,58 +674,196 @@ absl::StatusOr<Output> RunLoad(Engine* engine, const std::string& path, const st
   return out;
 }
 
-absl::StatusOr<Output> RunGridSearch(const DataSourceOptions& data,
-                                     const GridSearchCommandOptions& options, ThreadPool* pool) {
-  GridSearchOptions o;
-  if (options.task != "classifier" && options.task != "regressor") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "task: grid search takes classifier or regressor, got \"", options.task, "\""));
-  }
-  o.classifier = options.task == "classifier";
-  KNN_ASSIGN_OR_RETURN(o.base, ParamsFrom(options.base));
-  for (const std::string& g : options.grids) {
-    KNN_ASSIGN_OR_RETURN(ParamGrid grid, ParseGrid(g));
-    o.param_grid.push_back(std::move(grid));
-  }
-  if (o.param_grid.empty()) o.param_grid.emplace_back();  // just the base parameters
-  o.cv = options.cv;
-  o.shuffle = options.shuffle;
-  o.random_state = data.random_state;
-  if (!options.scoring.empty()) {
-    KNN_ASSIGN_OR_RETURN(Scoring scoring, ParseScoring(options.scoring));
-    o.scoring = scoring;
-  }
-  o.refit = !options.refit_model.empty();
-  KNN_ASSIGN_OR_RETURN(Dataset d, LoadSelection(data));
-  if (d.targets.empty()) {
-    return absl::InvalidArgumentError("labels: grid search needs labels (give --label-column or --labels)");
-  }
-  KNN_ASSIGN_OR_RETURN(GridSearchResult r, GridSearchCV(Share(std::move(d.features)), d.targets, o,
-                                                        pool, d.class_names));
+namespace {
+
+// Cancels the search and waits for it to end: the coordinator answers as soon as the
+// cancellation is under way, while jobs in flight are still being stopped.
+absl::StatusOr<GridSearchStatus> CancelAndWait(Engine* engine, const std::string& id) {
+  KNN_ASSIGN_OR_RETURN(GridSearchStatus s, engine->CancelGridSearch(id));
+  if (s.finished()) return s;
+  absl::StatusOr<GridSearchOutcome> r =
+      engine->AttachGridSearch(id, [&s](const GridSearchStatus& now) { s = now; }, nullptr);
+  // CANCELLED is how a cancelled search's watch ends; it may also have finished first.
+  if (r.ok()) return r->status;
+  if (r.status().code() != absl::StatusCode::kCancelled) return r.status();
+  return s;
+}
+
+// The search's id and how to get back to it, after Ctrl-C.
+absl::StatusOr<Output> Interrupted(Engine* engine, const GridSearchCommandOptions& options,
+                                   const GridSearchStatus& last) {
   Output out;
-  out.json = BestJson(r.cv_results);
-  out.json["n_candidates"] = r.cv_results.params.size();
-  out.json["cv_results"] = CvResultsJson(r.cv_results);
-  out.text = CvResultsText(r.cv_results);
-  absl::StrAppendFormat(&out.text, "best %s: %s with %s (%d neighbour searches)\n",
-                        ScoringName(r.cv_results.scoring), Num(r.cv_results.best_score),
-                        ParamsText(r.cv_results.best_params), r.cv_results.neighbor_searches);
-  if (o.refit) {
-    absl::StatusOr<Model> model = r.best_classifier ? r.best_classifier->ToModel()
-                                                    : r.best_regressor->ToModel();
-    KNN_RETURN_IF_ERROR(model.status());
-    model->dataset_name = d.name;
-    model->feature_names = d.feature_names;
-    KNN_RETURN_IF_ERROR(SaveModel(options.refit_model, *model));
-    out.json["refit_model"] = options.refit_model;
-    absl::StrAppendFormat(&out.text, "best model refit on all %d rows, saved to %s\n",
-                          model->X.rows(), options.refit_model);
+  out.exit_code = 130;
+  if (last.id.empty()) {
+    out.json["interrupted"] = true;
+    out.text = "interrupted before the grid search started\n";
+    return out;
+  }
+  if (options.cancel_on_interrupt) {
+    KNN_ASSIGN_OR_RETURN(GridSearchStatus s, CancelAndWait(engine, last.id));
+    out.json = StatusJson(s);
+    out.json["cancelled"] = s.state == "CANCELLED";
+    out.text = s.state == "CANCELLED"
+                   ? absl::StrFormat("cancelled grid search %s after %d/%d jobs\n", s.id,
+                                     s.jobs_done, s.jobs_total)
+                   : absl::StrFormat("grid search %s had already ended (%s); left as it is\n",
+                                     s.id, s.state);
+    return out;
+  }
+  const std::string attach = absl::StrCat(options.program, " --coordinator ",
+                                          options.coordinator, " grid-search --attach ", last.id);
+  out.json = StatusJson(last);
+  out.json["detached"] = true;
+  out.json["attach"] = attach;
+  out.text = absl::StrFormat(
+      "detached from grid search %s (%d/%d jobs done); it goes on on the cluster\n"
+      "re-attach with: %s\n",
+      last.id, last.jobs_done, last.jobs_total, attach);
+  return out;
+}
+
+absl::StatusOr<Output> ListGridSearches(Engine* engine) {
+  KNN_ASSIGN_OR_RETURN(std::vector<GridSearchStatus> searches, engine->ListGridSearches());
+  Output out;
+  out.json["searches"] = Json::array();
+  out.text = absl::StrFormat("%-16s %-10s %-24s %-11s %-9s %-22s %s\n", "id", "state", "dataset",
+                             "jobs", "elapsed", "scoring", "refit model");
+  for (const GridSearchStatus& s : searches) {
+    out.json["searches"].push_back(StatusJson(s));
+    absl::StrAppendFormat(&out.text, "%-16s %-10s %-24s %-11s %-9s %-22s %s\n", s.id, s.state,
+                          s.dataset, absl::StrCat(s.jobs_done, "/", s.jobs_total),
+                          FormatSeconds(s.elapsed_seconds), s.scoring,
+                          s.refit_model.empty() ? "-" : s.refit_model);
+    if (!s.error.empty()) absl::StrAppend(&out.text, "  error: ", s.error, "\n");
+  }
+  if (searches.empty()) out.text = "no grid searches\n";
+  return out;
+}
+
+absl::StatusOr<Output> CancelGridSearch(Engine* engine, const std::string& id) {
+  KNN_ASSIGN_OR_RETURN(GridSearchStatus s, CancelAndWait(engine, id));
+  Output out;
+  out.json = StatusJson(s);
+  out.json["cancelled"] = s.state == "CANCELLED";
+  out.text = s.state == "CANCELLED"
+                 ? absl::StrFormat("grid search %s: cancelled after %d/%d jobs\n", s.id,
+                                   s.jobs_done, s.jobs_total)
+                 : absl::StrFormat("grid search %s had already ended (%s); left as it is\n",
+                                   s.id, s.state);
+  return out;
+}
+
+absl::StatusOr<Output> GridSearchOutput(Engine* engine, const GridSearchOutcome& r,
+                                        const GridSearchCommandOptions& options) {
+  const CvResults& cv = r.cv_results;
+  const GridSearchStatus& s = r.status;
+  Output out;
+  out.json["id"] = s.id;
+  out.json["state"] = s.state;
+  out.json["engine"] = engine->where();
+  out.json["dataset"] = s.dataset;
+  out.json["task"] = s.task;
+  out.json["mode"] = s.mode;
+  out.json.update(BestJson(cv));
+  out.json["n_candidates"] = cv.params.size();
+  out.json["n_splits"] = cv.split_test_scores.empty() ? 0 : cv.split_test_scores[0].size();
+  out.json["jobs_total"] = s.jobs_total;
+  out.json["jobs_requeued"] = s.jobs_requeued;
+  out.json["elapsed_seconds"] = s.elapsed_seconds;
+  out.json["refit_model"] = r.refit_model.empty() ? Json(nullptr) : Json(r.refit_model);
+  out.json["cv_results"] = CvResultsJson(cv);
+  out.text = CvResultsText(cv);
+  absl::StrAppendFormat(&out.text, "best %s: %s with %s (candidate %d of %d)\n",
+                        ScoringName(cv.scoring), Num(cv.best_score),
+                        ParamsSubsetText(cv.best_params, KeysOf(cv, cv.best_index)),
+                        cv.best_index, cv.params.size());
+  absl::StrAppendFormat(&out.text, "best estimator: %s\n", ParamsText(cv.best_params));
+  absl::StrAppendFormat(&out.text,
+                        "%d candidates x %d folds: %d jobs, %d neighbour searches, %d re-queued, "
+                        "%s (%s%s)\n",
+                        cv.params.size(), out.json["n_splits"].get<size_t>(), s.jobs_total,
+                        cv.neighbor_searches, s.jobs_requeued, FormatSeconds(s.elapsed_seconds),
+                        s.id == "local" ? "in-process" : absl::StrCat("grid search ", s.id, ", "),
+                        s.id == "local" ? "" : absl::StrCat(engine->where(), ", ", s.mode));
+  if (!r.refit_model.empty()) {
+    absl::StrAppendFormat(&out.text, "best model refit on all rows: %s\n", r.refit_model);
+  }
+  if (!options.heatmap.empty()) {
+    KNN_ASSIGN_OR_RETURN(Heatmap h, MakeHeatmap(cv, options.heatmap_x, options.heatmap_y));
+    KNN_ASSIGN_OR_RETURN(std::string svg, HeatmapSvg(h));
+    KNN_RETURN_IF_ERROR(WriteTextFile("--heatmap", options.heatmap, svg));
+    out.json["heatmap"] = {{"file", options.heatmap}, {"x", h.x_name},
+                           {"y", h.y_name.empty() ? Json(nullptr) : Json(h.y_name)}};
+    absl::StrAppendFormat(&out.text, "heatmap of mean %s over %s%s%s: %s\n",
+                          ScoringName(cv.scoring), h.x_name, h.y_name.empty() ? "" : " x ",
+                          h.y_name, options.heatmap);
   }
   return out;
 }
 
-absl::StatusOr<Output> RunTutorial(Engine* engine, const TutorialOptions& options,
-                                   ThreadPool* pool) {
+}  // namespace
+
+absl::StatusOr<Output> RunGridSearch(Engine* engine, const DataSourceOptions& data,
+                                     const GridSearchCommandOptions& options,
+                                     const GridSearchProgressFn& progress,
+                                     client::CancelToken* interrupt) {
+  const bool local = engine->where() == "local";
+  const int actions = !options.attach.empty() + !options.cancel.empty() + options.list;
+  if (actions > 1) {
+    return absl::InvalidArgumentError("--attach, --cancel, --list: give at most one");
+  }
+  const char* action = !options.attach.empty()   ? "--attach"
+                       : !options.cancel.empty() ? "--cancel"
+                       : options.list            ? "--list"
+                                                 : nullptr;
+  if (local && action != nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        action, ": needs a cluster (--coordinator HOST:PORT); a local grid search runs in this "
+                "process and ends with it"));
+  }
+  if (local && options.mode_set) {
+    return absl::InvalidArgumentError(
+        "--mode: chooses how a cluster runs the search; give --coordinator HOST:PORT");
+  }
+  if (options.heatmap.empty() && !(options.heatmap_x.empty() && options.heatmap_y.empty())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        options.heatmap_x.empty() ? "--heatmap-y" : "--heatmap-x", ": needs --heatmap FILE.svg"));
+  }
+  if (action != nullptr && (!options.params.empty() || !options.grids.empty() ||
+                            !data.dataset.empty() || !data.data_file.empty())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        action, ": acts on existing searches; --param, --grid and the data belong to a new one"));
+  }
+  if (options.list) return ListGridSearches(engine);
+  if (!options.cancel.empty()) return CancelGridSearch(engine, options.cancel);
+
+  GridSearchStatus last;
+  const GridSearchProgressFn on_progress = [&](const GridSearchStatus& s) {
+    last = s;
+    if (progress) progress(s);
+  };
+  absl::StatusOr<GridSearchOutcome> outcome;
+  if (!options.attach.empty()) {
+    last.id = options.attach;
+    outcome = engine->AttachGridSearch(options.attach, on_progress, interrupt);
+  } else {
+    KNN_ASSIGN_OR_RETURN(GridSearchSpec spec, SpecFrom(options, data));
+    KNN_ASSIGN_OR_RETURN(Selection rows, engine->Select(data));
+    if (rows.data.targets.empty()) {
+      return absl::InvalidArgumentError(
+          "labels: grid search needs labels (give --label-column or --labels)");
+    }
+    outcome = engine->GridSearch(rows, spec, on_progress, interrupt);
+  }
+  if (!outcome.ok() && outcome.status().code() == absl::StatusCode::kCancelled &&
+      interrupt != nullptr && interrupt->cancelled()) {
+    return Interrupted(engine, options, last);
+  }
+  KNN_RETURN_IF_ERROR(outcome.status());
+  return GridSearchOutput(engine, *outcome, options);
+}
+
+absl::StatusOr<Output> RunTutorial(Engine* engine, const TutorialOptions& options) {
   Output out;
   out.json["engine"] = engine->where();
   // 1. The digits.
@@ -543,7 +923,13 @@ absl::StatusOr<Output> RunTutorial(Engine* engine, const TutorialOptions& option
                absl::StrCat("knnctl-tutorial-", getpid(), ".model")).string();
   KNN_RETURN_IF_ERROR(engine->Save(desc, file));
   const auto file_size = std::filesystem::file_size(file, ec);
-  KNN_ASSIGN_OR_RETURN(ModelDesc reloaded, engine->Load(file, absl::StrCat(model, "-reloaded")));
+  // On a cluster the reloaded copy is a named model: a previous run's is replaced.
+  const std::string reloaded_name = absl::StrCat(model, "-reloaded");
+  if (!local) {
+    absl::Status deleted = engine->Delete(reloaded_name);
+    if (!deleted.ok() && deleted.code() != absl::StatusCode::kNotFound) return deleted;
+  }
+  KNN_ASSIGN_OR_RETURN(ModelDesc reloaded, engine->Load(file, reloaded_name));
   KNN_ASSIGN_OR_RETURN(std::vector<double> pred2, engine->Predict(reloaded, test));
   std::filesystem::remove(file, ec);
   if (temporary_file) std::filesystem::remove(model, ec);
@@ -558,32 +944,41 @@ absl::StatusOr<Output> RunTutorial(Engine* engine, const TutorialOptions& option
                         identical ? "identical predictions" : "PREDICTIONS DIFFER", Num(accuracy2));
   if (!identical) return absl::InternalError("the reloaded model predicts differently");
   // 5. GridSearchCV(KNeighborsClassifier(algorithm), {n_neighbors: 2..18 step 2, p: 1..3},
-  //    cv=5) on all of digits, then the refit best model's accuracy on the test split. It runs
-  //    in-process in both modes until the distributed grid search lands.
-  GridSearchOptions gs;
+  //    cv=5) on all of digits (on a cluster, the coordinator's distributed search), then the
+  //    refit best model's accuracy on the test split.
+  GridSearchSpec gs;
   gs.base = spec.params;
   ParamGrid grid;
   for (int k = 2; k < 20; k += 2) grid.n_neighbors.push_back(k);
   grid.p = {1, 2, 3};
   gs.param_grid = {grid};
   gs.cv = 5;
-  KNN_ASSIGN_OR_RETURN(GridSearchResult search,
-                       GridSearchCV(std::make_shared<const Matrix>(digits.features),
-                                    digits.targets, gs, pool));
+  gs.refit = true;
+  gs.refit_model = local ? absl::StrCat(model, ".best") : absl::StrCat(model, "-best");
+  DataSourceOptions all_rows;
+  all_rows.dataset = "digits";
+  KNN_ASSIGN_OR_RETURN(Selection all, engine->Select(all_rows));
+  KNN_ASSIGN_OR_RETURN(GridSearchOutcome search, engine->GridSearch(all, gs, nullptr, nullptr));
   const CvResults& cv = search.cv_results;
-  KNN_ASSIGN_OR_RETURN(double best_test,
-                       search.best_classifier->Score(test.data.features, test.data.targets, pool));
+  KNN_ASSIGN_OR_RETURN(ModelDesc best, engine->Describe(search.refit_model));
+  KNN_ASSIGN_OR_RETURN(std::vector<double> best_pred, engine->Predict(best, test));
+  if (local) std::filesystem::remove(search.refit_model, ec);
+  KNN_ASSIGN_OR_RETURN(double best_test, AccuracyScore(test.data.targets, best_pred));
   out.json["grid_search"] = BestJson(cv);
-  out.json["grid_search"]["engine"] = "local";
+  out.json["grid_search"]["engine"] = engine->where();
+  out.json["grid_search"]["id"] = search.status.id;
   out.json["grid_search"]["cv"] = gs.cv;
   out.json["grid_search"]["n_candidates"] = cv.params.size();
+  out.json["grid_search"]["jobs_requeued"] = search.status.jobs_requeued;
+  out.json["grid_search"]["refit_model"] = local ? Json(nullptr) : Json(search.refit_model);
   out.json["grid_search"]["test_accuracy_of_best_estimator"] = best_test;
   out.json["grid_search"]["cv_results"] = CvResultsJson(cv);
   absl::StrAppendFormat(&out.text,
                         "GridSearchCV(n_neighbors=2..18 step 2, p=1..3, cv=5): %d candidates, %d "
                         "neighbour searches%s\n%s",
                         cv.params.size(), cv.neighbor_searches,
-                        local ? "" : " (in-process)", CvResultsText(cv));
+                        local ? "" : absl::StrCat(" (grid search ", search.status.id, ")"),
+                        CvResultsText(cv));
   absl::StrAppendFormat(&out.text, "  best score: %s\n  best params: n_neighbors=%d, p=%s\n",
                         Num(cv.best_score), cv.best_params.n_neighbors,
                         Minkowski::Create(cv.best_params.p).value().ToString());

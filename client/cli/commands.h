@@ -1,17 +1,19 @@
 // knnctl's commands in local mode: each runs in-process on the core library and returns its
 // result twice, as JSON (stable field names, for --json and scripts) and as text for people.
-// The cluster issue adds the same commands against a coordinator.
-// Thread-safe: no shared state beyond the ThreadPool passed in.
+// Every command runs against an Engine: in-process, or a coordinator.
+// Thread-safe: no shared state beyond the engine passed in.
 #ifndef KNNCLUSTER_CLIENT_CLI_COMMANDS_H_
 #define KNNCLUSTER_CLIENT_CLI_COMMANDS_H_
 
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "client/cli/data_source.h"
 #include "client/cli/engine.h"
-#include "core/base/thread_pool.h"
+#include "client/cpp/cancel_token.h"
 #include "nlohmann/json.hpp"
 
 namespace knncluster::cli {
@@ -19,6 +21,7 @@ namespace knncluster::cli {
 struct Output {
   nlohmann::ordered_json json;
   std::string text;  // ends with a newline
+  int exit_code = 0;  // 130 when the command was interrupted (Ctrl-C) but still reports
 };
 
 // Estimator choice and hyper-parameters, with scikit-learn's names and defaults.
@@ -54,19 +57,40 @@ absl::StatusOr<Output> RunSave(Engine* engine, const std::string& model,
 // Reads and checks a model file; on a cluster, imports it as `name`.
 absl::StatusOr<Output> RunLoad(Engine* engine, const std::string& path, const std::string& name);
 
-// Grid search with cross-validation, in-process. Value lists are "1,3,5" or a Python-style
-// range "2:20:2" (stop exclusive); several --grid options make several grids.
+// Grid search with cross-validation (scikit-learn's GridSearchCV), in-process or on a cluster.
+// Parameter values are spelled as param_spec.h describes.
 struct GridSearchCommandOptions {
   std::string task = "classifier";  // classifier | regressor
-  std::vector<std::string> grids;   // "n_neighbors=2:20:2;p=1,2,3" (one per grid)
+  // (flag, "KEY=VALUES") for the first grid: --param, and the shorthands -k/--p/... as
+  // ("--n-neighbors", "n_neighbors=1,3").
+  std::vector<std::pair<std::string, std::string>> params;
+  std::vector<std::string> grids;   // --grid "n_neighbors=2:20:2;p=1,2,3": one more grid each
   ModelOptions base;                // values for the parameters a grid leaves out
-  int cv = 5;
-  bool shuffle = false;
-  std::string scoring;  // empty: accuracy / r2
-  std::string refit_model;  // when set, the best candidate refit on all rows is saved here
+  std::string cv = "5";             // a number of folds or a JSON file of folds
+  bool shuffle = false;             // the seed is DataSourceOptions::random_state
+  std::string scoring;              // empty: accuracy / r2
+  bool refit = true;
+  std::string refit_model;  // local: the file to save the refit model to; cluster: its name
+  std::string mode = "auto";
+  bool mode_set = false;    // --mode given (refused in local mode)
+  // Another action instead of a new search: re-attach to, cancel, or list searches.
+  std::string attach;
+  std::string cancel;
+  bool list = false;
+  bool cancel_on_interrupt = false;  // Ctrl-C cancels the search instead of detaching
+  std::string heatmap;               // SVG file to write
+  std::string heatmap_x, heatmap_y;  // its axes (default: the two keys with most values)
+  std::string program = "knnctl";    // how to spell the re-attach command
+  std::string coordinator;           // ditto
 };
-absl::StatusOr<Output> RunGridSearch(const DataSourceOptions& data,
-                                     const GridSearchCommandOptions& options, ThreadPool* pool);
+
+// `progress` (may be null) sees every progress event; `interrupt` (may be null), once cancelled,
+// stops the wait: the command then detaches from the search (or cancels it with
+// cancel_on_interrupt) and returns exit_code 130 with the search's id.
+absl::StatusOr<Output> RunGridSearch(Engine* engine, const DataSourceOptions& data,
+                                     const GridSearchCommandOptions& options,
+                                     const GridSearchProgressFn& progress,
+                                     client::CancelToken* interrupt);
 
 struct TutorialOptions {
   std::string model;  // model file (local; default a temp file) or name (cluster; "tutorial-knn")
@@ -76,9 +100,9 @@ struct TutorialOptions {
   std::string test_size = "0.2";
   uint32_t random_state = 1337;
 };
-// scikit-learn's KNN tutorial on digits: split, fit, test accuracy, save and reload, grid search.
-absl::StatusOr<Output> RunTutorial(Engine* engine, const TutorialOptions& options,
-                                   ThreadPool* pool);
+// scikit-learn's KNN tutorial on digits: split, fit, test accuracy, save and reload, grid search
+// (on a cluster, the coordinator's distributed grid search).
+absl::StatusOr<Output> RunTutorial(Engine* engine, const TutorialOptions& options);
 
 // Workers, datasets and models of the cluster at `address` (GetClusterStatus).
 absl::StatusOr<Output> RunClusterStatus(const std::string& address);

@@ -8,6 +8,8 @@
 #ifndef KNNCLUSTER_CLIENT_CLI_ENGINE_H_
 #define KNNCLUSTER_CLIENT_CLI_ENGINE_H_
 
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -15,10 +17,12 @@
 
 #include "absl/status/statusor.h"
 #include "client/cli/data_source.h"
+#include "client/cpp/cancel_token.h"
 #include "core/base/thread_pool.h"
 #include "core/estimators/model_io.h"
 #include "core/estimators/params.h"
 #include "core/index/neighbor_index.h"
+#include "core/model_selection/grid_search.h"
 
 namespace knncluster::cli {
 
@@ -49,6 +53,48 @@ struct FitSpec {
   std::optional<double> threshold;
 };
 
+// A grid search with cross-validation (scikit-learn's GridSearchCV), as the engines take it.
+struct GridSearchSpec {
+  bool classifier = true;  // else a regressor
+  NeighborsParams base;    // the estimator's own parameters
+  std::vector<ParamGrid> param_grid;
+  int cv = 5;                           // StratifiedKFold / KFold(cv)
+  bool shuffle = false;
+  std::optional<uint32_t> random_state;
+  std::vector<TrainTestIndices> folds;  // explicit folds (then cv / shuffle are unused)
+  std::optional<Scoring> scoring;       // default: accuracy / r2
+  bool refit = true;
+  // The refit best model: a model file (local; no file, no refit there) or a model name
+  // (cluster; empty: the coordinator's "<id>-best"). An existing one is replaced.
+  std::string refit_model;
+  std::string mode = "auto";  // cluster: auto | replicated | sharded
+};
+
+// A search's progress, as the coordinator reports it (the local engine reports the same fields).
+struct GridSearchStatus {
+  std::string id;     // "gs-" and 12 hex digits; "local" in-process
+  std::string state;  // QUEUED, RUNNING, REFITTING, SUCCEEDED, FAILED, CANCELLED
+  std::string dataset, task, mode, scoring, refit_model, error;
+  uint32_t n_candidates = 0, n_splits = 0;
+  uint32_t jobs_total = 0, jobs_done = 0, jobs_requeued = 0, neighbor_searches = 0;
+  double elapsed_seconds = 0;
+  double eta_seconds = -1;  // -1: unknown
+  int64_t started_unix_millis = 0;
+
+  bool finished() const {
+    return state == "SUCCEEDED" || state == "FAILED" || state == "CANCELLED";
+  }
+};
+
+struct GridSearchOutcome {
+  GridSearchStatus status;  // the final one
+  CvResults cv_results;     // best_*, scoring and neighbor_searches filled in
+  std::string refit_model;  // empty without refit
+};
+
+// Called with every progress event of a search (the first one carries its id).
+using GridSearchProgressFn = std::function<void(const GridSearchStatus&)>;
+
 class Engine {
  public:
   virtual ~Engine() = default;
@@ -78,6 +124,22 @@ class Engine {
   virtual absl::Status Save(const ModelDesc& model, const std::string& path) = 0;
   // Reads a model file (cluster: import under `name`).
   virtual absl::StatusOr<ModelDesc> Load(const std::string& path, const std::string& name) = 0;
+  // Deletes a model (the file, locally); NOT_FOUND when there is none.
+  virtual absl::Status Delete(const std::string& model) = 0;
+
+  // Runs a grid search over `rows` (labelled) and waits for its result, reporting progress.
+  // When `detach` (may be null) is cancelled while waiting, returns CANCELLED and leaves a
+  // cluster's search running (progress has told the caller its id).
+  virtual absl::StatusOr<GridSearchOutcome> GridSearch(const Selection& rows,
+                                                       const GridSearchSpec& spec,
+                                                       const GridSearchProgressFn& progress,
+                                                       client::CancelToken* detach) = 0;
+  // Waits for the result of the search `id`, as GridSearch does (cluster only).
+  virtual absl::StatusOr<GridSearchOutcome> AttachGridSearch(const std::string& id,
+                                                             const GridSearchProgressFn& progress,
+                                                             client::CancelToken* detach) = 0;
+  virtual absl::StatusOr<GridSearchStatus> CancelGridSearch(const std::string& id) = 0;
+  virtual absl::StatusOr<std::vector<GridSearchStatus>> ListGridSearches() = 0;
 };
 
 // Rows [0, n) of a selection (sent inline to a cluster), for --limit. n = 0 means all.

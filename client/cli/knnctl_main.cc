@@ -1,7 +1,11 @@
-// knnctl: the command line of knncluster. In local mode (today) every command runs in-process on
-// the core library; the cluster issue adds --coordinator. This file only parses the command line
+// knnctl: the command line of knncluster. Every command runs in-process on the core library, or
+// against a cluster with --coordinator. This file only parses the command line
 // (CLI11, for its per-subcommand --help) and prints; the commands live in commands.cc.
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <iostream>
@@ -13,6 +17,9 @@
 #include "absl/strings/str_cat.h"
 #include "client/cli/commands.h"
 #include "client/cli/engine.h"
+#include "client/cli/interrupt.h"
+#include "client/cli/progress.h"
+#include "client/cpp/cancel_token.h"
 #include "core/base/thread_pool.h"
 
 namespace knncluster::cli {
@@ -121,24 +128,54 @@ int Run(int argc, char** argv) {
   load->add_option("--file", load_file, "on a cluster: the model file to import");
 
   GridSearchCommandOptions grid;
+  std::vector<std::string> grid_params;
   std::string grid_k, grid_p, grid_weights, grid_algorithm, grid_leaf;
-  auto* gs = app.add_subcommand("grid-search", "exhaustive grid search with cross-validation "
-                                               "(scikit-learn's GridSearchCV)");
+  auto* gs = app.add_subcommand(
+      "grid-search",
+      "exhaustive grid search with cross-validation (scikit-learn's GridSearchCV); on a cluster "
+      "it runs on the coordinator, and Ctrl-C detaches from it (--attach ID re-attaches)");
   AddDataOptions(gs, &data, &random_state);
   gs->add_option("--task", grid.task, "classifier or regressor")->capture_default_str();
-  gs->add_option("--n-neighbors,-k", grid_k, "values: 1,3,5 or a range 2:20:2 (stop exclusive)");
-  gs->add_option("--p", grid_p, "values: 1,2,3 or inf");
-  gs->add_option("--weights", grid_weights, "values: uniform,distance");
-  gs->add_option("--algorithm", grid_algorithm, "values: auto,kd_tree,ball_tree,brute");
-  gs->add_option("--leaf-size", grid_leaf, "values: 10,30 or a range");
+  gs->add_option("--param", grid_params,
+                 "KEY=VALUES for the grid (repeatable), KEY one of n_neighbors, p, weights, "
+                 "algorithm, leaf_size; VALUES a list 1,3,5 or numpy arange start:stop[:step] "
+                 "(p=1:4 is 1,2,3; p also takes inf), items may mix: 1:10:2,15");
+  gs->add_option("--n-neighbors,-k", grid_k, "shorthand for --param n_neighbors=VALUES");
+  gs->add_option("--p", grid_p, "shorthand for --param p=VALUES");
+  gs->add_option("--weights", grid_weights, "shorthand for --param weights=VALUES");
+  gs->add_option("--algorithm", grid_algorithm, "shorthand for --param algorithm=VALUES");
+  gs->add_option("--leaf-size", grid_leaf, "shorthand for --param leaf_size=VALUES");
   gs->add_option("--grid", grid.grids,
-                 "a further grid: \"n_neighbors=1:10;p=1,2\" (repeatable, as a list of dicts)");
-  gs->add_option("--cv", grid.cv, "number of folds (StratifiedKFold for classifiers, KFold for "
-                                  "regressors)")->capture_default_str();
+                 "a further grid \"n_neighbors=1:10;p=1,2\" (repeatable; with --param, the grids "
+                 "are scikit-learn's list of dicts)");
+  gs->add_option("--cv", grid.cv,
+                 "number of folds (StratifiedKFold for classifiers, KFold for regressors), or a "
+                 "JSON file of explicit folds [{\"train\": [...], \"test\": [...]}, ...]")
+      ->capture_default_str();
   gs->add_flag("--shuffle", grid.shuffle, "shuffle before splitting into folds (--random-state)");
   gs->add_option("--scoring", grid.scoring,
-                 "accuracy, balanced_accuracy, f1_macro | r2, neg_mean_squared_error");
-  gs->add_option("--refit-model", grid.refit_model, "save the best candidate refit on all rows");
+                 "accuracy (default), balanced_accuracy, f1_macro | r2 (default), "
+                 "neg_mean_squared_error");
+  gs->add_flag("!--no-refit", grid.refit, "do not fit the best candidate on all rows");
+  gs->add_option("--refit-model", grid.refit_model,
+                 "the refit best model: a file to save it to (local; without it, none is kept) "
+                 "or a model name (cluster; default <id>-best)");
+  auto* mode = gs->add_option("--mode", grid.mode,
+                              "cluster: auto, replicated (every worker holds the data) or "
+                              "sharded")
+                   ->check(CLI::IsMember({"auto", "replicated", "sharded"}));
+  gs->add_option("--attach", grid.attach,
+                 "cluster: watch the search ID (after a detach) and print its result");
+  gs->add_option("--cancel", grid.cancel, "cluster: cancel the search ID");
+  gs->add_flag("--list", grid.list, "cluster: list the grid searches");
+  gs->add_flag("--cancel-on-interrupt", grid.cancel_on_interrupt,
+               "cluster: Ctrl-C cancels the search (default: detach and print its id)");
+  gs->add_option("--heatmap", grid.heatmap,
+                 "write an SVG heatmap of the mean test score over two parameters");
+  gs->add_option("--heatmap-x", grid.heatmap_x,
+                 "the heatmap's x parameter (default: the grid's key with most values)");
+  gs->add_option("--heatmap-y", grid.heatmap_y,
+                 "the heatmap's y parameter (default: the key with the next most values)");
 
   auto* tut = app.add_subcommand("tutorial", "run scikit-learn's KNN tutorial on digits");
   tut->add_option("--model", tutorial.model,
@@ -165,9 +202,27 @@ int Run(int argc, char** argv) {
   data.random_state = random_state;
   model.n_neighbors_set = fit->count("--n-neighbors") > 0;
 
+  // Ctrl-C while watching a cluster's grid search detaches (or cancels, --cancel-on-interrupt)
+  // instead of killing knnctl; a second Ctrl-C quits at once. The waiter must exist before any
+  // other thread (the pool's, gRPC's) so that they all inherit SIGINT blocked.
+  client::CancelToken interrupt;
+  std::optional<SigintWaiter> sigint;
+  if (*gs && !coordinator.empty() && grid.cancel.empty() && !grid.list) {
+    sigint.emplace([&interrupt](int count) {
+      if (count == 1) {
+        interrupt.Cancel();
+      } else {
+        std::_Exit(130);
+      }
+    });
+  }
+
   ThreadPool pool(threads);
   std::unique_ptr<Engine> engine =
       coordinator.empty() ? MakeLocalEngine(&pool) : MakeClusterEngine(coordinator);
+  ProgressPrinter printer(stdout, json                     ? ProgressPrinter::Style::kNone
+                                  : isatty(STDOUT_FILENO) ? ProgressPrinter::Style::kBar
+                                                          : ProgressPrinter::Style::kLines);
   absl::StatusOr<Output> out;
   if (*split) {
     out = RunSplit(engine.get(), data);
@@ -191,20 +246,24 @@ int Run(int argc, char** argv) {
       out = RunLoad(engine.get(), file, name);
     }
   } else if (*gs) {
-    std::vector<std::string> parts;
-    if (!grid_k.empty()) parts.push_back("n_neighbors=" + grid_k);
-    if (!grid_p.empty()) parts.push_back("p=" + grid_p);
-    if (!grid_weights.empty()) parts.push_back("weights=" + grid_weights);
-    if (!grid_algorithm.empty()) parts.push_back("algorithm=" + grid_algorithm);
-    if (!grid_leaf.empty()) parts.push_back("leaf_size=" + grid_leaf);
-    if (!parts.empty()) {
-      std::string first;
-      for (const auto& part : parts) first += part + ";";
-      grid.grids.insert(grid.grids.begin(), first);
+    for (const std::string& p : grid_params) grid.params.emplace_back("--param", p);
+    const std::pair<const char*, std::string*> shorthands[] = {
+        {"n_neighbors", &grid_k}, {"p", &grid_p}, {"weights", &grid_weights},
+        {"algorithm", &grid_algorithm}, {"leaf_size", &grid_leaf}};
+    for (const auto& [key, values] : shorthands) {
+      if (values->empty()) continue;
+      std::string flag = absl::StrCat("--", key);
+      std::replace(flag.begin(), flag.end(), '_', '-');
+      grid.params.emplace_back(flag, absl::StrCat(key, "=", *values));
     }
-    out = RunGridSearch(data, grid, &pool);
+    grid.mode_set = mode->count() > 0;
+    grid.program = argv[0];
+    grid.coordinator = coordinator;
+    out = RunGridSearch(engine.get(), data, grid,
+                        [&printer](const GridSearchStatus& s) { printer.Update(s); }, &interrupt);
+    printer.Finish();
   } else if (*tut) {
-    out = RunTutorial(engine.get(), tutorial, &pool);
+    out = RunTutorial(engine.get(), tutorial);
   } else if (*status) {
     out = RunClusterStatus(coordinator);
   } else if (*show) {
@@ -225,7 +284,7 @@ int Run(int argc, char** argv) {
   } else {
     std::cout << out->text;
   }
-  return 0;
+  return out->exit_code;
 }
 
 }  // namespace

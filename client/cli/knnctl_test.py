@@ -3,16 +3,21 @@
 
 Run by ctest as: /usr/bin/python3 knnctl_test.py --knnctl build/bin/knnctl --data tests/data
 scikit-learn is the oracle where installed; without it those tests skip, unless CI=true, where
-they fail (a parity test must not silently vanish in CI).
+they fail (a parity test must not silently vanish in CI). Cluster-mode tests start a real local
+cluster (knn-coordinator and knn-worker from knnctl's directory, as tests/cluster/cluster_test.py
+does).
 """
 import argparse
 import json
 import os
+import pty
+import signal
 import struct
 import subprocess
 import sys
 import tempfile
 import unittest
+import xml.etree.ElementTree as ET
 import zlib
 
 KNNCTL = None
@@ -296,6 +301,371 @@ class KnnctlTest(unittest.TestCase):
                         for i in range(8, len(data)) if data[i + 4:i + 8] == b"IDAT")
         raw = zlib.decompress(idat)
         self.assertEqual(len(raw), height * (width + 1))
+
+
+TUTORIAL_GRID = ["--dataset", "digits", "--param", "n_neighbors=2:20:2", "--param", "p=1:4",
+                 "--cv", "5"]
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def canonical_rows():
+    """scikit-learn's cv_results_ for the tutorial grid (tests/data/reference)."""
+    with open(os.path.join(DATA, "reference/digits_gridsearch_canonical.csv")) as f:
+        header = f.readline().strip().split(",")
+        return [dict(zip(header, map(float, line.split(",")))) for line in f if line.strip()]
+
+
+def score_fields(cv_results):
+    """cv_results_ without the timings (which differ from run to run)."""
+    return {k: v for k, v in cv_results.items() if "time" not in k}
+
+
+def heatmap_cells(path):
+    root = ET.parse(path).getroot()
+    return root, [r for r in root.iter(SVG + "rect") if r.get("class") == "cell"]
+
+
+class GridSearchTest(unittest.TestCase):
+    """knnctl grid-search in-process: the figures, the flags, the heatmap, the progress."""
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.dir = self.tmp.name
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def test_tutorial_grid_json_and_table(self):
+        out = run_json("grid-search", *TUTORIAL_GRID)
+        self.assertEqual(out["id"], "local")
+        self.assertEqual(out["state"], "SUCCEEDED")
+        self.assertEqual(out["best_score"], 0.9671711544413494)
+        self.assertEqual(out["best_params"], {"n_neighbors": 2, "p": 2})
+        self.assertEqual(out["best_index"], 1)
+        self.assertEqual(out["scoring"], "accuracy")
+        self.assertEqual((out["n_candidates"], out["n_splits"], out["jobs_total"]), (27, 5, 15))
+        self.assertEqual((out["neighbor_searches"], out["jobs_requeued"]), (15, 0))
+        self.assertIsNone(out["refit_model"])  # local mode keeps a refit model only in a file
+        cv = out["cv_results"]
+        rows = canonical_rows()
+        # scikit-learn's cv_results_ keys, params with the grid's keys only.
+        self.assertEqual(list(cv), ["mean_fit_time", "std_fit_time", "mean_score_time",
+                                    "std_score_time", "param_n_neighbors", "param_p", "params",
+                                    *[f"split{i}_test_score" for i in range(5)],
+                                    "mean_test_score", "std_test_score", "rank_test_score"])
+        self.assertEqual(cv["params"], [{"n_neighbors": int(r["n_neighbors"]), "p": r["p"]}
+                                        for r in rows])
+        self.assertEqual(cv["param_n_neighbors"], [int(r["n_neighbors"]) for r in rows])
+        self.assertEqual(cv["mean_test_score"], [r["mean_test_score"] for r in rows])
+        for i in range(5):
+            self.assertEqual(cv[f"split{i}_test_score"], [r[f"split{i}_test_score"] for r in rows])
+        self.assertEqual(len(cv["mean_fit_time"]), 27)
+        self.assertTrue(all(t > 0 for t in cv["mean_score_time"]))
+        # The table, sorted by rank.
+        text = run("grid-search", *TUTORIAL_GRID).stdout
+        table = text[text.index("rank "):].splitlines()
+        self.assertEqual(table[0].split(), ["rank", "n_neighbors", "p", "mean_test_score",
+                                            "std_test_score"])
+        self.assertEqual(table[1].split()[:4], ["1", "2", "2", "0.9671711544413494"])
+        ranks = [int(line.split()[0]) for line in table[1:28]]
+        self.assertEqual(ranks, sorted(cv["rank_test_score"]))
+        self.assertIn("best accuracy: 0.9671711544413494 with n_neighbors=2, p=2 (candidate 1 of 27)",
+                      text)
+        self.assertIn("27 candidates x 5 folds: 15 jobs, 15 neighbour searches, 0 re-queued", text)
+
+    def test_refit_model_file(self):
+        model = os.path.join(self.dir, "best.model")
+        out = run_json("grid-search", *TUTORIAL_GRID, "--algorithm", "kd_tree", "--refit-model",
+                       model)
+        self.assertEqual(out["refit_model"], model)
+        desc = run_json("load", "--model", model)
+        self.assertEqual((desc["params"]["n_neighbors"], desc["params"]["p"]), (2, 2))
+        self.assertEqual(desc["n_samples"], 1797)
+        p = run("grid-search", *TUTORIAL_GRID, "--no-refit", "--refit-model", model, check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("--refit-model:", p.stderr)
+
+    def test_param_specs(self):
+        def params(*flags):
+            return run_json("grid-search", "--dataset", "digits", "--cv", "3", *flags)[
+                "cv_results"]["params"]
+
+        # numpy arange: p=1:4 is 1, 2, 3; a float step; a list mixing values, ranges and inf.
+        self.assertEqual(params("--param", "p=1:4"), params("--param", "p=1,2,3"))
+        self.assertEqual([c["p"] for c in params("--param", "p=1:2:0.5")], [1.0, 1.5])
+        self.assertEqual([c["p"] for c in params("--param", "p=1:3,inf")], [1, 2, "inf"])
+        self.assertEqual(params("-k", "1:4", "--p", "1,2"),
+                         params("--param", "n_neighbors=1,2,3", "--param", "p=1:3"))
+        # Several grids, as scikit-learn's list of dicts; masked param_ entries are null.
+        out = run_json("grid-search", "--dataset", "digits", "--cv", "3", "--param",
+                       "n_neighbors=1,3", "--grid", "weights=distance;leaf_size=10:30:10")
+        cv = out["cv_results"]
+        self.assertEqual(cv["params"], [{"n_neighbors": 1}, {"n_neighbors": 3},
+                                        {"leaf_size": 10, "weights": "distance"},
+                                        {"leaf_size": 20, "weights": "distance"}])
+        self.assertEqual(cv["param_n_neighbors"], [1, 3, None, None])
+        self.assertEqual(cv["param_weights"], [None, None, "distance", "distance"])
+
+    @need_sklearn
+    def test_explicit_folds_equal_cv_number(self):
+        from sklearn.model_selection import StratifiedKFold
+        d = datasets.load_digits()
+        folds = [{"train": tr.tolist(), "test": te.tolist()}
+                 for tr, te in StratifiedKFold(5).split(d.data, d.target)]
+        path = os.path.join(self.dir, "folds.json")
+        with open(path, "w") as f:
+            json.dump(folds, f)
+        flags = ["--dataset", "digits", "--param", "n_neighbors=1,5", "--param", "p=1,2"]
+        with_file = run_json("grid-search", *flags, "--cv", path)
+        with_number = run_json("grid-search", *flags, "--cv", "5")
+        self.assertEqual(score_fields(with_file["cv_results"]),
+                         score_fields(with_number["cv_results"]))
+
+    def test_bad_flags_are_clear_errors(self):
+        cases = [
+            (["--param", "n_neighbors=x"], '--param n_neighbors: "x" is not an integer'),
+            (["--param", "n_neighbors=0:3"], "--param n_neighbors: values must be >= 1"),
+            (["--param", "p=0.5"], "--param p: p must be >= 1 or inf, got 0.5"),
+            (["--param", "metric=l2"], '--param metric: unknown parameter "metric"'),
+            (["--param", "weights=heavy"], '--param weights: "heavy" is not one of uniform'),
+            (["--param", "n_neighbors"], "--param: expected KEY=VALUES"),
+            (["--param", "p=1", "--p", "2"], "--p: p is given twice for the same grid"),
+            (["--grid", "n_neighbors=1;p"], "--grid: expected KEY=VALUES"),
+            (["--cv", "1"], "--cv: the number of folds must be at least 2, got 1"),
+            (["--cv", "nofile.json"], "--cv: expected a number of folds (>= 2) or a JSON file"),
+            (["--scoring", "r2"], "--scoring: r2 scores a regressor, but --task is classifier"),
+            (["--scoring", "top5"], '--scoring: expected accuracy, balanced_accuracy'),
+            (["--mode", "sharded"], "--mode: chooses how a cluster runs the search"),
+            (["--heatmap-x", "p"], "--heatmap-x: needs --heatmap FILE.svg"),
+            (["--param", "n_neighbors=1,2", "--heatmap", os.path.join(self.dir, "h.svg"),
+              "--heatmap-x", "weights"],
+             '--heatmap-x: "weights" is not a parameter the grid varies (n_neighbors)'),
+            (["--shuffle", "--cv", os.path.join(DATA, "nonexistent")], "--cv:"),
+        ]
+        for flags, want in cases:
+            p = run("--json", "grid-search", "--dataset", "digits", *flags, check=False)
+            self.assertEqual(p.returncode, 1, flags)
+            self.assertIn(want, p.stderr, flags)
+            self.assertEqual(json.loads(p.stdout)["error"]["code"], "INVALID_ARGUMENT", flags)
+        for flags, want in [(["--attach", "gs-0123456789ab"], "--attach: needs a cluster"),
+                            (["--list"], "--list: needs a cluster"),
+                            (["--cancel", "gs-0123456789ab"], "--cancel: needs a cluster")]:
+            p = run("grid-search", *flags, check=False)
+            self.assertEqual(p.returncode, 1, flags)
+            self.assertIn(want, p.stderr, flags)
+
+    def test_heatmap_svg(self):
+        path = os.path.join(self.dir, "out.svg")
+        out = run_json("grid-search", *TUTORIAL_GRID, "--heatmap", path)
+        self.assertEqual(out["heatmap"], {"file": path, "x": "n_neighbors", "y": "p"})
+        root, cells = heatmap_cells(path)
+        self.assertEqual(root.tag, SVG + "svg")
+        self.assertEqual(len(cells), 27)
+        best = [c for c in cells if c.get("data-value") == repr(out["best_score"])]
+        self.assertEqual([(c.get("data-x"), c.get("data-y")) for c in best], [("2", "2")])
+        texts = [t.text for t in root.iter(SVG + "text")]
+        self.assertIn("0.9672", texts)   # the best cell's value, printed in it
+        self.assertIn("n_neighbors", texts)
+        self.assertIn("p", texts)
+        self.assertIn("18", texts)       # a tick label
+        self.assertEqual([t.text for t in root.iter(SVG + "text")
+                          if t.get("class") in ("legend-min", "legend-max")], ["0.9672", "0.9416"])
+        # Explicit axes, swapped.
+        out = run_json("grid-search", *TUTORIAL_GRID, "--heatmap", path, "--heatmap-x", "p",
+                       "--heatmap-y", "n_neighbors")
+        self.assertEqual((out["heatmap"]["x"], out["heatmap"]["y"]), ("p", "n_neighbors"))
+        self.assertEqual(len(heatmap_cells(path)[1]), 27)
+
+    def test_progress_lines_and_bar(self):
+        # Not a terminal: plain lines. With --json: the JSON alone (run_json parses all stdout).
+        text = run("grid-search", *TUTORIAL_GRID).stdout
+        self.assertTrue(text.startswith("grid-search local: 0/15 jobs, "), text[:80])
+        self.assertIn("grid-search local: done, 15/15 jobs in ", text)
+        self.assertNotIn("\r", text)
+        # A terminal: a bar redrawn in place.
+        master, slave = pty.openpty()
+        p = subprocess.Popen([KNNCTL, "grid-search", *TUTORIAL_GRID], stdout=slave,
+                             stderr=subprocess.PIPE)
+        os.close(slave)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        os.close(master)
+        err = p.stderr.read()
+        p.stderr.close()
+        self.assertEqual(p.wait(timeout=60), 0, err)
+        tty = out.decode()
+        self.assertTrue(tty.startswith("\rlocal [...."), tty[:80])
+        self.assertIn("\rlocal [##############################] 100% 15/15 jobs", tty)
+        self.assertIn("rank ", tty)
+
+
+def cluster_binaries():
+    d = os.path.dirname(KNNCTL)
+    return all(os.path.exists(os.path.join(d, b)) for b in ("knn-coordinator", "knn-worker"))
+
+
+@unittest.skipUnless(HAVE_SKLEARN or os.environ.get("CI") == "true", "needs numpy")
+class ClusterGridSearchTest(unittest.TestCase):
+    """knnctl grid-search against a real local cluster: the local figures, detach and attach,
+    cancel on interrupt, progress lines."""
+
+    # Larger than the tutorial grid, and each fold job sleeps 200 ms on the worker, so that a
+    # search is still running when the test interrupts knnctl.
+    SLOW_GRID = ["--dataset", "digits", "--param", "n_neighbors=1:30", "--param", "p=1,2,3,inf",
+                 "--cv", "10"]
+
+    @classmethod
+    def setUpClass(cls):
+        if not cluster_binaries():
+            if os.environ.get("CI") == "true":
+                raise AssertionError("knn-coordinator / knn-worker are missing under CI=true")
+            raise unittest.SkipTest("knn-coordinator / knn-worker are not built")
+        sys.path.insert(0, os.path.join(DATA, "..", "cluster"))
+        import cluster_test  # the Cluster of tests/cluster: real processes on loopback
+        cluster_test.BIN = os.path.dirname(KNNCTL)
+        cls.tmpdir = tempfile.TemporaryDirectory()
+        cls.c = cluster_test.Cluster(2, cls.tmpdir.name,
+                                     worker_args=["--testing-job-delay-ms", "200"])
+        cls.address = cls.c.coordinator
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.c.stop()
+        cls.tmpdir.cleanup()
+
+    def remote(self, *args, check=True):
+        return run("--coordinator", self.address, *args, check=check)
+
+    def remote_json(self, *args):
+        return json.loads(self.remote("--json", *args).stdout)
+
+    def listed(self):
+        return {s["id"]: s for s in self.remote_json("grid-search", "--list")["searches"]}
+
+    def start_and_interrupt(self, *extra):
+        """Starts a slow search, sends SIGINT once its first progress line is out."""
+        p = subprocess.Popen([KNNCTL, "--coordinator", self.address, "grid-search",
+                              *self.SLOW_GRID, *extra], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        first = p.stdout.readline()
+        self.assertRegex(first, r"^grid-search gs-[0-9a-f]{12}: ")
+        p.send_signal(signal.SIGINT)
+        rest, err = p.communicate(timeout=60)
+        return p.returncode, first + rest, err, first.split()[1].rstrip(":")
+
+    def test_same_results_as_local(self):
+        with tempfile.TemporaryDirectory() as d:
+            local_svg, remote_svg = os.path.join(d, "l.svg"), os.path.join(d, "r.svg")
+            local = run_json("grid-search", *TUTORIAL_GRID, "--heatmap", local_svg)
+            remote = self.remote_json("grid-search", *TUTORIAL_GRID, "--heatmap", remote_svg,
+                                      "--refit-model", "knnctl-best")
+            self.assertEqual(score_fields(remote["cv_results"]), score_fields(local["cv_results"]))
+            for key in ("best_index", "best_score", "best_params", "best_estimator_params",
+                        "scoring", "n_candidates", "n_splits", "jobs_total", "neighbor_searches",
+                        "jobs_requeued"):
+                self.assertEqual(remote[key], local[key], key)
+            self.assertRegex(remote["id"], r"^gs-[0-9a-f]{12}$")
+            self.assertEqual(remote["state"], "SUCCEEDED")
+            self.assertEqual(remote["refit_model"], "knnctl-best")
+            self.assertEqual(len(remote["cv_results"]["mean_fit_time"]), 27)
+            with open(local_svg) as a, open(remote_svg) as b:
+                self.assertEqual(a.read(), b.read())
+        # The refit model is a model of the cluster.
+        score = self.remote_json("score", "--model", "knnctl-best", "--dataset", "digits",
+                                 "--split", "test", *SPLIT)
+        self.assertEqual(score["n_samples"], 360)
+        # Text: plain progress lines (stdout is a pipe), then the same table as local.
+        text = self.remote("grid-search", *TUTORIAL_GRID, "--no-refit").stdout
+        lines = text.splitlines()
+        self.assertRegex(lines[0], r"^grid-search gs-[0-9a-f]{12}: (queued, )?0/15 jobs, ")
+        self.assertRegex(text, r"grid-search gs-[0-9a-f]{12}: \d+/15 jobs, [0-9.]+ s elapsed")
+        self.assertRegex(text, r"grid-search gs-[0-9a-f]{12}: done, 15/15 jobs in ")
+        local_text = run("grid-search", *TUTORIAL_GRID).stdout
+        self.assertEqual(text[text.index("rank "):text.index("best estimator")],
+                         local_text[local_text.index("rank "):local_text.index("best estimator")])
+
+    def test_sharded_mode_and_a_regressor_equal_local(self):
+        # (flags for both, flags for the cluster only)
+        for common, cluster_only in (([], ["--mode", "sharded"]),
+                                     (["--task", "regressor", "--scoring",
+                                       "neg_mean_squared_error", "--param",
+                                       "weights=uniform,distance"], [])):
+            local = run_json("grid-search", *TUTORIAL_GRID, *common)
+            remote = self.remote_json("grid-search", *TUTORIAL_GRID, *common, *cluster_only,
+                                      "--no-refit")
+            self.assertEqual(score_fields(remote["cv_results"]), score_fields(local["cv_results"]),
+                             common + cluster_only)
+            self.assertEqual((remote["best_score"], remote["scoring"]),
+                             (local["best_score"], local["scoring"]))
+            self.assertIsNone(remote["refit_model"])
+            self.assertEqual(remote["mode"], "sharded" if cluster_only else "replicated")
+
+    def test_detach_on_interrupt_then_attach(self):
+        code, out, err, search = self.start_and_interrupt()
+        self.assertEqual(code, 130, err)
+        self.assertIn(f"detached from grid search {search}", out)
+        self.assertIn(f"grid-search --attach {search}", out)
+        self.assertIn(self.listed()[search]["state"], ("QUEUED", "RUNNING", "REFITTING",
+                                                       "SUCCEEDED"))
+        attached = self.remote_json("grid-search", "--attach", search)
+        self.assertEqual((attached["id"], attached["state"]), (search, "SUCCEEDED"))
+        self.assertEqual((attached["n_candidates"], attached["jobs_total"]), (116, 40))
+        self.assertEqual(attached["refit_model"], f"{search}-best")
+        local = run_json("grid-search", *self.SLOW_GRID)
+        self.assertEqual(score_fields(attached["cv_results"]), score_fields(local["cv_results"]))
+        self.assertEqual(attached["best_score"], local["best_score"])
+        # Attaching to a finished search prints its result again.
+        again = self.remote_json("grid-search", "--attach", search)
+        self.assertEqual(again["cv_results"]["mean_test_score"],
+                         attached["cv_results"]["mean_test_score"])
+
+    def test_cancel_on_interrupt(self):
+        code, out, err, search = self.start_and_interrupt("--cancel-on-interrupt")
+        self.assertEqual(code, 130, err)
+        self.assertIn(f"cancelled grid search {search} after ", out)
+        self.assertEqual(self.listed()[search]["state"], "CANCELLED")
+        p = self.remote("grid-search", "--attach", search, check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn(f"grid search {search} was cancelled", p.stderr)
+        # --cancel of a finished search leaves it as it is.
+        out = self.remote_json("grid-search", "--cancel", search)
+        self.assertEqual((out["state"], out["cancelled"]), ("CANCELLED", True))
+
+    def test_cancel_by_id_and_unknown_ids(self):
+        p = subprocess.Popen([KNNCTL, "--coordinator", self.address, "grid-search",
+                              *self.SLOW_GRID, "--no-refit"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        search = p.stdout.readline().split()[1].rstrip(":")
+        out = self.remote_json("grid-search", "--cancel", search)
+        self.assertEqual((out["id"], out["state"], out["cancelled"]), (search, "CANCELLED", True))
+        rest, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 1)  # the watching knnctl saw it cancelled
+        self.assertIn(f"grid search {search} was cancelled", err)
+        for flag in ("--attach", "--cancel"):
+            p = self.remote("grid-search", flag, "gs-000000000000", check=False)
+            self.assertEqual(p.returncode, 1, flag)
+            self.assertIn("gs-000000000000", p.stderr, flag)
+
+    def test_tutorial_uses_the_distributed_grid_search(self):
+        out = self.remote_json("tutorial")
+        gs = out["grid_search"]
+        self.assertRegex(gs["id"], r"^gs-[0-9a-f]{12}$")
+        self.assertEqual(gs["best_score"], 0.9671711544413494)
+        self.assertEqual(gs["best_params"], {"n_neighbors": 2, "p": 2})
+        self.assertEqual(gs["test_accuracy_of_best_estimator"], 0.9833333333333333)
+        self.assertEqual(gs["refit_model"], "tutorial-knn-best")
+        self.assertEqual(gs["cv_results"]["mean_test_score"],
+                         [r["mean_test_score"] for r in canonical_rows()])
+        text = self.remote("tutorial").stdout  # runs again on the same cluster
+        self.assertIn("  best score: 0.9671711544413494\n  best params: n_neighbors=2, p=2\n"
+                      "  test accuracy of the best model: 0.9833333333333333\n", text)
 
 
 def main():

@@ -1,15 +1,19 @@
 // The in-process engine: models are model files; estimators come from core/estimators.
+#include <filesystem>
 #include <map>
 #include <variant>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "client/cli/engine.h"
 #include "core/base/status_macros.h"
 #include "core/estimators/kneighbors_classifier.h"
 #include "core/estimators/kneighbors_regressor.h"
 #include "core/estimators/outlier_detector.h"
 #include "core/estimators/voting.h"
+#include "core/model_selection/grid_search.h"
 
 namespace knncluster::cli {
 
@@ -168,7 +172,95 @@ class LocalEngine final : public Engine {
     return Describe(path);
   }
 
+  absl::Status Delete(const std::string& path) override {
+    estimators_.erase(path);
+    descs_.erase(path);
+    std::error_code ec;
+    if (!std::filesystem::remove(path, ec)) {
+      return absl::NotFoundError(absl::StrCat(path, ": no such model file"));
+    }
+    return absl::OkStatus();
+  }
+
+  // Runs core GridSearchCV in-process; progress is reported at the start and at the end.
+  absl::StatusOr<GridSearchOutcome> GridSearch(const Selection& rows, const GridSearchSpec& spec,
+                                               const GridSearchProgressFn& progress,
+                                               client::CancelToken*) override {
+    if (rows.data.targets.empty()) {
+      return absl::InvalidArgumentError(
+          "labels: grid search needs labels (give --label-column or --labels)");
+    }
+    GridSearchOptions o;
+    o.classifier = spec.classifier;
+    o.param_grid = spec.param_grid;
+    o.base = spec.base;
+    o.cv = spec.cv;
+    o.shuffle = spec.shuffle;
+    o.random_state = spec.random_state;
+    o.folds = spec.folds;
+    o.scoring = spec.scoring;
+    // A refit model is a file here; without one there is nothing to keep it in.
+    o.refit = spec.refit && !spec.refit_model.empty();
+    KNN_ASSIGN_OR_RETURN(std::vector<NeighborsParams> candidates,
+                         ExpandParamGrid(o.param_grid, o.base));
+    GridSearchStatus status;
+    status.id = "local";
+    status.state = "RUNNING";
+    status.dataset = rows.data.name;
+    status.task = spec.classifier ? "classifier" : "regressor";
+    status.mode = "in-process";
+    status.scoring = ScoringName(spec.scoring.value_or(spec.classifier ? Scoring::kAccuracy
+                                                                       : Scoring::kR2));
+    status.n_candidates = static_cast<uint32_t>(candidates.size());
+    status.n_splits = static_cast<uint32_t>(spec.folds.empty() ? spec.cv : spec.folds.size());
+    status.jobs_total = static_cast<uint32_t>(PlanFoldJobs(candidates, status.n_splits).size());
+    const absl::Time start = absl::Now();
+    status.started_unix_millis = absl::ToUnixMillis(start);
+    if (progress) progress(status);
+    KNN_ASSIGN_OR_RETURN(GridSearchResult r,
+                         GridSearchCV(std::make_shared<const Matrix>(rows.data.features),
+                                      rows.data.targets, o, pool_, rows.data.class_names));
+    GridSearchOutcome out;
+    if (o.refit) {
+      absl::StatusOr<Model> model =
+          r.best_classifier ? r.best_classifier->ToModel() : r.best_regressor->ToModel();
+      KNN_RETURN_IF_ERROR(model.status());
+      model->dataset_name = rows.data.name;
+      model->feature_names = rows.data.feature_names;
+      KNN_RETURN_IF_ERROR(SaveModel(spec.refit_model, *model));
+      estimators_.erase(spec.refit_model);  // the file changed
+      descs_.erase(spec.refit_model);
+      out.refit_model = spec.refit_model;
+    }
+    status.state = "SUCCEEDED";
+    status.jobs_done = status.jobs_total;
+    status.neighbor_searches = static_cast<uint32_t>(r.cv_results.neighbor_searches);
+    status.elapsed_seconds = absl::ToDoubleSeconds(absl::Now() - start);
+    status.eta_seconds = 0;
+    status.refit_model = out.refit_model;
+    if (progress) progress(status);
+    out.status = std::move(status);
+    out.cv_results = std::move(r.cv_results);
+    return out;
+  }
+
+  absl::StatusOr<GridSearchOutcome> AttachGridSearch(const std::string&,
+                                                     const GridSearchProgressFn&,
+                                                     client::CancelToken*) override {
+    return NoStore();
+  }
+  absl::StatusOr<GridSearchStatus> CancelGridSearch(const std::string&) override {
+    return NoStore();
+  }
+  absl::StatusOr<std::vector<GridSearchStatus>> ListGridSearches() override { return NoStore(); }
+
  private:
+  static absl::Status NoStore() {
+    return absl::FailedPreconditionError(
+        "grid searches in local mode run in this process and end with it; --attach, --cancel "
+        "and --list need a cluster (--coordinator HOST:PORT)");
+  }
+
   static const NeighborIndex* Index(const Estimator& e) {
     return std::visit([](const auto& x) { return x.index().get(); }, e);
   }

@@ -195,6 +195,62 @@ absl::StatusOr<v1::ClusterStatus> KnnClient::GetClusterStatus() {
   KNN_UNARY_CALL(GetClusterStatus, request, v1::ClusterStatus);
 }
 
+absl::StatusOr<v1::GridSearchInfo> KnnClient::StartGridSearch(
+    const v1::StartGridSearchRequest& request) {
+  KNN_UNARY_CALL(StartGridSearch, request, v1::GridSearchInfo);
+}
+
+absl::Status KnnClient::WatchGridSearch(
+    const std::string& id, uint32_t interval_ms,
+    const std::function<void(const v1::GridSearchInfo&)>& on_info, CancelToken* cancel) {
+  v1::WatchGridSearchRequest request;
+  request.set_id(id);
+  request.set_interval_ms(interval_ms);
+  const auto detached = [&] {
+    return absl::CancelledError(absl::StrCat("stopped watching grid search ", id));
+  };
+  while (true) {
+    if (cancel != nullptr && cancel->cancelled()) return detached();
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    bool got_event = false;
+    auto reader = stub_->WatchGridSearch(&context, request);
+    {
+      // TryCancel is valid only once the call has begun, so the hook is registered after.
+      CancelScope scope(cancel, [&context] { context.TryCancel(); });
+      v1::GridSearchInfo info;
+      while (reader->Read(&info)) {
+        got_event = true;
+        on_info(info);
+      }
+    }
+    grpc::Status status = reader->Finish();
+    if (cancel != nullptr && cancel->cancelled()) return detached();
+    if (status.ok()) return absl::OkStatus();
+    // The deadline bounds one call, not the search: a stream that was delivering events is
+    // opened again; one that delivered nothing within the deadline is an error.
+    if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED && got_event) continue;
+    return rpc::FromGrpcStatus(status);
+  }
+}
+
+absl::StatusOr<v1::GridSearchInfo> KnnClient::CancelGridSearch(const std::string& id) {
+  v1::CancelGridSearchRequest request;
+  request.set_id(id);
+  KNN_UNARY_CALL(CancelGridSearch, request, v1::GridSearchInfo);
+}
+
+absl::StatusOr<v1::ListGridSearchesResponse> KnnClient::ListGridSearches() {
+  v1::ListGridSearchesRequest request;
+  KNN_UNARY_CALL(ListGridSearches, request, v1::ListGridSearchesResponse);
+}
+
+absl::StatusOr<v1::GridSearchResult> KnnClient::GetGridSearchResult(const std::string& id) {
+  v1::GetGridSearchResultRequest request;
+  request.set_id(id);
+  KNN_UNARY_CALL(GetGridSearchResult, request, v1::GridSearchResult);
+}
+
 #undef KNN_UNARY_CALL
 
 }  // namespace knncluster::client

@@ -8,12 +8,14 @@
 #define KNNCLUSTER_CLIENT_CPP_KNN_CLIENT_H_
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "client/cpp/cancel_token.h"
 #include "core/base/matrix.h"
 #include "core/datasets/dataset.h"
 #include "core/index/neighbor_index.h"
@@ -54,6 +56,21 @@ class KnnClient {
   absl::StatusOr<v1::ModelInfo> DescribeModel(const std::string& model);
   absl::Status DeleteModel(const std::string& model);
   absl::StatusOr<v1::ClusterStatus> GetClusterStatus();
+
+  // Grid search, run as a job on the coordinator: Start returns at once with the search's id.
+  absl::StatusOr<v1::GridSearchInfo> StartGridSearch(const v1::StartGridSearchRequest& request);
+  // Calls `on_info` with the search's current state, then on every change (and at least every
+  // `interval_ms`), until the search ends: then returns OK. A search may outlive one call's
+  // deadline; the stream is then opened again (it restarts with the current state). Returns
+  // CANCELLED as soon as `cancel` (may be null) is cancelled; the search itself goes on.
+  absl::Status WatchGridSearch(const std::string& id, uint32_t interval_ms,
+                               const std::function<void(const v1::GridSearchInfo&)>& on_info,
+                               CancelToken* cancel = nullptr);
+  // Cancels a queued or running search; returns its state afterwards.
+  absl::StatusOr<v1::GridSearchInfo> CancelGridSearch(const std::string& id);
+  absl::StatusOr<v1::ListGridSearchesResponse> ListGridSearches();
+  // FAILED_PRECONDITION while the search runs; the search's error when it failed.
+  absl::StatusOr<v1::GridSearchResult> GetGridSearchResult(const std::string& id);
 
   // Queries naming a dataset already on the coordinator, or sent inline.
   static v1::Queries DatasetQueries(const std::string& dataset);
