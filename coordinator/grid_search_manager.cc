@@ -376,6 +376,7 @@ void GridSearchManager::Finish(const std::shared_ptr<Search>& s, absl::Status st
     GridSearchProgress& p = s->progress;
     p.elapsed_seconds = absl::ToDoubleSeconds(absl::Now() - p.started);
     p.eta_seconds = 0;
+    if (s->cancel || !status.ok()) p.refit_model.clear();  // no model was made
     if (s->cancel) {
       p.state = GridSearchState::kCancelled;
       p.error = absl::CancelledError(absl::StrCat("grid search ", s->id, " was cancelled"));
@@ -820,6 +821,12 @@ absl::StatusOr<GridSearchProgress> GridSearchManager::Cancel(const std::string& 
     for (grpc::ClientContext* c : s->calls) c->TryCancel();
     s->Bump();
   }
+  // The state afterwards: jobs in flight are cancelled, so the search ends promptly.
+  s->mu.AwaitWithTimeout(absl::Condition(+[](Search* x) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                           return IsTerminal(x->progress.state);
+                         },
+                                         s.get()),
+                         absl::Seconds(10));
   return s->Snapshot();
 }
 

@@ -106,6 +106,12 @@ class KnnctlTest(unittest.TestCase):
         self.assertEqual(gs["best_index"], 1)
         self.assertEqual(gs["test_accuracy_of_best_estimator"], 0.9833333333333333)
         self.assertLessEqual(gs["neighbor_searches"], 15)
+        # The honest figure: the same search on the training split alone (scikit-learn 1.2.1:
+        # best_score_ 0.9832946186604724, {n_neighbors: 2, p: 2}, test accuracy 0.98333...).
+        honest = out["grid_search_on_train_split"]
+        self.assertEqual(honest["best_score"], 0.9832946186604724)
+        self.assertEqual(honest["best_params"], {"n_neighbors": 2, "p": 2})
+        self.assertEqual(honest["test_accuracy_of_best_estimator"], 0.9833333333333333)
         with open(os.path.join(DATA, "reference/digits_gridsearch_canonical.csv")) as f:
             rows = [line.strip().split(",") for line in f][1:]
         self.assertEqual(gs["cv_results"]["mean_test_score"], [float(r[2]) for r in rows])
@@ -665,7 +671,14 @@ class ClusterGridSearchTest(unittest.TestCase):
                          [r["mean_test_score"] for r in canonical_rows()])
         text = self.remote("tutorial").stdout  # runs again on the same cluster
         self.assertIn("  best score: 0.9671711544413494\n  best params: n_neighbors=2, p=2\n"
-                      "  test accuracy of the best model: 0.9833333333333333\n", text)
+                      "  test accuracy of the best model: 0.9833333333333333 (flattering", text)
+        self.assertIn("The same grid search on the 1437 training rows alone (the honest figure):\n"
+                      "  best score: 0.9832946186604724\n  best params: n_neighbors=2, p=2\n"
+                      "  test accuracy of its best model on the 360 unseen test rows: "
+                      "0.9833333333333333\n", text)
+        honest = out["grid_search_on_train_split"]
+        self.assertRegex(honest["id"], r"^gs-[0-9a-f]{12}$")
+        self.assertEqual(honest["refit_model"], "tutorial-knn-best-train")
 
 
 def main():

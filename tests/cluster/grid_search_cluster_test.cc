@@ -292,6 +292,29 @@ TEST_F(GridSearchClusterTest, TutorialGridReplicatedEqualsSingleProcess) {
   EXPECT_EQ(scored.score(), 0.9833333333333333);
 }
 
+// The same result with one worker and with three (auto mode: replicated here).
+TEST_F(GridSearchClusterTest, TutorialGridWithOneAndWithThreeWorkers) {
+  auto digits = LoadDigits();
+  ASSERT_TRUE(digits.ok());
+  const auto X = std::make_shared<const Matrix>(digits->features);
+  for (int n : {1, 3}) {
+    SCOPED_TRACE(n);
+    TearDown();
+    workers_.clear();
+    coordinator_.reset();
+    StartCoordinator();
+    for (int i = 0; i < n; ++i) AddWorker();
+    WaitAlive(n);
+    UploadDigits();
+    v1::StartGridSearchRequest req = TutorialRequest();
+    req.set_refit(false);
+    v1::GridSearchResult result = RunToEnd(req);
+    EXPECT_EQ(result.info().neighbor_searches(), 15u);
+    EXPECT_EQ(result.best_score(), 0.9671711544413494);
+    ExpectSameResults(result, Local(req, X, digits->targets));
+  }
+}
+
 // Sharded mode (forced): each fold job is a sharded search with the fold's validation rows left
 // out on every worker; same numbers, and the temporary shards model is gone afterwards.
 TEST_F(GridSearchClusterTest, ShardedModeEqualsSingleProcess) {
