@@ -371,6 +371,12 @@ void GridSearchManager::Drive(const std::shared_ptr<Search>& s) {
 
 void GridSearchManager::Finish(const std::shared_ptr<Search>& s, absl::Status status) {
   registry_->UnpinDataset(s->spec.dataset);
+  // Every runner has ended: what only the jobs needed goes (finished searches are kept).
+  s->X.reset();
+  s->y = {};
+  s->codes = {};
+  s->folds = {};
+  s->spec.folds = {};
   {
     absl::MutexLock lock(&s->mu);
     GridSearchProgress& p = s->progress;

@@ -454,6 +454,47 @@ TEST_F(GridSearchClusterTest, JobsOfADeadWorkerAreRequeued) {
                                   digits->targets));
 }
 
+// Sharded mode through a worker's death: its shards are re-sent by the repair loop, the jobs
+// that needed them run again, and the result is the same. (When the kill lands between jobs no
+// job needs re-running; the result must be the same either way.)
+TEST_F(GridSearchClusterTest, ShardedModeSurvivesAWorkerDeath) {
+  StartCoordinator();
+  AddWorker();
+  AddWorker();
+  AddWorker();
+  WaitAlive(3);
+  UploadDigits();
+  v1::StartGridSearchRequest req = TutorialRequest();
+  req.set_mode(v1::GRID_SEARCH_MODE_SHARDED);
+  req.mutable_param_grid(0)->add_algorithm(v1::ALGORITHM_KD_TREE);
+  req.mutable_param_grid(0)->add_algorithm(v1::ALGORITHM_BALL_TREE);
+  req.mutable_param_grid(0)->add_algorithm(v1::ALGORITHM_BRUTE);
+  req.set_refit(false);
+  v1::GridSearchInfo info;
+  ASSERT_TRUE(Start(req, &info).ok());
+  EXPECT_EQ(info.jobs_total(), 45u);
+  for (int tries = 0; tries < 1000; ++tries) {
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx);
+    v1::ListGridSearchesResponse list;
+    ASSERT_TRUE(stub_->ListGridSearches(&ctx, {}, &list).ok());
+    if (list.searches(0).jobs_done() >= 1) break;
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  workers_[2]->Shutdown();
+  workers_[2].reset();
+  std::vector<v1::GridSearchInfo> events = Watch(info.id());
+  ASSERT_FALSE(events.empty());
+  ASSERT_EQ(events.back().state(), v1::GRID_SEARCH_SUCCEEDED) << events.back().error();
+  v1::GridSearchResult result;
+  ASSERT_TRUE(Result(info.id(), &result).ok());
+  RecordProperty("jobs_requeued", static_cast<int>(result.info().jobs_requeued()));
+  auto digits = LoadDigits();
+  ASSERT_TRUE(digits.ok());
+  ExpectSameResults(result, Local(req, std::make_shared<const Matrix>(digits->features),
+                                  digits->targets));
+}
+
 TEST_F(GridSearchClusterTest, BadRequestsFailAtStartNamingTheField) {
   StartCoordinator();
   AddWorker();
