@@ -28,21 +28,10 @@ uint64_t EstimateIndexBytes(const NeighborIndex& index, int leaf_size) {
   return bytes;
 }
 
-uint64_t EstimateShardBytes(const NeighborIndex& index, int leaf_size) {
-  const uint64_t rows = index.size();
-  uint64_t bytes = EstimateIndexBytes(index, leaf_size) + rows * sizeof(int64_t);
-  if (index.algorithm() != Algorithm::kBrute) bytes += rows * index.dim() * sizeof(double);
-  return bytes;
-}
-
 void ShardStore::Put(const std::string& shard_id, std::shared_ptr<const NeighborIndex> index,
-                     std::shared_ptr<const Matrix> rows,
-                     std::shared_ptr<const std::vector<int64_t>> ids, uint64_t memory_bytes) {
-  assert(index != nullptr && rows != nullptr && ids != nullptr);
-  assert(rows->rows() == index->size() && ids->size() == rows->rows());
+                     uint64_t memory_bytes) {
+  assert(index != nullptr);
   Shard shard;
-  shard.rows = std::move(rows);
-  shard.ids = std::move(ids);
   shard.info.shard_id = shard_id;
   shard.info.rows = index->size();
   shard.info.cols = index->dim();

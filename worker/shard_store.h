@@ -1,12 +1,10 @@
 // ShardStore: the shards a worker holds, by shard id. Each shard is a built, immutable
-// NeighborIndex over the shard's rows (its ids are the rows' global ids), the rows themselves and
-// their global ids as loaded (for SearchShards with a fold subset, which builds other indexes over
-// part of the rows), plus a little metadata.
+// NeighborIndex over the shard's rows (its ids are the rows' global ids) plus a little metadata.
 //
-// Memory: the kept rows are the very buffer a brute-force index searches (shared, no extra
-// cost); a tree reorders the rows into its own copy, so a tree shard holds its rows twice. The
-// global ids are kept once more beside the index's (8 bytes a row). Both are counted in
-// ShardInfo::memory_bytes.
+// Memory: the index is the only copy of a shard's rows and global ids. SearchShards with a fold
+// subset builds other indexes over part of the rows from the index's own stored_rows() and
+// stored_ids() (a tree's reordered copy, or the buffer a brute-force index shares), so the store
+// keeps nothing beside it. ShardInfo::memory_bytes counts the index alone (EstimateIndexBytes).
 //
 // Ownership: indexes are shared as std::shared_ptr<const NeighborIndex>. The store swaps pointers
 // under its mutex; a search takes its own references first (Find) and runs without the lock, so a
@@ -41,10 +39,9 @@ struct ShardInfo {
 };
 
 struct Shard {
-  std::shared_ptr<const NeighborIndex> index;  // never null
-  // The shard's rows and their global ids, in the order loaded (ids->size() == rows->rows()).
-  std::shared_ptr<const Matrix> rows;               // never null
-  std::shared_ptr<const std::vector<int64_t>> ids;  // never null
+  // Never null. Its stored_rows() and stored_ids() are the shard's rows and global ids, in the
+  // index's own order.
+  std::shared_ptr<const NeighborIndex> index;
   // Distinct for every Put, so that what was derived from a shard (a subset index) is known to be
   // stale once the shard is replaced under the same id.
   uint64_t generation = 0;
@@ -53,11 +50,8 @@ struct Shard {
 
 // Approximate bytes held by an index over rows x cols: the rows (a tree's reordered copy, or the
 // shared buffer brute force keeps), the ids, the float32 filter panels used for p = 2, and the
-// tree nodes. For reporting only.
+// tree nodes. This is all a shard holds. For reporting and the memory budget.
 uint64_t EstimateIndexBytes(const NeighborIndex& index, int leaf_size);
-// What a shard holds in all: EstimateIndexBytes, plus the rows and global ids the store keeps
-// beside the index (the rows are shared with a brute-force index; a tree has its own copy).
-uint64_t EstimateShardBytes(const NeighborIndex& index, int leaf_size);
 
 class ShardStore {
  public:
@@ -65,11 +59,10 @@ class ShardStore {
   ShardStore(const ShardStore&) = delete;
   ShardStore& operator=(const ShardStore&) = delete;
 
-  // Stores `index` over `rows` (global ids `ids`) under `shard_id`, replacing (and, once no
-  // search holds it, freeing) any shard of that id. REQUIRES: all three non-null, one id per row,
-  // index built over those rows and ids.
+  // Stores `index` (built over the shard's rows, with their global ids as ids) under `shard_id`,
+  // replacing (and, once no search holds it, freeing) any shard of that id. REQUIRES: index
+  // non-null.
   void Put(const std::string& shard_id, std::shared_ptr<const NeighborIndex> index,
-           std::shared_ptr<const Matrix> rows, std::shared_ptr<const std::vector<int64_t>> ids,
            uint64_t memory_bytes);
 
   // The shards named, in the order named. NotFound naming the first unknown shard

@@ -3,6 +3,8 @@
 #include <cassert>
 #include <utility>
 
+#include "absl/types/span.h"
+#include "core/base/matrix.h"
 #include "core/base/status_macros.h"
 
 namespace knncluster::worker {
@@ -15,7 +17,11 @@ bool SameOptions(const IndexOptions& a, const IndexOptions& b) {
 
 absl::StatusOr<std::shared_ptr<const NeighborIndex>> BuildSubsetIndex(
     const Shard& shard, const absl::flat_hash_set<int64_t>& excluded, const IndexOptions& options) {
-  const std::vector<int64_t>& ids = *shard.ids;
+  // The shard's index is the one copy of its rows: gather the kept ones from it, in its own order
+  // (a tree's). The order cannot change the answer: every index orders neighbours by
+  // (distance, id) whatever the order of its rows, with the same Rdist bits (top_k.h).
+  const MatrixView rows = shard.index->stored_rows();
+  const absl::Span<const int64_t> ids = shard.index->stored_ids();
   std::vector<int64_t> positions;
   std::vector<int64_t> kept_ids;
   positions.reserve(ids.size());
@@ -26,10 +32,10 @@ absl::StatusOr<std::shared_ptr<const NeighborIndex>> BuildSubsetIndex(
     kept_ids.push_back(ids[i]);
   }
   if (positions.empty()) return std::shared_ptr<const NeighborIndex>();
-  auto rows = std::make_shared<const Matrix>(Matrix::Gather(*shard.rows, positions));
+  auto kept = std::make_shared<const Matrix>(Matrix::Gather(rows, positions));
   std::vector<int64_t>().swap(positions);
   KNN_ASSIGN_OR_RETURN(std::unique_ptr<const NeighborIndex> index,
-                       BuildIndex(std::move(rows), std::move(kept_ids), options));
+                       BuildIndex(std::move(kept), std::move(kept_ids), options));
   return std::shared_ptr<const NeighborIndex>(std::move(index));
 }
 

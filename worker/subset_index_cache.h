@@ -41,7 +41,8 @@ struct SubsetSpec {
 };
 
 // An index over the rows of `shard` whose global id is not in `excluded`, with their global ids
-// as ids and `options`. Null when every row is excluded.
+// as ids and `options`, gathered from the shard index's stored_rows() and stored_ids(). Null when
+// every row is excluded.
 absl::StatusOr<std::shared_ptr<const NeighborIndex>> BuildSubsetIndex(
     const Shard& shard, const absl::flat_hash_set<int64_t>& excluded, const IndexOptions& options);
 

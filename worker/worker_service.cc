@@ -279,17 +279,19 @@ absl::Status WorkerService::DoLoadShard(grpc::ServerContext* context,
   const absl::Time start = absl::Now();
   // BuildIndex builds on this thread: there is no parallel build in the core, and building is
   // cheap next to searching.
-  // The store keeps `data` and the ids too, for fold-subset searches (SearchShards.subset).
-  auto data = std::make_shared<const Matrix>(rows, cols, std::move(values));
-  auto kept_ids = std::make_shared<const std::vector<int64_t>>(ids);
-  KNN_ASSIGN_OR_RETURN(std::unique_ptr<const NeighborIndex> built,
-                       BuildIndex(data, std::move(ids), options));
+  // The index is the one copy of the rows the worker keeps (fold-subset searches gather from its
+  // stored_rows()): a tree copies them into its own order, and the staging buffer is freed as
+  // BuildIndex returns; brute force shares it.
+  KNN_ASSIGN_OR_RETURN(
+      std::unique_ptr<const NeighborIndex> built,
+      BuildIndex(std::make_shared<const Matrix>(rows, cols, std::move(values)), std::move(ids),
+                 options));
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
   std::shared_ptr<const NeighborIndex> index(std::move(built));
   const Algorithm algorithm = index->algorithm();
-  const uint64_t bytes = EstimateShardBytes(*index, options.leaf_size);
-  store_->Put(header.shard_id(), index, std::move(data), std::move(kept_ids), bytes);
-  ReleaseFreedMemory();  // any replaced shard
+  const uint64_t bytes = EstimateIndexBytes(*index, options.leaf_size);
+  store_->Put(header.shard_id(), std::move(index), bytes);
+  ReleaseFreedMemory();  // any replaced shard (and a tree's staging buffer)
 
   response->set_shard_id(header.shard_id());
   response->set_rows(rows);

@@ -393,6 +393,30 @@ TEST_F(WorkerServerTest, ReplaceAndDropShard) {
   EXPECT_EQ(Status().shards_size(), 0);
 }
 
+// Every shard holds its rows and global ids once, in its index: a tree's reordered copy, or the
+// buffer brute force shares. ShardStatus.memory_bytes says so, and it is what counts against the
+// memory budget.
+TEST_F(WorkerServerTest, ShardMemoryCountsTheRowsOnce) {
+  constexpr uint64_t kRows = 2000, kCols = 4;
+  const Matrix data = RandomIntegers(kRows, kCols, 9, 8);
+  const uint64_t rows_and_ids = kRows * kCols * sizeof(double) + kRows * sizeof(int64_t);
+  v1::LoadShardResponse response;
+  // p = 1: no float32 filter panels, so only tree nodes differ between the three.
+  ASSERT_TRUE(Load("b", data, {}, 0, Params(Algorithm::kBrute, 1), &response).ok());
+  ASSERT_TRUE(Load("k", data, {}, 0, Params(Algorithm::kKdTree, 1, 30), &response).ok());
+  ASSERT_TRUE(Load("t", data, {}, 0, Params(Algorithm::kBallTree, 1, 30), &response).ok());
+  const v1::WorkerStatus status = Status();
+  ASSERT_EQ(status.shards_size(), 3);
+  EXPECT_EQ(status.shards(0).shard_id(), "b");
+  EXPECT_EQ(status.shards(0).memory_bytes(), rows_and_ids);
+  for (int s : {1, 2}) {
+    SCOPED_TRACE(status.shards(s).shard_id());
+    EXPECT_GT(status.shards(s).memory_bytes(), rows_and_ids);  // plus the nodes
+    // Not a second copy of the rows: ~134 nodes of ranges and bounds, under 20 KB.
+    EXPECT_LT(status.shards(s).memory_bytes(), rows_and_ids + 20000);
+  }
+}
+
 // ---- Bad requests
 // --------------------------------------------------------------------------------
 
@@ -919,8 +943,8 @@ TEST_F(WorkerServerTest, DatasetsBeyondTheMemoryBudgetAreRefusedOrEvictOlderOnes
   EXPECT_TRUE(RunJob(hashes[0], SmallJob(150), &response).ok());
   EXPECT_TRUE(RunJob(hashes[2], SmallJob(150), &response).ok());
 
-  // Shards count against the same budget: with a 16 KB shard loaded, a 9600-byte dataset fits
-  // only after evicting both cached ones.
+  // Shards count against the same budget: with an 8800-byte shard loaded, a 9600-byte dataset
+  // fits only after evicting both cached ones.
   v1::LoadShardResponse load;
   ASSERT_TRUE(
       Load("s", RandomIntegers(100, 10, 3, 70), {}, 0, Params(Algorithm::kBrute, 1), &load).ok());

@@ -129,6 +129,9 @@ class BinaryTree final : public NeighborIndex {
   }
 
   Algorithm algorithm() const override { return Bounds::kAlgorithm; }
+  // The tree's own copy of the rows, in node order, and their ids.
+  MatrixView stored_rows() const override { return data_.view(); }
+  absl::Span<const int64_t> stored_ids() const override { return ids_; }
   size_t num_nodes() const { return nodes_.size(); }
 
  protected:

@@ -24,6 +24,9 @@ class BruteForceIndex final : public NeighborIndex {
   BruteForceIndex(std::shared_ptr<const Matrix> data, std::vector<int64_t> ids, Minkowski metric);
 
   Algorithm algorithm() const override { return Algorithm::kBrute; }
+  // The shared training data and ids, in the order given.
+  MatrixView stored_rows() const override { return data_->view(); }
+  absl::Span<const int64_t> stored_ids() const override { return ids_; }
 
  protected:
   void SearchBlock(MatrixView queries, size_t k, Neighbor* out) const override;

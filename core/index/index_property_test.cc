@@ -1,12 +1,17 @@
 // Property tests: brute force, KD tree and ball tree return identical neighbours and bit-identical
 // distances, and all equal an independent long-double oracle, on data with many ties.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <memory>
 #include <random>
 #include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_format.h"
+#include "absl/types/span.h"
 #include "core/index/neighbor_index.h"
 #include "gtest/gtest.h"
 
@@ -163,6 +168,65 @@ TEST(IndexPropertyTest, CustomIdsOrderTies) {
     auto r = (*index)->KNeighbors(MatrixView(q, 1, 2), 3, nullptr);
     ASSERT_TRUE(r.ok());
     EXPECT_EQ(r->indices, (std::vector<int64_t>{10, 20, 30})) << AlgorithmName(a);
+  }
+}
+
+// Every algorithm exposes exactly the (row, id) pairs it was built from, in its own order, and an
+// index rebuilt from them answers as the original does.
+TEST(IndexPropertyTest, StoredRowsAndIdsAreTheInputPairs) {
+  std::mt19937 rng(17);
+  for (const auto& [n, d, leaf] : std::vector<std::tuple<size_t, size_t, int>>{
+           {1, 3, 1}, {2, 1, 1}, {97, 2, 3}, {400, 4, 5}, {257, 9, 30}}) {
+    SCOPED_TRACE(absl::StrFormat("n=%d d=%d leaf=%d", n, d, leaf));
+    // Integer rows with duplicates, and ids that are neither 0..n-1 nor sorted.
+    auto data = std::make_shared<Matrix>(IntegerData(n, d, 4, &rng));
+    std::vector<int64_t> ids(n);
+    for (size_t i = 0; i < n; ++i) ids[i] = static_cast<int64_t>(1000 + 3 * i);
+    std::shuffle(ids.begin(), ids.end(), rng);
+    using Pair = std::pair<std::vector<double>, int64_t>;
+    std::vector<Pair> want;
+    for (size_t i = 0; i < n; ++i) {
+      want.push_back({std::vector<double>(data->row(i), data->row(i) + d), ids[i]});
+    }
+    std::sort(want.begin(), want.end());
+    const Matrix queries = IntegerData(10, d, 5, &rng);
+    for (Algorithm a : kAlgorithms) {
+      SCOPED_TRACE(AlgorithmName(a));
+      auto index = BuildIndex(data, ids, {a, leaf, 2});
+      ASSERT_TRUE(index.ok()) << index.status();
+      const MatrixView rows = (*index)->stored_rows();
+      const absl::Span<const int64_t> stored_ids = (*index)->stored_ids();
+      ASSERT_EQ(rows.rows(), n);
+      ASSERT_EQ(rows.cols(), d);
+      ASSERT_EQ(stored_ids.size(), n);
+      std::vector<Pair> got;
+      bool same_order = true;
+      for (size_t i = 0; i < n; ++i) {
+        got.push_back({std::vector<double>(rows.row(i), rows.row(i) + d), stored_ids[i]});
+        same_order = same_order && stored_ids[i] == ids[i];
+      }
+      std::sort(got.begin(), got.end());
+      EXPECT_EQ(got, want);
+      if (a == Algorithm::kBrute) {
+        // Brute force shares the caller's buffer and keeps its order.
+        EXPECT_EQ(rows.data(), data->data());
+        EXPECT_TRUE(same_order);
+      } else if (n >= 97) {
+        // A tree's order is its own, so the multiset comparison above means something.
+        EXPECT_FALSE(same_order);
+      }
+      // Rebuilt from its stored pairs (as a worker's subset indexes are), the same answers.
+      auto rebuilt = BuildIndex(std::make_shared<const Matrix>(Matrix::CopyOf(rows)),
+                                std::vector<int64_t>(stored_ids.begin(), stored_ids.end()),
+                                {Algorithm::kBrute, leaf, 2});
+      ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
+      const int k = static_cast<int>(std::min<size_t>(n, 7));
+      auto r1 = (*index)->KNeighbors(queries, k, nullptr);
+      auto r2 = (*rebuilt)->KNeighbors(queries, k, nullptr);
+      ASSERT_TRUE(r1.ok() && r2.ok());
+      EXPECT_EQ(r2->indices, r1->indices);
+      EXPECT_EQ(r2->distances, r1->distances);
+    }
   }
 }
 

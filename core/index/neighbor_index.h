@@ -77,6 +77,15 @@ class NeighborIndex {
   // The concrete algorithm (never kAuto).
   virtual Algorithm algorithm() const = 0;
 
+  // The training rows as this index stores them, and the id of each: row i of stored_rows() has
+  // id stored_ids()[i]. Together they hold every (row, id) pair given to BuildIndex exactly once,
+  // but in the index's own order (a tree's node order; brute force keeps the order given), so
+  // callers must not rely on that order. They let a caller derive another index from this one
+  // (e.g. over part of the rows) without keeping a second copy of the data.
+  // Both view memory owned by the index: valid while the index lives.
+  virtual MatrixView stored_rows() const = 0;
+  virtual absl::Span<const int64_t> stored_ids() const = 0;
+
   // The k nearest training rows of each query, true distances.
   // InvalidArgument when k < 1 or k > size() ("n_neighbors: ..."), or when queries have the
   // wrong number of columns ("queries: expected 64 features, got 63"), or hold NaN/Inf.
