@@ -1,11 +1,13 @@
 #include "client/cpp/knn_client.h"
 
-#include <grpcpp/grpcpp.h>
-
 #include <algorithm>
+#include <fstream>
+#include <sstream>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "core/base/status_macros.h"
 #include "rpc/convert.h"
 #include "rpc/status.h"
 
@@ -14,19 +16,83 @@ namespace knncluster::client {
 namespace {
 // Large enough for a batch of query results; the server sets its own limits.
 constexpr int kMaxMessageBytes = 64 << 20;
-}  // namespace
 
-std::unique_ptr<KnnClient> KnnClient::Create(const ClientOptions& options) {
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(kMaxMessageBytes);
-  args.SetMaxSendMessageSize(kMaxMessageBytes);
-  auto channel =
-      grpc::CreateCustomChannel(options.address, grpc::InsecureChannelCredentials(), args);
-  return std::unique_ptr<KnnClient>(new KnnClient(options, v1::Coordinator::NewStub(channel)));
+// One PEM of TlsOptions, from its contents or its file; "" when neither is given.
+absl::StatusOr<std::string> ReadPem(const std::string& field, const std::string& pem,
+                                    const std::string& file) {
+  if (!pem.empty() && !file.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tls.", field, "_pem and tls.", field, "_file: give one, not both"));
+  }
+  std::string contents = pem;
+  std::string where = absl::StrCat("tls.", field, "_pem");
+  if (!file.empty()) {
+    where = absl::StrCat("tls.", field, "_file: ", file);
+    std::ifstream in(file, std::ios::binary);
+    std::stringstream bytes;
+    bytes << in.rdbuf();
+    if (!in) return absl::InvalidArgumentError(absl::StrCat(where, ": cannot read the file"));
+    contents = bytes.str();
+  }
+  // gRPC would only fail at the handshake, as UNAVAILABLE: say what is wrong at once.
+  if (!contents.empty() && !absl::StrContains(contents, "-----BEGIN ")) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": not PEM (no \"-----BEGIN\" line)"));
+  }
+  return contents;
 }
 
-void KnnClient::SetDeadline(grpc::ClientContext* context) const {
+}  // namespace
+
+absl::StatusOr<ChannelSetup> MakeChannelSetup(const ClientOptions& options) {
+  ChannelSetup setup;
+  setup.args.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  setup.args.SetMaxSendMessageSize(kMaxMessageBytes);
+  // The token goes into a metadata value: gRPC sends printable ASCII only, and a bearer token
+  // (RFC 6750) has no spaces.
+  for (char c : options.token) {
+    if (c < 0x21 || c > 0x7e) {
+      return absl::InvalidArgumentError(
+          "token: printable ASCII without spaces expected (it is sent as a bearer token)");
+    }
+  }
+  if (!options.tls) {
+    setup.credentials = grpc::InsecureChannelCredentials();
+    return setup;
+  }
+  const TlsOptions& tls = *options.tls;
+  grpc::SslCredentialsOptions ssl;
+  KNN_ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadPem("root_ca", tls.root_ca_pem, tls.root_ca_file));
+  KNN_ASSIGN_OR_RETURN(ssl.pem_cert_chain, ReadPem("cert", tls.cert_pem, tls.cert_file));
+  KNN_ASSIGN_OR_RETURN(ssl.pem_private_key, ReadPem("key", tls.key_pem, tls.key_file));
+  if (ssl.pem_cert_chain.empty() != ssl.pem_private_key.empty()) {
+    return absl::InvalidArgumentError(
+        "tls: a client certificate and its key go together (give both for mutual TLS, or neither)");
+  }
+  if (!tls.server_name.empty()) setup.args.SetSslTargetNameOverride(tls.server_name);
+  setup.credentials = grpc::SslCredentials(ssl);
+  return setup;
+}
+
+absl::StatusOr<std::unique_ptr<KnnClient>> KnnClient::Connect(const ClientOptions& options) {
+  KNN_ASSIGN_OR_RETURN(ChannelSetup setup, MakeChannelSetup(options));
+  auto channel = grpc::CreateCustomChannel(options.address, setup.credentials, setup.args);
+  return std::unique_ptr<KnnClient>(
+      new KnnClient(options, v1::Coordinator::NewStub(channel), absl::OkStatus()));
+}
+
+std::unique_ptr<KnnClient> KnnClient::Create(const ClientOptions& options) {
+  auto client = Connect(options);
+  if (client.ok()) return *std::move(client);
+  return std::unique_ptr<KnnClient>(new KnnClient(options, nullptr, client.status()));
+}
+
+absl::Status KnnClient::Prepare(grpc::ClientContext* context) const {
+  if (!setup_.ok()) return setup_;
   context->set_deadline(std::chrono::system_clock::now() + options_.deadline);
+  // Per call rather than as call credentials: gRPC refuses call credentials on a plaintext
+  // channel, and loopback tests run without TLS.
+  if (!options_.token.empty()) context->AddMetadata("authorization", "Bearer " + options_.token);
+  return absl::OkStatus();
 }
 
 v1::Queries KnnClient::DatasetQueries(const std::string& dataset) {
@@ -42,31 +108,50 @@ v1::Queries KnnClient::InlineQueries(MatrixView rows) {
 }
 
 absl::StatusOr<v1::DatasetInfo> KnnClient::UploadDataset(const std::string& name,
-                                                         const Dataset& data, bool replace) {
+                                                         const DatasetView& data, bool replace) {
+  const size_t cols = data.cols;
+  if (cols == 0 || data.features.size() % cols != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "data.features: ", data.features.size(), " values do not make rows of ", cols, " columns"));
+  }
+  const size_t rows = data.features.size() / cols;
+  const bool labeled = !data.targets.empty();
+  const bool strings = labeled && !data.class_names.empty();
+  if (labeled && data.targets.size() != rows) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("data.targets: expected one per row (", rows, "), got ", data.targets.size()));
+  }
+  for (size_t i = 0; strings && i < rows; ++i) {
+    const double code = data.targets[i];
+    if (!(code >= 0 && code < static_cast<double>(data.class_names.size())) ||
+        code != static_cast<double>(static_cast<size_t>(code))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("data.targets[", i, "]: ", code, " is not a code into class_names"));
+    }
+  }
   grpc::ClientContext context;
-  SetDeadline(&context);
+  KNN_RETURN_IF_ERROR(Prepare(&context));
   v1::DatasetInfo info;
   auto writer = stub_->UploadDataset(&context, &info);
   v1::UploadDatasetRequest header;
   header.mutable_header()->set_name(name);
-  header.mutable_header()->set_cols(data.dim());
+  header.mutable_header()->set_cols(cols);
   header.mutable_header()->set_replace(replace);
-  const bool labeled = !data.targets.empty();
-  const bool strings = labeled && !data.class_names.empty();
-  header.mutable_header()->set_labels(!labeled ? v1::LABELS_NONE
+  header.mutable_header()->set_labels(!labeled  ? v1::LABELS_NONE
                                       : strings ? v1::LABELS_STRING
                                                 : v1::LABELS_NUMERIC);
   for (const auto& f : data.feature_names) header.mutable_header()->add_feature_names(f);
   bool ok = writer->Write(header);
-  const size_t rows_per_chunk =
-      std::max<size_t>(1, options_.chunk_bytes / (sizeof(double) * std::max<size_t>(1, data.dim())));
-  for (size_t begin = 0; ok && begin < data.size(); begin += rows_per_chunk) {
-    const size_t end = std::min(data.size(), begin + rows_per_chunk);
+  const size_t rows_per_chunk = std::max<size_t>(1, options_.chunk_bytes / (sizeof(double) * cols));
+  for (size_t begin = 0; ok && begin < rows; begin += rows_per_chunk) {
+    const size_t end = std::min(rows, begin + rows_per_chunk);
     v1::UploadDatasetRequest chunk;
-    rpc::ToProto(data.features.view().Slice(begin, end), chunk.mutable_chunk()->mutable_rows());
+    rpc::ToProto(MatrixView(data.features.data() + begin * cols, end - begin, cols),
+                 chunk.mutable_chunk()->mutable_rows());
     for (size_t i = begin; labeled && i < end; ++i) {
       if (strings) {
-        chunk.mutable_chunk()->add_string_labels(data.class_names[static_cast<size_t>(data.targets[i])]);
+        chunk.mutable_chunk()->add_string_labels(
+            data.class_names[static_cast<size_t>(data.targets[i])]);
       } else {
         chunk.mutable_chunk()->add_labels(data.targets[i]);
       }
@@ -79,18 +164,32 @@ absl::StatusOr<v1::DatasetInfo> KnnClient::UploadDataset(const std::string& name
   return info;
 }
 
-#define KNN_UNARY_CALL(Method, request, Response)          \
-  grpc::ClientContext context;                             \
-  SetDeadline(&context);                                   \
-  Response response;                                       \
+#define KNN_UNARY_CALL(Method, request, Response)                    \
+  grpc::ClientContext context;                                       \
+  KNN_RETURN_IF_ERROR(Prepare(&context));                            \
+  Response response;                                                 \
   grpc::Status status = stub_->Method(&context, request, &response); \
-  if (!status.ok()) return rpc::FromGrpcStatus(status);    \
+  if (!status.ok()) return rpc::FromGrpcStatus(status);              \
   return response
 
 absl::StatusOr<v1::DatasetInfo> KnnClient::DescribeDataset(const std::string& name) {
   v1::DescribeDatasetRequest request;
   request.set_name(name);
   KNN_UNARY_CALL(DescribeDataset, request, v1::DatasetInfo);
+}
+
+absl::StatusOr<v1::ListDatasetsResponse> KnnClient::ListDatasets() {
+  v1::ListDatasetsRequest request;
+  KNN_UNARY_CALL(ListDatasets, request, v1::ListDatasetsResponse);
+}
+
+absl::Status KnnClient::DeleteDataset(const std::string& name) {
+  v1::DeleteDatasetRequest request;
+  request.set_name(name);
+  grpc::ClientContext context;
+  KNN_RETURN_IF_ERROR(Prepare(&context));
+  v1::DeleteDatasetResponse response;
+  return rpc::FromGrpcStatus(stub_->DeleteDataset(&context, request, &response));
 }
 
 absl::StatusOr<v1::SplitDatasetResponse> KnnClient::SplitDataset(
@@ -110,7 +209,7 @@ absl::StatusOr<KNeighborsResult> KnnClient::KNeighbors(const std::string& model,
   *request.mutable_queries() = queries;
   if (k) request.set_k(*k);
   grpc::ClientContext context;
-  SetDeadline(&context);
+  KNN_RETURN_IF_ERROR(Prepare(&context));
   v1::KNeighborsResponse response;
   grpc::Status status = stub_->KNeighbors(&context, request, &response);
   if (!status.ok()) return rpc::FromGrpcStatus(status);
@@ -134,10 +233,12 @@ absl::StatusOr<v1::PredictProbaResponse> KnnClient::PredictProba(const std::stri
 }
 
 absl::StatusOr<v1::ScoreResponse> KnnClient::Score(const std::string& model,
-                                                   const v1::Queries& queries) {
+                                                   const v1::Queries& queries,
+                                                   absl::Span<const double> labels) {
   v1::ScoreRequest request;
   request.set_model(model);
   *request.mutable_queries() = queries;
+  request.mutable_labels()->Assign(labels.begin(), labels.end());
   KNN_UNARY_CALL(Score, request, v1::ScoreResponse);
 }
 
@@ -145,7 +246,7 @@ absl::StatusOr<std::string> KnnClient::ExportModel(const std::string& model) {
   v1::ExportModelRequest request;
   request.set_model(model);
   grpc::ClientContext context;
-  SetDeadline(&context);
+  KNN_RETURN_IF_ERROR(Prepare(&context));
   auto reader = stub_->ExportModel(&context, request);
   std::string bytes;
   v1::ModelChunk chunk;
@@ -158,7 +259,7 @@ absl::StatusOr<std::string> KnnClient::ExportModel(const std::string& model) {
 absl::StatusOr<v1::ModelInfo> KnnClient::ImportModel(const std::string& model,
                                                      const std::string& bytes) {
   grpc::ClientContext context;
-  SetDeadline(&context);
+  KNN_RETURN_IF_ERROR(Prepare(&context));
   v1::ModelInfo info;
   auto writer = stub_->ImportModel(&context, &info);
   v1::ImportModelRequest first;
@@ -181,11 +282,16 @@ absl::StatusOr<v1::ModelInfo> KnnClient::DescribeModel(const std::string& model)
   KNN_UNARY_CALL(DescribeModel, request, v1::ModelInfo);
 }
 
+absl::StatusOr<v1::ListModelsResponse> KnnClient::ListModels() {
+  v1::ListModelsRequest request;
+  KNN_UNARY_CALL(ListModels, request, v1::ListModelsResponse);
+}
+
 absl::Status KnnClient::DeleteModel(const std::string& model) {
   v1::DeleteModelRequest request;
   request.set_model(model);
   grpc::ClientContext context;
-  SetDeadline(&context);
+  KNN_RETURN_IF_ERROR(Prepare(&context));
   v1::DeleteModelResponse response;
   return rpc::FromGrpcStatus(stub_->DeleteModel(&context, request, &response));
 }
@@ -212,7 +318,7 @@ absl::Status KnnClient::WatchGridSearch(
   while (true) {
     if (cancel != nullptr && cancel->cancelled()) return detached();
     grpc::ClientContext context;
-    SetDeadline(&context);
+    KNN_RETURN_IF_ERROR(Prepare(&context));
     bool got_event = false;
     auto reader = stub_->WatchGridSearch(&context, request);
     {

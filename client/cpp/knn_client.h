@@ -1,11 +1,18 @@
-// KnnClient: the C++ client of a knncluster coordinator. Thin and synchronous: every call sets a
-// deadline, streams what may be large (dataset uploads in row chunks, model files in byte chunks),
-// and returns absl::Status / StatusOr with the server's code and message (rpc/status.h).
-// The scikit-learn-shaped C++ API of the client-libraries issue is built on top of this.
+// KnnClient: the wire-level client of a knncluster coordinator, inside the client library (not
+// installed): requests and replies are the generated knncluster::v1 messages. The public
+// knncluster::client::Client (<knncluster/client.h>) is built on it; code in this tree that
+// speaks protobuf anyway (benchmarks) may use it directly.
+//
+// Thin and synchronous: every call sets a deadline and carries the bearer token, streams what may
+// be large (dataset uploads in row chunks, model files in byte chunks), and returns absl::Status /
+// StatusOr with the server's code and message (rpc/status.h). The channel is plaintext or TLS as
+// ClientOptions say.
 //
 // Thread safety: a KnnClient may be used from several threads at once (gRPC stubs are).
 #ifndef KNNCLUSTER_CLIENT_CPP_KNN_CLIENT_H_
 #define KNNCLUSTER_CLIENT_CPP_KNN_CLIENT_H_
+
+#include <grpcpp/grpcpp.h>
 
 #include <chrono>
 #include <functional>
@@ -15,33 +22,43 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "client/cpp/cancel_token.h"
+#include "absl/types/span.h"
 #include "core/base/matrix.h"
-#include "core/datasets/dataset.h"
 #include "core/index/neighbor_index.h"
+#include "knncluster/cancel_token.h"
+#include "knncluster/client.h"
 #include "knncluster/v1/coordinator.grpc.pb.h"
 
 namespace knncluster::client {
 
-struct ClientOptions {
-  std::string address;                             // coordinator HOST:PORT
-  std::chrono::milliseconds deadline{120'000};     // per call
-  size_t chunk_bytes = 1 << 20;                    // upload / import chunk size
+// What a channel is created with.
+struct ChannelSetup {
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  grpc::ChannelArguments args;  // message size limits, TLS server name override
 };
+// The setup `options` ask for: plaintext, or TLS from PEM contents or files (read here).
+// InvalidArgument naming the field ("tls.root_ca_file: ...") for a file that cannot be read or is
+// not PEM, a certificate without its key, or a token gRPC could not send as metadata.
+absl::StatusOr<ChannelSetup> MakeChannelSetup(const ClientOptions& options);
 
 class KnnClient {
  public:
-  // Creates the channel (insecure for now; TLS arrives with the security issue). Does not wait
-  // for the server.
+  // Creates the channel (MakeChannelSetup). Does not wait for the server.
+  static absl::StatusOr<std::unique_ptr<KnnClient>> Connect(const ClientOptions& options);
+  // The same, for callers without a use for the error: with bad options, every call of the
+  // client returns Connect's error.
   static std::unique_ptr<KnnClient> Create(const ClientOptions& options);
 
   KnnClient(const KnnClient&) = delete;
   KnnClient& operator=(const KnnClient&) = delete;
 
   // Uploads `data` under `name` in row chunks. String class labels travel as strings.
-  absl::StatusOr<v1::DatasetInfo> UploadDataset(const std::string& name, const Dataset& data,
+  // InvalidArgument when the view's parts disagree in size.
+  absl::StatusOr<v1::DatasetInfo> UploadDataset(const std::string& name, const DatasetView& data,
                                                 bool replace = false);
   absl::StatusOr<v1::DatasetInfo> DescribeDataset(const std::string& name);
+  absl::StatusOr<v1::ListDatasetsResponse> ListDatasets();
+  absl::Status DeleteDataset(const std::string& name);
   absl::StatusOr<v1::SplitDatasetResponse> SplitDataset(const v1::SplitDatasetRequest& request);
   absl::StatusOr<v1::ModelInfo> Fit(const v1::FitRequest& request);
   absl::StatusOr<KNeighborsResult> KNeighbors(const std::string& model, const v1::Queries& queries,
@@ -49,11 +66,14 @@ class KnnClient {
   absl::StatusOr<v1::PredictResponse> Predict(const std::string& model, const v1::Queries& queries);
   absl::StatusOr<v1::PredictProbaResponse> PredictProba(const std::string& model,
                                                         const v1::Queries& queries);
-  absl::StatusOr<v1::ScoreResponse> Score(const std::string& model, const v1::Queries& queries);
+  // `labels`: one per inline query row; a dataset brings its own.
+  absl::StatusOr<v1::ScoreResponse> Score(const std::string& model, const v1::Queries& queries,
+                                          absl::Span<const double> labels = {});
   // The model file's bytes.
   absl::StatusOr<std::string> ExportModel(const std::string& model);
   absl::StatusOr<v1::ModelInfo> ImportModel(const std::string& model, const std::string& bytes);
   absl::StatusOr<v1::ModelInfo> DescribeModel(const std::string& model);
+  absl::StatusOr<v1::ListModelsResponse> ListModels();
   absl::Status DeleteModel(const std::string& model);
   absl::StatusOr<v1::ClusterStatus> GetClusterStatus();
 
@@ -77,12 +97,15 @@ class KnnClient {
   static v1::Queries InlineQueries(MatrixView rows);
 
  private:
-  KnnClient(const ClientOptions& options, std::unique_ptr<v1::Coordinator::Stub> stub)
-      : options_(options), stub_(std::move(stub)) {}
-  void SetDeadline(grpc::ClientContext* context) const;
+  KnnClient(const ClientOptions& options, std::unique_ptr<v1::Coordinator::Stub> stub,
+            absl::Status setup)
+      : options_(options), stub_(std::move(stub)), setup_(std::move(setup)) {}
+  // Sets the call's deadline and token; setup_'s error when the options were bad.
+  absl::Status Prepare(grpc::ClientContext* context) const;
 
-  ClientOptions options_;
-  std::unique_ptr<v1::Coordinator::Stub> stub_;
+  const ClientOptions options_;
+  const std::unique_ptr<v1::Coordinator::Stub> stub_;  // null when !setup_.ok()
+  const absl::Status setup_;
 };
 
 }  // namespace knncluster::client
