@@ -13,6 +13,8 @@ packages=(
   # gRPC and Protocol Buffers (the -dev packages do not pull protoc or libprotobuf-dev)
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
   python3-grpcio python3-protobuf
+  # the Python client (client/python): its tests, and installing it into a venv without network
+  python3-pytest python3-venv python3-setuptools python3-wheel python3-scipy
   # scikit-learn as the test oracle and benchmark reference; FAISS and OpenBLAS for benchmarks
   python3 python3-numpy python3-sklearn python3-faiss libopenblas0-openmp
 )
