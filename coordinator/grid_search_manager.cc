@@ -702,9 +702,9 @@ void GridSearchManager::ShardedRunner(const std::shared_ptr<Search>& s) {
       continue;
     }
     if (s->cancel) return;
-    if (r.status().code() == absl::StatusCode::kUnavailable ||
-        r.status().code() == absl::StatusCode::kDeadlineExceeded) {
-      // A shard's worker failed: the repair loop re-sends its shards; run the job again.
+    if (IsWorkerFailure(r.status().code())) {
+      // A shard's worker failed (unreachable, silent, or shutting down and cancelling its
+      // calls): the repair loop re-sends its shards; run the job again.
       const absl::Time now = absl::Now();
       if (s->unavailable_since == absl::InfiniteFuture()) s->unavailable_since = now;
       if (now - s->unavailable_since > options_.no_worker_timeout) {
