@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "core/base/status_macros.h"
 #include "core/estimators/model_io.h"
+#include "core/estimators/outlier_detector.h"
 #include "core/model_selection/split.h"
 #include "rpc/convert.h"
 #include "rpc/grid_convert.h"
@@ -53,6 +54,38 @@ absl::StatusOr<LabelKind> FromProto(v1::LabelKind k, const std::string& field) {
       break;
   }
   return absl::InvalidArgumentError(absl::StrFormat("%s: unknown label kind %d", field, k));
+}
+
+// What an imported model file says, checked as FitRequest's fields are: ModelManager::Import
+// stores the training rows as a dataset before it fits, so nothing may fail after that for a
+// reason the file alone shows.
+absl::Status ValidateImportedModel(const Model& m) {
+  if (m.X.rows() == 0) return absl::InvalidArgumentError("data: the model has no rows");
+  absl::Status st;
+  if (m.task == Model::Task::kOutlier) {
+    OutlierParams op;
+    op.neighbors = m.params;
+    op.contamination = m.contamination;
+    op.threshold = m.threshold;
+    st = op.Validate();
+  } else {
+    st = m.params.Validate();
+  }
+  if (!st.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("data: the model file's ", st.message()));
+  }
+  const uint64_t k = static_cast<uint64_t>(m.params.n_neighbors);
+  if (k > m.X.rows()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "data: the model file's n_neighbors %d exceeds its %d training rows", k, m.X.rows()));
+  }
+  if (m.task == Model::Task::kOutlier && !m.threshold.has_value() && k >= m.X.rows()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "data: the model file's outlier detector has no threshold, and fitting one needs "
+        "n_neighbors < its %d training rows, got %d",
+        m.X.rows(), k));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -441,6 +474,7 @@ absl::Status CoordinatorService::DoImport(grpc::ServerReader<v1::ImportModelRequ
     bytes += request.data();
   }
   KNN_ASSIGN_OR_RETURN(Model model, ParseModel(bytes, absl::StrCat("import of ", name)));
+  KNN_RETURN_IF_ERROR(ValidateImportedModel(model));
   KNN_ASSIGN_OR_RETURN(std::shared_ptr<const ModelEntry> entry,
                        models_->Import(name, std::move(model), deadline));
   ToProto(*entry, response);

@@ -137,6 +137,55 @@ TEST_F(CoordinatorTest, NoLiveWorkersIsUnavailable) {
   EXPECT_THAT(st.error_message(), HasSubstr("no live workers"));
 }
 
+// Regression (fuzz_requests): ImportModel stored the file's training rows as "<name>.data" before
+// anything checked the file's parameters, so a model file with n_neighbors 0 was imported as a
+// model no query could use, and one with p 0.5 failed only after the dataset was stored.
+TEST_F(CoordinatorTest, ImportRefusesBadParametersBeforeStoringAnything) {
+  StartCluster(1);
+  auto import = [&](const Model& m) {
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx);
+    v1::ModelInfo info;
+    auto writer = stub_->ImportModel(&ctx, &info);
+    v1::ImportModelRequest req;
+    req.set_model("bad");
+    writer->Write(req);
+    req.set_data(SerializeModel(m));
+    writer->Write(req);
+    writer->WritesDone();
+    return writer->Finish();
+  };
+  Model good;
+  good.X = Matrix(4, 2, {0, 0, 1, 0, 0, 1, 1, 1});
+  good.y = {0, 1, 1, 0};
+  good.params.n_neighbors = 3;
+  Model zero_k = good;
+  zero_k.params.n_neighbors = 0;
+  Model bad_p = good;
+  bad_p.params.p = 0.5;
+  Model big_k = good;
+  big_k.params.n_neighbors = 5;
+  Model outlier = good;
+  outlier.task = Model::Task::kOutlier;
+  outlier.y.clear();
+  outlier.contamination = 0.9;
+  const std::vector<std::pair<const Model*, std::string>> cases = {
+      {&zero_k, "data: the model file's n_neighbors: must be >= 1, got 0"},
+      {&bad_p, "data: the model file's p"},
+      {&big_k, "data: the model file's n_neighbors 5 exceeds its 4 training rows"},
+      {&outlier, "data: the model file's contamination: must be in (0, 0.5], got 0.9"}};
+  for (const auto& [model, message] : cases) {
+    const grpc::Status st = import(*model);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << message;
+    EXPECT_THAT(st.error_message(), HasSubstr(message));
+    const v1::ClusterStatus status = ClusterStatus();
+    EXPECT_EQ(status.datasets_size(), 0) << message;  // no "bad.data" left behind
+    EXPECT_EQ(status.models_size(), 0) << message;
+  }
+  ASSERT_TRUE(import(good).ok());
+  EXPECT_EQ(ClusterStatus().models_size(), 1);
+}
+
 TEST_F(CoordinatorTest, DigitsTutorialEqualsSingleProcess) {
   StartCluster(3);
   auto digits = LoadDigits();

@@ -7,6 +7,8 @@ set -euo pipefail
 packages=(
   # toolchain
   build-essential cmake ninja-build pkg-config git
+  # fuzzing (scripts/fuzz.sh): clang 14 and its libFuzzer / sanitizer runtimes
+  clang libclang-rt-14-dev
   # C++ libraries
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev
   libpng-dev zlib1g-dev libssl-dev

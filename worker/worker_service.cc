@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <numeric>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -61,7 +62,10 @@ absl::Status Cancelled(const char* what) {
   return absl::CancelledError(absl::StrCat(what, ": cancelled by the caller"));
 }
 
-// The header's checks, before any row arrives. Fills the shard's global ids.
+// The header's checks, before any row arrives. Fills the shard's global ids when the header
+// lists them (they are in the message already); leaves `ids` empty for a contiguous range, which
+// is materialised only once every row has arrived, so that a header alone claiming billions of
+// rows cannot make the worker allocate for them.
 absl::Status ValidateHeader(const v1::ShardHeader& h, std::vector<int64_t>* ids) {
   KNN_RETURN_IF_ERROR(ValidateShardId(h.shard_id(), "header.shard_id"));
   if (h.rows() < 1) return absl::InvalidArgumentError("header.rows: must be >= 1, got 0");
@@ -98,8 +102,6 @@ absl::Status ValidateHeader(const v1::ShardHeader& h, std::vector<int64_t>* ids)
           absl::StrFormat("header.first_global_index: must be >= 0 with room for %d rows, got %d",
                           h.rows(), first));
     }
-    ids->resize(rows);
-    for (size_t i = 0; i < rows; ++i) (*ids)[i] = first + static_cast<int64_t>(i);
   }
   return absl::OkStatus();
 }
@@ -275,6 +277,10 @@ absl::Status WorkerService::DoLoadShard(grpc::ServerContext* context,
         absl::StrFormat("rows: expected %d rows (header.rows), got %d", rows, received));
   }
   if (context->IsCancelled()) return Cancelled("LoadShard");
+  if (ids.empty()) {  // the contiguous range [first_global_index, + rows), validated above
+    ids.resize(rows);
+    std::iota(ids.begin(), ids.end(), header.first_global_index());
+  }
 
   const absl::Time start = absl::Now();
   // BuildIndex builds on this thread: there is no parallel build in the core, and building is

@@ -9,6 +9,7 @@
 #include <grpcpp/server_builder.h>
 #include <grpcpp/support/channel_arguments.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <atomic>
@@ -39,6 +40,7 @@
 #include "knncluster/v1/worker.grpc.pb.h"
 #include "rpc/content_hash.h"
 #include "rpc/grid_convert.h"
+#include "worker/worker_internal.h"
 #include "worker/worker_server.h"
 
 namespace knncluster::worker {
@@ -539,6 +541,36 @@ TEST_F(WorkerServerTest, BadRequestsFailAloneAndNameTheField) {
   ASSERT_EQ(worker_status.shards_size(), 2);
   EXPECT_EQ(worker_status.shards(0).shard_id(), "s");
   EXPECT_EQ(worker_status.shards(1).shard_id(), "w");
+}
+
+// Regression (fuzz_requests): a LoadShard header alone, claiming a billion rows of one column,
+// made the worker allocate (and zero) 8 GB of row ids before the first row arrived. Now nothing is
+// reserved for more than what actually arrives.
+TEST_F(WorkerServerTest, AHeaderAloneClaimingBillionsOfRowsReservesNothing) {
+  // A quarter of the machine in ids (8 bytes each), at most a billion rows: under the worker's
+  // "fits in physical memory" check, so only the allocation itself could stop it.
+  const uint64_t physical = PhysicalMemoryBytes();
+  const uint64_t rows = std::min<uint64_t>(1000000000, physical == 0 ? 1000000000 : physical / 32);
+  rusage before;
+  ASSERT_EQ(getrusage(RUSAGE_SELF, &before), 0);
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::LoadShardResponse response;
+  auto writer = stub_->LoadShard(&context, &response);
+  v1::LoadShardRequest request;
+  request.mutable_header()->set_shard_id("huge");
+  request.mutable_header()->set_rows(rows);
+  request.mutable_header()->set_cols(1);
+  writer->Write(request);
+  writer->WritesDone();
+  const grpc::Status status = writer->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(),
+              HasSubstr(absl::StrCat("expected ", rows, " rows (header.rows), got 0")));
+  rusage after;
+  ASSERT_EQ(getrusage(RUSAGE_SELF, &after), 0);
+  EXPECT_LT(after.ru_maxrss - before.ru_maxrss, 256 * 1024) << "KiB of peak RSS";  // < 256 MiB
+  EXPECT_EQ(Status().shards_size(), 0);
 }
 
 // ---- Health, identity, size, concurrency

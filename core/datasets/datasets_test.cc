@@ -474,6 +474,28 @@ TEST(NpyTest, TruncatedAndTrailingBytesAreErrors) {
                 "t.npy: 2 trailing bytes after the 48 data bytes of shape (2, 3) of '<f8'");
 }
 
+// Regression (fuzz_npy): a header of shape (4611686018427387642, 0) needs no data bytes, and was
+// accepted as a matrix of 2^62 rows that EncodeNpy (and every other consumer) then looped over.
+TEST(NpyTest, RowsOfZeroColumnsAreErrorsButNoRowsAreNot) {
+  auto npy = [](const std::string& shape) {
+    std::string header = "{'descr': '<f8', 'fortran_order': False, 'shape': " + shape + ", }\n";
+    std::string out("\x93NUMPY\x01\x00", 8);
+    out.push_back(static_cast<char>(header.size() & 0xff));
+    out.push_back(static_cast<char>(header.size() >> 8));
+    return out + header;
+  };
+  ExpectInvalid(ParseNpy(npy("(4611686018427387642 ,0,)"), "t.npy").status(),
+                "t.npy: shape (4611686018427387642, 0) has rows of 0 columns; a matrix needs at "
+                "least one column");
+  ExpectInvalid(ParseNpy(npy("(3, 0)"), "t.npy").status(),
+                "t.npy: shape (3, 0) has rows of 0 columns; a matrix needs at least one column");
+  for (const char* empty : {"(0, 0)", "(0, 5)", "(0,)"}) {
+    absl::StatusOr<Matrix> m = ParseNpy(npy(empty), "t.npy");
+    ASSERT_TRUE(m.ok()) << empty << ": " << m.status();
+    EXPECT_EQ(m->rows(), 0u) << empty;
+  }
+}
+
 TEST(NpyTest, BadMagicVersionAndHeaderAreErrors) {
   std::string bytes = FixtureBytes("f8_base_2x3.npy");
   std::string bad_magic = bytes;

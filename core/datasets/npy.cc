@@ -241,6 +241,13 @@ absl::StatusOr<Matrix> ParseNpyImpl(std::string_view bytes, std::string_view sou
   }
   const uint64_t rows = h.shape[0];
   const uint64_t cols = h.shape.size() == 2 ? h.shape[1] : 1;
+  // (n, 0) carries no data bytes whatever n is: without this check 14 bytes of header made a
+  // matrix of 2^62 empty rows, which every consumer then loops over.
+  if (cols == 0 && rows != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s: shape %s has rows of 0 columns; a matrix needs at least one column", source,
+        ShapeString(h.shape)));
+  }
   const std::string_view data = bytes.substr(prelude + header_len);
   uint64_t need = 0;
   if (__builtin_mul_overflow(rows, cols, &need) ||

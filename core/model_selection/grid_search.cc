@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <map>
 #include <tuple>
 #include <utility>
@@ -78,6 +79,21 @@ absl::StatusOr<std::vector<NeighborsParams>> ExpandParamGrid(
     std::vector<std::vector<std::string>>* keys) {
   std::vector<NeighborsParams> out;
   if (keys != nullptr) keys->clear();
+  // Count first (saturating: each factor is a list's length, their product may overflow).
+  size_t total = 0;
+  for (const ParamGrid& grid : grids) {
+    size_t n = 1;
+    for (size_t len : {grid.algorithm.size(), grid.leaf_size.size(), grid.n_neighbors.size(),
+                       grid.p.size(), grid.weights.size()}) {
+      if (__builtin_mul_overflow(n, std::max<size_t>(1, len), &n)) n = SIZE_MAX;
+    }
+    if (__builtin_add_overflow(total, n, &total)) total = SIZE_MAX;
+  }
+  if (total > kMaxGridCandidates) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "param_grid: %s candidates, more than the %d one search may have",
+        total == SIZE_MAX ? std::string("too many") : absl::StrCat(total), kMaxGridCandidates));
+  }
   for (size_t g = 0; g < grids.size(); ++g) {
     const ParamGrid& grid = grids[g];
     const std::string where = absl::StrCat("param_grid[", g, "]");

@@ -59,8 +59,13 @@ struct ParamGrid {
   std::vector<std::string> weights;
 };
 
+// Most candidates one search may have: a grid is a cartesian product, so a request of a few
+// kilobytes could otherwise ask for billions of them.
+inline constexpr size_t kMaxGridCandidates = 100000;
+
 // All candidates, in ParameterGrid order. InvalidArgument names a bad value
-// ("param_grid[0].n_neighbors[2]: must be >= 1, got 0").
+// ("param_grid[0].n_neighbors[2]: must be >= 1, got 0"), or says that the grids hold more than
+// kMaxGridCandidates candidates (refused before any is made).
 // With `keys` (may be null): the parameter names each candidate's grid sets, sorted (scikit-learn's
 // cv_results_["params"] lists only those).
 absl::StatusOr<std::vector<NeighborsParams>> ExpandParamGrid(

@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "core/datasets/dataset.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace knncluster {
@@ -114,6 +115,40 @@ TEST(GridSearchTest, ParameterGridOrderIsSortedKeysLastFastest) {
   auto e = ExpandParamGrid(std::vector<ParamGrid>{bad}, NeighborsParams{});
   ASSERT_FALSE(e.ok());
   EXPECT_NE(e.status().message().find("param_grid[0]"), std::string::npos) << e.status();
+}
+
+// Regression (fuzz_requests): a 4 KB StartGridSearch request whose grid multiplies 400 values of
+// three parameters asked for 64 million candidates, and the coordinator ran out of memory making
+// them. The count is checked before any candidate is made.
+TEST(GridSearchTest, RefusesMoreCandidatesThanTheLimitBeforeMakingThem) {
+  ParamGrid at_limit;  // 100 x 1000 = kMaxGridCandidates
+  for (int i = 1; i <= 100; ++i) at_limit.n_neighbors.push_back(i);
+  for (int i = 1; i <= 1000; ++i) at_limit.leaf_size.push_back(i);
+  auto ok = ExpandParamGrid(std::vector<ParamGrid>{at_limit}, NeighborsParams{});
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->size(), kMaxGridCandidates);
+
+  ParamGrid one;  // one more candidate, in a second grid
+  one.p = {1};
+  auto over = ExpandParamGrid(std::vector<ParamGrid>{at_limit, one}, NeighborsParams{});
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(over.status().message(),
+            "param_grid: 100001 candidates, more than the 100000 one search may have");
+
+  ParamGrid huge;  // 400^3 (the fuzzer's input), and a product that overflows 64 bits
+  huge.n_neighbors.assign(400, 1);
+  huge.leaf_size.assign(400, 1);
+  huge.p.assign(400, 1.0);
+  EXPECT_FALSE(ExpandParamGrid(std::vector<ParamGrid>{huge}, NeighborsParams{}).ok());
+  ParamGrid overflow;
+  overflow.n_neighbors.assign(1 << 16, 1);
+  overflow.leaf_size.assign(1 << 16, 1);
+  overflow.p.assign(1 << 16, 1.0);
+  overflow.algorithm.assign(1 << 16, "brute");
+  auto o = ExpandParamGrid(std::vector<ParamGrid>{overflow}, NeighborsParams{});
+  ASSERT_FALSE(o.ok());
+  EXPECT_THAT(std::string(o.status().message()), testing::HasSubstr("too many candidates"));
 }
 
 TEST(GridSearchTest, JobsShareOneSearchPerFoldAndSearchSetting) {
