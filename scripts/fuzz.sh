@@ -51,6 +51,7 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1:allocator_ma
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/fuzz/lsan.supp:print_suppressions=0}
 export GRPC_VERBOSITY=${GRPC_VERBOSITY:-NONE}
+export TMPDIR="$work"  # fuzz_requests' data directory: removed with $work even after a crash
 
 # run_target NAME: fuzzes NAME on a copy of its corpus; writes its exit status (0: nothing found)
 # to $artifacts/NAME.status.
