@@ -145,10 +145,13 @@ void LoadFixtureShard(Fixture* f) {
 Fixture* MakeFixture() {
   using namespace knncluster::coordinator;  // NOLINT: harness setup only
   auto* f = new Fixture;
-  char tmpl[] = "/tmp/knn-fuzz-requests-XXXXXX";
-  const char* tmp = mkdtemp(tmpl);
-  if (tmp == nullptr) Die("mkdtemp", absl::InternalError(std::strerror(errno)));
-  g_temp_dir = new std::string(tmp);
+  // Under $TMPDIR (scripts/fuzz.sh points it into its own work directory, which it removes even
+  // when a crash skips RemoveTempDir).
+  const char* base = getenv("TMPDIR");
+  std::string tmpl =
+      absl::StrCat(base != nullptr && *base != '\0' ? base : "/tmp", "/knn-fuzz-requests-XXXXXX");
+  if (mkdtemp(tmpl.data()) == nullptr) Die("mkdtemp", absl::InternalError(std::strerror(errno)));
+  g_temp_dir = new std::string(tmpl);
   std::atexit(RemoveTempDir);
 
   f->pool = std::make_unique<ThreadPool>(2);

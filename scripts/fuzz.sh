@@ -51,31 +51,34 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1:allocator_ma
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/fuzz/lsan.supp:print_suppressions=0}
 export GRPC_VERBOSITY=${GRPC_VERBOSITY:-NONE}
+export TMPDIR="$work"  # fuzz_requests' data directory: removed with $work even after a crash
 
-# run_target NAME: fuzzes NAME on a copy of its corpus; exit status 0 when nothing was found.
+# run_target NAME: fuzzes NAME on a copy of its corpus; writes its exit status (0: nothing found)
+# to $artifacts/NAME.status.
 run_target() {
   local t=$1
   mkdir -p "$work/$t"
   cp -r "fuzz/corpus/$t/." "$work/$t/"
   local dict=()
   [[ -f "fuzz/$t.dict" ]] && dict=("-dict=fuzz/$t.dict")
+  local status=0
   timeout --kill-after=10 "$wall_limit" "build-fuzz/bin/$t" "$work/$t" "${dict[@]}" \
     -max_total_time="$seconds" -timeout="$input_timeout" -rss_limit_mb="$rss_limit_mb" \
     -malloc_limit_mb="$rss_limit_mb" -artifact_prefix="$artifacts/$t-" -print_final_stats=1 \
-    > "$artifacts/$t.log" 2>&1
+    > "$artifacts/$t.log" 2>&1 || status=$?
+  echo "$status" > "$artifacts/$t.status"
 }
 
-declare -A pid_of
 for t in "${targets[@]}"; do
   while [[ $(jobs -rp | wc -l) -ge $jobs ]]; do wait -n || true; done
   run_target "$t" &
-  pid_of[$t]=$!
 done
+wait
 
 passed=0
 failed=0
 for t in "${targets[@]}"; do
-  if wait "${pid_of[$t]}"; then
+  if [[ "$(cat "$artifacts/$t.status" 2>/dev/null)" == "0" ]]; then
     passed=$((passed + 1))
     runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$artifacts/$t.log" | grep -o '[0-9]*$' || true)
     corpus=$(ls "$work/$t" | wc -l)
@@ -84,6 +87,7 @@ for t in "${targets[@]}"; do
     failed=$((failed + 1))
     echo "fuzz: $t FAILED; the end of its log ($artifacts/$t.log):" >&2
     grep -v '^#[0-9]' "$artifacts/$t.log" | tail -n 60 >&2
+    echo "fuzz: $t exit status $(cat "$artifacts/$t.status" 2>/dev/null || echo '?')" >&2
     ls "$artifacts" | grep -E "^$t-" | sed "s|^|fuzz: found input: $artifacts/|" >&2 || true
   fi
 done
