@@ -191,12 +191,7 @@ absl::StatusOr<GridSearchProgress> GridSearchManager::Start(GridSearchSpec spec)
     return absl::FailedPreconditionError(absl::StrCat(
         "dataset: \"", spec.dataset, "\" has no labels; a grid search scores labelled rows"));
   }
-  if (IsClassifierScoring(spec.scoring) != spec.classifier) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "scoring: ", ScoringName(spec.scoring), " is a ",
-        IsClassifierScoring(spec.scoring) ? "classification" : "regression",
-        " scorer, but the estimator is a ", spec.classifier ? "classifier" : "regressor"));
-  }
+  KNN_RETURN_IF_ERROR(CheckScoringForTask(spec.scoring, spec.classifier));
   s->rows = meta.rows;
   s->cols = meta.cols;
   KNN_ASSIGN_OR_RETURN(s->y, store_->ReadLabels(spec.dataset));

@@ -72,11 +72,7 @@ absl::StatusOr<Scoring> ScoringFromName(const std::string& name, bool classifier
         field, ": expected accuracy, balanced_accuracy, f1_macro, r2 or neg_mean_squared_error, "
                "got \"", name, "\""));
   }
-  if (IsClassifierScoring(*s) != classifier) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, ": ", name, " is a ", IsClassifierScoring(*s) ? "classification" : "regression",
-        " scorer, but the estimator is a ", classifier ? "classifier" : "regressor"));
-  }
+  KNN_RETURN_IF_ERROR(CheckScoringForTask(*s, classifier, field));
   return *s;
 }
 

@@ -55,6 +55,13 @@ bool IsClassifierScoring(Scoring s) {
   return s == Scoring::kAccuracy || s == Scoring::kBalancedAccuracy || s == Scoring::kF1Macro;
 }
 
+absl::Status CheckScoringForTask(Scoring s, bool classifier, const std::string& field) {
+  if (IsClassifierScoring(s) == classifier) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      field, ": ", ScoringName(s), " is a ", IsClassifierScoring(s) ? "classification" : "regression",
+      " scorer, but the estimator is a ", classifier ? "classifier" : "regressor"));
+}
+
 absl::StatusOr<double> ComputeScore(Scoring s, absl::Span<const double> y_true,
                                     absl::Span<const double> y_pred) {
   switch (s) {
@@ -352,12 +359,7 @@ absl::StatusOr<GridSearchResult> GridSearchCV(std::shared_ptr<const Matrix> X,
   }
   const Scoring scoring =
       options.scoring.value_or(options.classifier ? Scoring::kAccuracy : Scoring::kR2);
-  if (IsClassifierScoring(scoring) != options.classifier) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "scoring: ", ScoringName(scoring), " is a ",
-        IsClassifierScoring(scoring) ? "classification" : "regression", " scorer, but the estimator is a ",
-        options.classifier ? "classifier" : "regressor"));
-  }
+  KNN_RETURN_IF_ERROR(CheckScoringForTask(scoring, options.classifier));
   std::vector<std::vector<std::string>> keys;
   KNN_ASSIGN_OR_RETURN(std::vector<NeighborsParams> candidates,
                        ExpandParamGrid(options.param_grid, options.base, &keys));

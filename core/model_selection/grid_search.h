@@ -45,6 +45,9 @@ enum class Scoring { kAccuracy, kBalancedAccuracy, kF1Macro, kR2, kNegMeanSquare
 std::string ScoringName(Scoring s);
 absl::StatusOr<Scoring> ParseScoring(const std::string& name);
 bool IsClassifierScoring(Scoring s);
+// InvalidArgument "<field>: r2 is a regression scorer, but the estimator is a classifier" when
+// the scorer does not fit the task.
+absl::Status CheckScoringForTask(Scoring s, bool classifier, const std::string& field = "scoring");
 // The score of predictions `y_pred` against `y_true` (greater is better).
 absl::StatusOr<double> ComputeScore(Scoring s, absl::Span<const double> y_true,
                                     absl::Span<const double> y_pred);
