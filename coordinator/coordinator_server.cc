@@ -61,12 +61,16 @@ absl::Status CoordinatorServer::Start() {
   search_options.max_response_bytes =
       std::min<size_t>(search_options.max_response_bytes, options_.max_message_bytes / 2);
   ModelRegistry* registry = registry_.get();
-  search_options.on_shards_lost = [registry](const std::vector<std::string>& ids) {
-    registry->MarkLost(ids);
+  search_options.on_shards_lost = [registry](const std::string& worker_id,
+                                             const std::vector<std::string>& ids) {
+    std::vector<std::pair<std::string, std::string>> copies;
+    for (const std::string& id : ids) copies.emplace_back(id, worker_id);
+    registry->MarkLost(copies);
   };
   search_ = std::make_unique<ScatterGather>(workers_.get(), pool_.get(), search_options);
   ModelManagerOptions model_options;
   model_options.sharding = options_.sharding;
+  model_options.replication = options_.replication;
   model_options.load_deadline = options_.load_deadline;
   models_ = std::make_unique<ModelManager>(store_.get(), workers_.get(), registry_.get(),
                                            search_.get(), pool_.get(), model_options);

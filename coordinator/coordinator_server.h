@@ -69,6 +69,9 @@ struct CoordinatorOptions {
   // Max message size, both directions, on the server and on channels to workers.
   int max_message_bytes = 64 << 20;
   ShardingOptions sharding;
+  // Copies of every shard, each on a different worker (--replication): with R copies a search
+  // survives R - 1 dead workers without a failed call.
+  int replication = 1;
   // Grid searches: slots per worker, deadlines, how many finished searches are kept.
   GridSearchManagerOptions grid_search;
   // Run the liveness and repair threads (tests may drive ModelManager directly instead).

@@ -119,7 +119,13 @@ void CoordinatorService::ToProto(const ModelEntry& e, v1::ModelInfo* out) const 
   for (const Placement& p : e.shards) {
     v1::ShardPlacement* s = out->add_shards();
     s->set_shard_id(p.location.shard_id);
-    s->set_worker_id(p.location.worker_id);
+    // The first copy a search would use now: the first on a live worker.
+    for (const std::string& w : p.location.worker_ids) {
+      if (s->worker_id().empty() || (workers_->IsAlive(w) && !workers_->IsAlive(s->worker_id()))) {
+        s->set_worker_id(w);
+      }
+    }
+    for (const std::string& w : p.location.worker_ids) s->add_replica_worker_ids(w);
     s->set_rows(p.location.rows);
     s->set_first_global_index(p.location.first_global_index);
   }
@@ -128,6 +134,7 @@ void CoordinatorService::ToProto(const ModelEntry& e, v1::ModelInfo* out) const 
     for (const std::string& n : e.labels->class_names) out->add_class_names(n);
   }
   if (e.threshold.has_value()) out->set_threshold(*e.threshold);
+  out->set_replication(static_cast<uint32_t>(e.replication));
 }
 
 absl::StatusOr<std::shared_ptr<const ModelEntry>> CoordinatorService::FindModel(
@@ -347,9 +354,12 @@ grpc::Status CoordinatorService::KNeighbors(grpc::ServerContext* context,
     KNN_ASSIGN_OR_RETURN(std::shared_ptr<const ModelEntry> model, FindModel(request->model()));
     KNN_ASSIGN_OR_RETURN(Matrix queries, ResolveQueries(request->queries()));
     const int k = request->has_k() ? request->k() : model->params.n_neighbors;
+    std::vector<std::string> missing;
     KNN_ASSIGN_OR_RETURN(KNeighborsResult nb,
-                         models_->KNeighbors(*model, queries, k, DeadlineOf(context)));
+                         models_->KNeighbors(*model, queries, k, DeadlineOf(context),
+                                             request->allow_partial() ? &missing : nullptr));
     rpc::ToProto(nb, response->mutable_neighbors());
+    for (const std::string& id : missing) response->add_missing_shards(id);
     return absl::OkStatus();
   };
   return rpc::ToGrpcStatus(run());
@@ -361,7 +371,11 @@ grpc::Status CoordinatorService::Predict(grpc::ServerContext* context,
   auto run = [&]() -> absl::Status {
     KNN_ASSIGN_OR_RETURN(std::shared_ptr<const ModelEntry> model, FindModel(request->model()));
     KNN_ASSIGN_OR_RETURN(Matrix queries, ResolveQueries(request->queries()));
-    KNN_ASSIGN_OR_RETURN(Predictions p, models_->Predict(*model, queries, DeadlineOf(context)));
+    std::vector<std::string> missing;
+    KNN_ASSIGN_OR_RETURN(Predictions p,
+                         models_->Predict(*model, queries, DeadlineOf(context),
+                                          request->allow_partial() ? &missing : nullptr));
+    for (const std::string& id : missing) response->add_missing_shards(id);
     response->mutable_predictions()->Assign(p.values.begin(), p.values.end());
     for (const std::string& l : p.labels) response->add_labels(l);
     response->mutable_scores()->Assign(p.scores.begin(), p.scores.end());
@@ -379,8 +393,11 @@ grpc::Status CoordinatorService::PredictProba(grpc::ServerContext* context,
   auto run = [&]() -> absl::Status {
     KNN_ASSIGN_OR_RETURN(std::shared_ptr<const ModelEntry> model, FindModel(request->model()));
     KNN_ASSIGN_OR_RETURN(Matrix queries, ResolveQueries(request->queries()));
+    std::vector<std::string> missing;
     KNN_ASSIGN_OR_RETURN(Matrix proba,
-                         models_->PredictProba(*model, queries, DeadlineOf(context)));
+                         models_->PredictProba(*model, queries, DeadlineOf(context),
+                                               request->allow_partial() ? &missing : nullptr));
+    for (const std::string& id : missing) response->add_missing_shards(id);
     for (double c : model->labels->classes) response->add_classes(c);
     for (const std::string& n : model->labels->class_names) response->add_class_names(n);
     rpc::ToProto(proba, response->mutable_probabilities());
@@ -423,8 +440,11 @@ absl::Status CoordinatorService::DoScore(const v1::ScoreRequest& request, absl::
       }
     }
   }
+  std::vector<std::string> missing;
   KNN_ASSIGN_OR_RETURN(ScoreResult r,
-                       models_->Score(*model, queries, std::move(y), y_class_names, deadline));
+                       models_->Score(*model, queries, std::move(y), y_class_names, deadline,
+                                      request.allow_partial() ? &missing : nullptr));
+  for (const std::string& id : missing) response->add_missing_shards(id);
   response->set_score(r.score);
   response->set_metric(r.metric);
   response->set_n_samples(r.n_samples);
@@ -515,7 +535,9 @@ grpc::Status CoordinatorService::GetClusterStatus(grpc::ServerContext*,
   const std::vector<std::shared_ptr<const ModelEntry>> models = registry_->List();
   std::map<std::string, std::vector<const Placement*>> by_worker;
   for (const auto& m : models) {
-    for (const Placement& p : m->shards) by_worker[p.location.worker_id].push_back(&p);
+    for (const Placement& p : m->shards) {
+      for (const std::string& w : p.location.worker_ids) by_worker[w].push_back(&p);
+    }
   }
   const absl::Time now = absl::Now();
   for (const WorkerSnapshot& w : workers_->Snapshot()) {

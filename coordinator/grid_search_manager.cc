@@ -724,7 +724,7 @@ absl::StatusOr<FoldJobResult> GridSearchManager::RunShardedJob(Search& s, size_t
   const TrainTestIndices& fold = s.folds[job.fold];
   KNN_ASSIGN_OR_RETURN(std::shared_ptr<const ModelEntry> model, registry_->Get(s.shards_model));
   for (const Placement& p : model->shards) {
-    if (p.lost) {
+    if (p.location.worker_ids.empty()) {
       return absl::UnavailableError(
           absl::StrCat("shard ", p.location.shard_id, " is being re-sent"));
     }

@@ -17,6 +17,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -37,6 +38,9 @@ namespace knncluster::coordinator {
 
 struct ModelManagerOptions {
   ShardingOptions sharding;
+  // Copies of every shard (--replication), each on a different worker; a fit with fewer live
+  // workers places one copy per worker and the repair loop adds the others as workers join.
+  int replication = 1;
   // Deadline of one LoadShard stream (a whole shard) and of DropShard / GetWorkerStatus calls.
   absl::Duration load_deadline = absl::Minutes(10);
   absl::Duration control_deadline = absl::Seconds(5);
@@ -95,20 +99,28 @@ class ModelManager {
   // The k nearest training rows (true distances, training indices) of each query.
   // REQUIRES: queries validated (finite). InvalidArgument for a wrong width ("queries: expected
   // 64 features, got 63") or k outside [1, rows] ("k: ...").
+  // `missing_shards`, in these four: null requires every shard (UNAVAILABLE naming the shard
+  // when one has no live copy); non-null allows a partial answer over the shards that answered
+  // and receives the ids of those left out (ScatterGather's allow_partial).
   absl::StatusOr<KNeighborsResult> KNeighbors(const ModelEntry& model, MatrixView queries, int k,
-                                              absl::Time deadline) const;
+                                              absl::Time deadline,
+                                              std::vector<std::string>* missing_shards =
+                                                  nullptr) const;
   absl::StatusOr<Predictions> Predict(const ModelEntry& model, MatrixView queries,
-                                      absl::Time deadline) const;
+                                      absl::Time deadline,
+                                      std::vector<std::string>* missing_shards = nullptr) const;
   // Classifier only (FailedPrecondition otherwise): n x classes, columns in classes order.
   absl::StatusOr<Matrix> PredictProba(const ModelEntry& model, MatrixView queries,
-                                      absl::Time deadline) const;
+                                      absl::Time deadline,
+                                      std::vector<std::string>* missing_shards = nullptr) const;
   // accuracy (classifier), R² (regressor) or the fraction predicted -1 (outlier; y_true unused).
   // `y_class_names`: the names of y_true's codes when they come from a string-labelled dataset
   // (remapped onto the model's names), else null.
   absl::StatusOr<ScoreResult> Score(const ModelEntry& model, MatrixView queries,
                                     std::vector<double> y_true,
                                     const std::vector<std::string>* y_class_names,
-                                    absl::Time deadline) const;
+                                    absl::Time deadline,
+                                    std::vector<std::string>* missing_shards = nullptr) const;
 
   // The core's Model (training rows read back from the store), for SerializeModel.
   absl::StatusOr<Model> ToModel(const ModelEntry& model) const;
@@ -128,8 +140,11 @@ class ModelManager {
   // Liveness: probes workers not heard from within an interval (GetWorkerStatus, callback API,
   // all at once) and marks silent ones dead.
   void CheckWorkers();
-  // Marks shards that live workers no longer report as lost, drops orphan shards, and re-sends
-  // every shard on a dead worker or lost to the live worker holding the fewest rows.
+  // Keeps every shard at its model's replication: marks copies that live workers no longer
+  // report as lost, drops orphan shards, loads a new copy of every shard with fewer live copies
+  // than wanted on the live worker holding the fewest rows among those without one (from the
+  // coordinator's dataset: workers never call each other), and drops extra copies (a worker
+  // that came back with its copies after they were replaced) from the busiest workers.
   void Repair();
 
  private:
@@ -140,14 +155,16 @@ class ModelManager {
                          const std::string& dataset, int64_t first, uint64_t rows, uint64_t cols,
                          const NeighborsParams& params,
                          const std::vector<int64_t>* ids, const Matrix* training_rows) const;
-  // Best effort, all at once; errors are ignored (a missing shard is not an error).
-  void DropShards(const std::vector<ShardLocation>& shards) const;
+  // Drops (shard id, worker id) copies: best effort, all at once; errors are ignored (a missing
+  // shard is not an error) and dead workers are skipped.
+  void DropShards(const std::vector<std::pair<std::string, std::string>>& copies) const;
   absl::StatusOr<double> FitThreshold(const ModelEntry& entry, absl::Time deadline) const;
   // The routing grid of a model with spatial shards (every shard has a box).
   absl::StatusOr<std::shared_ptr<const RoutingGrid>> BuildRoutingGrid(const ModelEntry& entry,
                                                                       absl::Time deadline) const;
   absl::StatusOr<KNeighborsResult> Neighbors(const ModelEntry& model, MatrixView queries, int k,
-                                             absl::Time deadline) const;
+                                             absl::Time deadline,
+                                             std::vector<std::string>* missing_shards) const;
 
   DatasetStore* const store_;
   WorkerPool* const workers_;

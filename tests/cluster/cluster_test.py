@@ -24,10 +24,11 @@ BIN = None
 class Cluster:
     """A coordinator and `workers` workers, each a real process with its own data directory."""
 
-    def __init__(self, workers, tmp, static=False, worker_args=()):
+    def __init__(self, workers, tmp, static=False, worker_args=(), coordinator_args=(),
+                 heartbeat_ms=200):
         """static: workers start first, without --coordinator, and the coordinator gets their
         addresses with --workers; otherwise workers register with the coordinator.
-        worker_args: extra flags for every worker."""
+        worker_args / coordinator_args: extra flags for every worker / the coordinator."""
         self.tmp = tmp
         self.worker_args = list(worker_args)
         self.procs = []
@@ -36,7 +37,9 @@ class Cluster:
         self.coordinator = None
         static_addrs = [self.add_worker(f"w{i}") for i in range(workers)] if static else []
         argv = [os.path.join(BIN, "knn-coordinator"), "--listen", "127.0.0.1:0",
-                "--data-dir", os.path.join(tmp, "coordinator"), "--heartbeat-interval-ms", "200"]
+                "--data-dir", os.path.join(tmp, "coordinator"),
+                "--heartbeat-interval-ms", str(heartbeat_ms)]
+        argv += list(coordinator_args)
         if static:
             argv += ["--workers", ",".join(static_addrs)]
         self.coordinator = self._start("coordinator", argv)
