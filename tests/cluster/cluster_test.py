@@ -330,6 +330,9 @@ class ClusterTest(unittest.TestCase):
         self.assertEqual(placed, {s.shard_id for s in before.shards})
 
         other_loads = worker_status(c.workers["w1"][0]).shard_loads
+        # Placements older than the repair grace (2 heartbeats + 1 s): a restarted worker that
+        # reported nothing at registration would have them marked lost by the next repair round.
+        time.sleep(3.5)
         c.kill_worker("w0")  # SIGKILL: nothing is flushed or said on the way out
         addr = c.add_worker("w0")  # the same data directory, a new port
         deadline = time.time() + 20
