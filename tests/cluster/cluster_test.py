@@ -362,6 +362,39 @@ class ClusterTest(unittest.TestCase):
         with open(os.path.join(c.tmp, "w0.err")) as f:
             self.assertIn(f"restored {len(before.shards)} shard(s)", f.read())
 
+        # Again, with one bit of one shard file flipped: that file is quarantined, the shard is
+        # not held, and the coordinator's repair sends it again; answers stay exact.
+        c.kill_worker("w0")
+        shard_dir = os.path.join(c.tmp, "w0", "shards")
+        victim = sorted(os.listdir(shard_dir))[0]
+        with open(os.path.join(shard_dir, victim), "r+b") as f:
+            f.seek(os.path.getsize(os.path.join(shard_dir, victim)) // 2)
+            byte = f.read(1)
+            f.seek(-1, os.SEEK_CUR)
+            f.write(bytes([byte[0] ^ 0x20]))
+        addr = c.add_worker("w0")
+        status = worker_status(addr)
+        self.assertEqual(status.shards_restored, len(before.shards) - 1)
+        self.assertEqual(len(status.quarantined_files), 1)
+        self.assertIn("checksum", status.quarantined_files[0])
+        self.assertTrue(os.listdir(os.path.join(c.tmp, "w0", "quarantine")))
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            loads = worker_status(addr).shard_loads + worker_status(c.workers["w1"][0]).shard_loads
+            if loads > other_loads:
+                break
+            time.sleep(0.1)
+        self.assertGreater(loads, other_loads, "the quarantined shard was never sent again")
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            p = c.knnctl("kneighbors", "--model", "m", *SPLIT, "--split", "test", check=False)
+            if p.returncode == 0:
+                break
+            time.sleep(0.1)
+        self.assertEqual(json.loads(p.stdout), want)
+        with open(os.path.join(c.tmp, "w0.err")) as f:
+            self.assertIn("quarantined unreadable shard file", f.read())
+
     def test_restarted_worker_keeps_its_id_at_a_new_address(self):
         c = self.cluster(1)
         before = c.status()["workers"][0]
