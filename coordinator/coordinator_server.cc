@@ -9,6 +9,7 @@
 #include <grpcpp/server_builder.h>
 
 #include "absl/strings/str_cat.h"
+#include "core/base/durable_file.h"
 #include "core/base/status_macros.h"
 #include "core/base/thread_pool.h"
 #include "coordinator/coordinator_service.h"
@@ -17,12 +18,15 @@
 #include "coordinator/model_registry.h"
 #include "coordinator/scatter_gather.h"
 #include "coordinator/worker_pool.h"
+#include "coordinator/grid_search_manager.h"
 
 namespace knncluster::coordinator {
 
 namespace {
 constexpr char kCoordinatorService[] = "knncluster.v1.Coordinator";
 constexpr char kMembershipService[] = "knncluster.v1.Membership";
+// The data directory's layout (FORMAT): datasets/, grid_searches/, quarantine/ (README.md).
+constexpr uint32_t kCoordinatorDataDirVersion = 1;
 }  // namespace
 
 CoordinatorServer::CoordinatorServer(CoordinatorOptions options) : options_(std::move(options)) {}
@@ -45,6 +49,11 @@ absl::Status CoordinatorServer::Start() {
         "listen: expected HOST:PORT, got \"", options_.listen_address, "\""));
   }
   KNN_ASSIGN_OR_RETURN(store_, DatasetStore::Open(options_.data_dir));
+  // Under the store's LOCK: one process per directory. Version 0 (a directory from before FORMAT
+  // existed) holds datasets only, in their own versioned format: nothing to upgrade.
+  KNN_RETURN_IF_ERROR(CheckDataDirFormat(options_.data_dir, "knncluster-coordinator",
+                                         kCoordinatorDataDirVersion)
+                          .status());
 
   WorkerPoolOptions pool_options;
   pool_options.heartbeat_interval = absl::Milliseconds(options_.heartbeat_interval_ms);
@@ -74,9 +83,13 @@ absl::Status CoordinatorServer::Start() {
   model_options.load_deadline = options_.load_deadline;
   models_ = std::make_unique<ModelManager>(store_.get(), workers_.get(), registry_.get(),
                                            search_.get(), pool_.get(), model_options);
+  GridSearchManagerOptions grid_options = options_.grid_search;
+  grid_options.data_dir = options_.data_dir;
   grid_searches_ = std::make_unique<GridSearchManager>(store_.get(), workers_.get(),
                                                        registry_.get(), models_.get(),
-                                                       search_.get(), options_.grid_search);
+                                                       search_.get(), grid_options);
+  // Finished searches answer as before; interrupted ones start again.
+  KNN_RETURN_IF_ERROR(grid_searches_->Recover());
   coordinator_service_ = std::make_unique<CoordinatorService>(
       store_.get(), registry_.get(), models_.get(), workers_.get(), grid_searches_.get());
   membership_service_ = std::make_unique<MembershipService>(workers_.get());

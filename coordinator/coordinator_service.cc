@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "coordinator/grid_search_convert.h"
 #include "core/base/status_macros.h"
 #include "core/estimators/model_io.h"
 #include "core/estimators/outlier_detector.h"
@@ -567,107 +568,6 @@ grpc::Status CoordinatorService::GetClusterStatus(grpc::ServerContext*,
 
 namespace {
 
-v1::GridSearchMode ModeToProto(GridSearchMode m) {
-  switch (m) {
-    case GridSearchMode::kReplicated:
-      return v1::GRID_SEARCH_MODE_REPLICATED;
-    case GridSearchMode::kSharded:
-      return v1::GRID_SEARCH_MODE_SHARDED;
-    case GridSearchMode::kAuto:
-      break;
-  }
-  return v1::GRID_SEARCH_MODE_AUTO;
-}
-
-v1::GridSearchState StateToProto(GridSearchState s) {
-  switch (s) {
-    case GridSearchState::kQueued:
-      return v1::GRID_SEARCH_QUEUED;
-    case GridSearchState::kRunning:
-      return v1::GRID_SEARCH_RUNNING;
-    case GridSearchState::kRefitting:
-      return v1::GRID_SEARCH_REFITTING;
-    case GridSearchState::kSucceeded:
-      return v1::GRID_SEARCH_SUCCEEDED;
-    case GridSearchState::kFailed:
-      return v1::GRID_SEARCH_FAILED;
-    case GridSearchState::kCancelled:
-      return v1::GRID_SEARCH_CANCELLED;
-  }
-  return v1::GRID_SEARCH_QUEUED;
-}
-
-void InfoToProto(const GridSearchProgress& p, v1::GridSearchInfo* out) {
-  out->set_id(p.id);
-  out->set_state(StateToProto(p.state));
-  out->set_dataset(p.dataset);
-  out->set_task(p.classifier ? v1::TASK_CLASSIFIER : v1::TASK_REGRESSOR);
-  out->set_mode(ModeToProto(p.mode));
-  out->set_n_candidates(p.n_candidates);
-  out->set_n_splits(p.n_splits);
-  out->set_jobs_total(p.jobs_total);
-  out->set_jobs_done(p.jobs_done);
-  out->set_jobs_requeued(p.jobs_requeued);
-  out->set_neighbor_searches(p.neighbor_searches);
-  out->set_dataset_transfers(p.dataset_transfers);
-  out->set_elapsed_seconds(p.elapsed_seconds);
-  out->set_eta_seconds(p.eta_seconds);
-  out->set_refit_model(p.refit_model);
-  if (!p.error.ok()) {
-    out->set_error(absl::StrCat(absl::StatusCodeToString(p.error.code()), ": ", p.error.message()));
-  }
-  out->set_started_unix_millis(absl::ToUnixMillis(p.started));
-  out->set_scoring(ScoringName(p.scoring));
-}
-
-absl::StatusOr<GridSearchSpec> SpecFromProto(const v1::StartGridSearchRequest& r) {
-  GridSearchSpec spec;
-  KNN_RETURN_IF_ERROR(rpc::ValidateName(r.dataset(), "dataset"));
-  spec.dataset = r.dataset();
-  switch (r.task()) {
-    case v1::TASK_CLASSIFIER:
-      spec.classifier = true;
-      break;
-    case v1::TASK_REGRESSOR:
-      spec.classifier = false;
-      break;
-    default:
-      return absl::InvalidArgumentError(
-          "task: a grid search takes TASK_CLASSIFIER or TASK_REGRESSOR");
-  }
-  KNN_ASSIGN_OR_RETURN(spec.base, rpc::FromProto(r.base(), "base"));
-  for (int g = 0; g < r.param_grid_size(); ++g) {
-    KNN_ASSIGN_OR_RETURN(ParamGrid grid,
-                         rpc::FromProto(r.param_grid(g), absl::StrCat("param_grid[", g, "]")));
-    spec.param_grid.push_back(std::move(grid));
-  }
-  if (r.cv() > 1000000) {
-    return absl::InvalidArgumentError(absl::StrCat("cv: at most 1000000 folds, got ", r.cv()));
-  }
-  spec.cv = r.cv() == 0 ? 5 : static_cast<int>(r.cv());
-  spec.shuffle = r.shuffle();
-  if (r.has_random_state()) spec.random_state = r.random_state();
-  for (const v1::Fold& f : r.folds()) spec.folds.push_back(rpc::FromProto(f));
-  KNN_ASSIGN_OR_RETURN(spec.scoring, rpc::ScoringFromName(r.scoring(), spec.classifier, "scoring"));
-  spec.refit = !r.has_refit() || r.refit();
-  spec.refit_model = r.refit_model();
-  spec.replace_refit_model = r.replace_refit_model();
-  switch (r.mode()) {
-    case v1::GRID_SEARCH_MODE_AUTO:
-      spec.mode = GridSearchMode::kAuto;
-      break;
-    case v1::GRID_SEARCH_MODE_REPLICATED:
-      spec.mode = GridSearchMode::kReplicated;
-      break;
-    case v1::GRID_SEARCH_MODE_SHARDED:
-      spec.mode = GridSearchMode::kSharded;
-      break;
-    default:
-      return absl::InvalidArgumentError(absl::StrCat("mode: unknown value ", r.mode()));
-  }
-  return spec;
-}
-
 absl::Status NoSearches() {
   return absl::UnimplementedError("grid search is not enabled on this coordinator");
 }
@@ -740,14 +640,7 @@ grpc::Status CoordinatorService::GetGridSearchResult(grpc::ServerContext*,
   auto run = [&]() -> absl::Status {
     if (searches_ == nullptr) return NoSearches();
     KNN_ASSIGN_OR_RETURN(GridSearchOutcome r, searches_->Result(request->id()));
-    InfoToProto(r.progress, response->mutable_info());
-    rpc::ToProto(r.cv_results, response->mutable_cv_results());
-    response->set_best_index(static_cast<uint32_t>(r.cv_results.best_index));
-    response->set_best_score(r.cv_results.best_score);
-    rpc::ToProto(r.cv_results.best_params, response->mutable_best_params());
-    response->set_refit_model(r.progress.refit_model);
-    for (double c : r.classes) response->add_classes(c);
-    for (const std::string& n : r.class_names) response->add_class_names(n);
+    ResultToProto(r, response);
     return absl::OkStatus();
   };
   return rpc::ToGrpcStatus(run());
@@ -761,7 +654,9 @@ grpc::Status MembershipService::Register(grpc::ServerContext*, const v1::Registe
                                          v1::RegisterResponse* response) {
   const absl::Status st = workers_->Register(request->worker_id(), request->address(),
                                              request->cores(), request->memory_bytes(),
-                                             absl::Now(), request->memory_budget_bytes());
+                                             absl::Now(), request->memory_budget_bytes(),
+                                             std::vector<std::string>(request->shard_ids().begin(),
+                                                                      request->shard_ids().end()));
   if (st.ok()) {
     response->set_heartbeat_interval_ms(static_cast<uint32_t>(
         absl::ToInt64Milliseconds(workers_->options().heartbeat_interval)));
