@@ -109,6 +109,7 @@ int main(int argc, char** argv) {
     absl::FPrintF(stderr, "knn-coordinator: %s\n", status.ToString());
     return 1;
   }
+  for (const std::string& e : server.load_errors()) Log(absl::StrCat("data directory: ", e));
   std::printf("listening on %s\n", server.bound_address().c_str());
   std::fflush(stdout);
   Log(absl::StrFormat("serving on %s%s, data in %s, heartbeat interval %d ms, replication %d%s",

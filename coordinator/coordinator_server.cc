@@ -81,8 +81,13 @@ absl::Status CoordinatorServer::Start() {
   model_options.sharding = options_.sharding;
   model_options.replication = options_.replication;
   model_options.load_deadline = options_.load_deadline;
+  KNN_ASSIGN_OR_RETURN(catalog_, ModelCatalog::Open(options_.data_dir));
   models_ = std::make_unique<ModelManager>(store_.get(), workers_.get(), registry_.get(),
-                                           search_.get(), pool_.get(), model_options);
+                                           search_.get(), pool_.get(), model_options,
+                                           catalog_.get());
+  // Every model as it was: the workers re-register with the shards they kept.
+  for (const absl::Status& st : store_->load_errors()) load_errors_.push_back(st.ToString());
+  for (const absl::Status& st : models_->Recover()) load_errors_.push_back(st.ToString());
   GridSearchManagerOptions grid_options = options_.grid_search;
   grid_options.data_dir = options_.data_dir;
   grid_searches_ = std::make_unique<GridSearchManager>(store_.get(), workers_.get(),
@@ -90,6 +95,7 @@ absl::Status CoordinatorServer::Start() {
                                                        search_.get(), grid_options);
   // Finished searches answer as before; interrupted ones start again.
   KNN_RETURN_IF_ERROR(grid_searches_->Recover());
+  for (const std::string& e : grid_searches_->recover_errors()) load_errors_.push_back(e);
   coordinator_service_ = std::make_unique<CoordinatorService>(
       store_.get(), registry_.get(), models_.get(), workers_.get(), grid_searches_.get());
   membership_service_ = std::make_unique<MembershipService>(workers_.get());

@@ -103,6 +103,9 @@ class CoordinatorServer {
   // For tests: the parts.
   ModelManager* models_for_testing() { return models_.get(); }
   WorkerPool* workers_for_testing() { return workers_.get(); }
+  // What Start found in the data directory and could not use (datasets, models, grid searches),
+  // one line each naming the file and where it was moved. For the log.
+  const std::vector<std::string>& load_errors() const { return load_errors_; }
 
  private:
   void LivenessLoop();
@@ -110,11 +113,13 @@ class CoordinatorServer {
 
   const CoordinatorOptions options_;
   std::string bound_address_;
+  std::vector<std::string> load_errors_;
   std::unique_ptr<DatasetStore> store_;
   std::unique_ptr<WorkerPool> workers_;
   std::unique_ptr<ModelRegistry> registry_;
   std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<ScatterGather> search_;
+  std::unique_ptr<ModelCatalog> catalog_;
   std::unique_ptr<ModelManager> models_;
   std::unique_ptr<GridSearchManager> grid_searches_;
   std::unique_ptr<CoordinatorService> coordinator_service_;

@@ -25,13 +25,81 @@
 namespace knncluster::coordinator {
 
 ModelManager::ModelManager(DatasetStore* store, WorkerPool* workers, ModelRegistry* registry,
-                           ScatterGather* search, ThreadPool* pool, ModelManagerOptions options)
+                           ScatterGather* search, ThreadPool* pool, ModelManagerOptions options,
+                           ModelCatalog* catalog)
     : store_(store),
       workers_(workers),
       registry_(registry),
       search_(search),
       pool_(pool),
-      options_(std::move(options)) {}
+      options_(std::move(options)),
+      catalog_(catalog),
+      restore_until_(absl::Now() + 3 * workers->options().heartbeat_interval +
+                     absl::Seconds(2)) {}
+
+absl::Status ModelManager::Persist(const std::string& name) const {
+  return catalog_ == nullptr ? absl::OkStatus() : catalog_->Sync(*registry_, name);
+}
+
+absl::StatusOr<std::shared_ptr<const ModelLabels>> ModelManager::ReadModelLabels(
+    Model::Task task, const std::string& dataset, uint64_t rows,
+    const std::vector<std::string>& class_names) const {
+  auto labels = std::make_shared<ModelLabels>();
+  if (task == Model::Task::kOutlier) return std::shared_ptr<const ModelLabels>(labels);
+  KNN_ASSIGN_OR_RETURN(labels->y, store_->ReadLabels(dataset));
+  if (labels->y.size() != rows) {
+    return absl::InternalError(
+        absl::StrFormat("dataset %s: %d labels for %d rows", dataset, labels->y.size(), rows));
+  }
+  if (task == Model::Task::kClassifier) {
+    labels->class_names = class_names;
+    KNN_ASSIGN_OR_RETURN(EncodedLabels encoded,
+                         EncodeClassLabels(labels->y, labels->class_names.size(), "dataset.labels"));
+    labels->classes = std::move(encoded.classes);
+    labels->codes = std::move(encoded.codes);
+  }
+  return std::shared_ptr<const ModelLabels>(labels);
+}
+
+std::vector<absl::Status> ModelManager::Recover() {
+  std::vector<absl::Status> errors;
+  if (catalog_ == nullptr) return errors;
+  ModelCatalog::Loaded loaded = catalog_->Load();
+  errors = std::move(loaded.errors);
+  for (const v1::ModelRecord& record : loaded.records) {
+    absl::StatusOr<std::shared_ptr<ModelEntry>> entry = FromRecord(record);
+    absl::Status st = entry.status();
+    if (st.ok()) {
+      absl::StatusOr<DatasetMeta> meta = store_->Describe((*entry)->dataset);
+      st = meta.status();
+      if (st.ok() && (meta->rows != (*entry)->rows || meta->cols != (*entry)->cols)) {
+        st = absl::FailedPreconditionError(absl::StrFormat(
+            "its training set %s is %d x %d, the model was fitted on %d x %d", meta->name,
+            meta->rows, meta->cols, (*entry)->rows, (*entry)->cols));
+      }
+    }
+    if (st.ok()) {
+      const std::vector<std::string> names(record.class_names().begin(),
+                                           record.class_names().end());
+      absl::StatusOr<std::shared_ptr<const ModelLabels>> labels =
+          ReadModelLabels((*entry)->task, (*entry)->dataset, (*entry)->rows, names);
+      st = labels.status();
+      if (st.ok()) (*entry)->labels = *std::move(labels);
+    }
+    if (st.ok()) {
+      registry_->AdvanceGeneration((*entry)->generation);
+      st = registry_->Put(*std::move(entry), /*replace=*/false).status();
+    }
+    if (!st.ok()) {
+      absl::StatusOr<std::string> moved = catalog_->Quarantine(record.name());
+      errors.push_back(absl::Status(
+          st.code(), absl::StrCat(catalog_->PathOf(record.name()), ": model \"", record.name(),
+                                  "\" cannot be restored: ", st.message(),
+                                  moved.ok() ? absl::StrCat(" (moved to ", *moved, ")") : "")));
+    }
+  }
+  return errors;
+}
 
 absl::Status ModelManager::CheckDatasetFree(const std::string& dataset) const {
   const std::vector<std::string> users = registry_->ModelsUsing(dataset);
@@ -171,25 +239,15 @@ absl::StatusOr<std::shared_ptr<const ModelEntry>> ModelManager::Fit(const FitSpe
   }
 
   // Labels stay on the coordinator.
-  auto labels = std::make_shared<ModelLabels>();
+  std::shared_ptr<const ModelLabels> labels = std::make_shared<const ModelLabels>();
   if (spec.task != Model::Task::kOutlier) {
     if (meta.labels == LabelKind::kNone) {
       return absl::FailedPreconditionError(absl::StrCat(
           "dataset: \"", spec.dataset, "\" has no labels; a ",
           TaskName(spec.task), " is fitted on labelled rows"));
     }
-    KNN_ASSIGN_OR_RETURN(labels->y, store_->ReadLabels(spec.dataset));
-    if (labels->y.size() != meta.rows) {
-      return absl::InternalError(absl::StrFormat("dataset %s: %d labels for %d rows",
-                                                 spec.dataset, labels->y.size(), meta.rows));
-    }
-    if (spec.task == Model::Task::kClassifier) {
-      labels->class_names = spec.class_names.value_or(meta.class_names);
-      KNN_ASSIGN_OR_RETURN(EncodedLabels encoded,
-                           EncodeClassLabels(labels->y, labels->class_names.size(), "dataset.labels"));
-      labels->classes = std::move(encoded.classes);
-      labels->codes = std::move(encoded.codes);
-    }
+    KNN_ASSIGN_OR_RETURN(labels, ReadModelLabels(spec.task, spec.dataset, meta.rows,
+                                                 spec.class_names.value_or(meta.class_names)));
   }
 
   auto entry = std::make_shared<ModelEntry>();
@@ -314,6 +372,12 @@ absl::StatusOr<std::shared_ptr<const ModelEntry>> ModelManager::Fit(const FitSpe
     return old.status();
   }
   if (*old != nullptr) DropShards((*old)->Copies());
+  if (absl::Status st = Persist(entry->name); !st.ok()) {
+    return absl::Status(st.code(), absl::StrCat("model \"", entry->name,
+                                                "\" is fitted and serving, but its record could "
+                                                "not be saved and it will not survive a restart: ",
+                                                st.message()));
+  }
   return std::shared_ptr<const ModelEntry>(entry);
 }
 
@@ -575,7 +639,7 @@ absl::StatusOr<std::shared_ptr<const ModelEntry>> ModelManager::Import(const std
 absl::Status ModelManager::Delete(const std::string& name) {
   KNN_ASSIGN_OR_RETURN(std::shared_ptr<const ModelEntry> old, registry_->Remove(name));
   DropShards(old->Copies());
-  return absl::OkStatus();
+  return Persist(name);
 }
 
 // ---- Maintenance -----------------------------------------------------------------------------
@@ -638,7 +702,23 @@ void ModelManager::Repair() {
       if (placed[w.id].count(id) == 0) orphans.emplace_back(id, w.id);
     }
   }
-  if (!lost.empty()) registry_->MarkLost(lost);
+  // Models whose entries the repair changed, saved on the way out. A failed save is not fatal:
+  // the record then lags until the model's next change, and a coordinator restarted meanwhile
+  // corrects it from the workers' reports (unreported copies are marked lost and re-sent).
+  std::set<std::string> changed;
+  absl::Cleanup save = [&] {
+    for (const std::string& name : changed) Persist(name).IgnoreError();
+  };
+  if (!lost.empty()) {
+    registry_->MarkLost(lost);
+    std::set<std::string> lost_ids;
+    for (const auto& l : lost) lost_ids.insert(l.first);
+    for (const auto& m : models) {
+      for (const Placement& p : m->shards) {
+        if (lost_ids.count(p.location.shard_id) > 0) changed.insert(m->name);
+      }
+    }
+  }
   if (!orphans.empty()) {
     // A shard loaded by a fit or a repair that committed after the snapshot above is no orphan:
     // check pending first, then a fresh snapshot (both commit before clearing their pending ids).
@@ -678,9 +758,14 @@ void ModelManager::Repair() {
                                            live.size());
     for (const Placement& p : m->shards) {
       std::set<std::string> holders;  // live, not lost
+      bool awaited = false;           // a copy on a worker not registered yet, after a restart
       for (const Replica& r : p.replicas) {
         if (!r.lost && workers_->IsAlive(r.worker_id)) holders.insert(r.worker_id);
+        awaited = awaited || (!r.lost && !workers_->Get(r.worker_id).ok());
       }
+      // Just after a restart the workers are still re-registering with the copies they kept:
+      // wait for them before loading new copies (which would only be dropped again).
+      if (awaited && absl::Now() < restore_until_) continue;
       while (holders.size() < wanted) {
         const WorkerHandle* target = nullptr;
         for (const WorkerHandle& w : live) {
@@ -693,9 +778,9 @@ void ModelManager::Repair() {
             LoadShard(*target, p.location.shard_id, m->dataset, p.location.first_global_index,
                       p.location.rows, m->cols, m->params, p.location.global_ids.get(),
                       /*training_rows=*/nullptr);
-        if (st.ok()) {
-          registry_->AddReplica(m->name, m->generation, p.location.shard_id, target->id,
-                                absl::Now());
+        if (st.ok() && registry_->AddReplica(m->name, m->generation, p.location.shard_id,
+                                             target->id, absl::Now())) {
+          changed.insert(m->name);
         }
         registry_->RemovePending({p.location.shard_id});
         load[target->id] += p.location.rows;  // tried: the next copy goes elsewhere
@@ -709,6 +794,7 @@ void ModelManager::Repair() {
         }
         if (registry_->RemoveReplica(m->name, m->generation, p.location.shard_id, *busiest)) {
           DropShards({{p.location.shard_id, *busiest}});
+          changed.insert(m->name);
         }
         load[*busiest] -= std::min(load[*busiest], p.location.rows);
         holders.erase(busiest);
@@ -718,8 +804,10 @@ void ModelManager::Repair() {
       // they count again (then one copy is extra and is dropped above).
       if (holders.size() >= wanted) {
         for (const Replica& r : p.replicas) {
-          if (r.lost) registry_->RemoveReplica(m->name, m->generation, p.location.shard_id,
-                                               r.worker_id);
+          if (r.lost && registry_->RemoveReplica(m->name, m->generation, p.location.shard_id,
+                                                 r.worker_id)) {
+            changed.insert(m->name);
+          }
         }
       }
     }

@@ -24,6 +24,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "coordinator/dataset_store.h"
+#include "coordinator/model_catalog.h"
 #include "coordinator/model_registry.h"
 #include "coordinator/scatter_gather.h"
 #include "coordinator/sharder.h"
@@ -85,8 +86,15 @@ struct ScoreResult {
 
 class ModelManager {
  public:
+  // `catalog` may be null: models then live in memory only (tests).
   ModelManager(DatasetStore* store, WorkerPool* workers, ModelRegistry* registry,
-               ScatterGather* search, ThreadPool* pool, ModelManagerOptions options);
+               ScatterGather* search, ThreadPool* pool, ModelManagerOptions options,
+               ModelCatalog* catalog = nullptr);
+
+  // Loads the catalog's models into the registry (labels read back from their datasets), so a
+  // restarted coordinator serves them without a re-upload or a refit. Call once at start. A
+  // record that cannot be used is quarantined; returns one error per such model, naming it.
+  std::vector<absl::Status> Recover();
   ModelManager(const ModelManager&) = delete;
   ModelManager& operator=(const ModelManager&) = delete;
 
@@ -155,6 +163,13 @@ class ModelManager {
                          const std::string& dataset, int64_t first, uint64_t rows, uint64_t cols,
                          const NeighborsParams& params,
                          const std::vector<int64_t>* ids, const Matrix* training_rows) const;
+  // Writes the registry's entry of `name` to the catalog (or removes it); OK without a catalog.
+  absl::Status Persist(const std::string& name) const;
+  // What a model's predictions need from its training dataset's labels; `class_names`: the
+  // names the label codes index (a string-labelled dataset's, or an imported model's).
+  absl::StatusOr<std::shared_ptr<const ModelLabels>> ReadModelLabels(
+      Model::Task task, const std::string& dataset, uint64_t rows,
+      const std::vector<std::string>& class_names) const;
   // Drops (shard id, worker id) copies: best effort, all at once; errors are ignored (a missing
   // shard is not an error) and dead workers are skipped.
   void DropShards(const std::vector<std::pair<std::string, std::string>>& copies) const;
@@ -172,6 +187,10 @@ class ModelManager {
   ScatterGather* const search_;
   ThreadPool* const pool_;
   const ModelManagerOptions options_;
+  ModelCatalog* const catalog_;
+  // Until then Repair does not replace copies on workers that have not registered since the
+  // start (they re-register within a heartbeat or two with the shards they kept).
+  const absl::Time restore_until_;
 };
 
 }  // namespace knncluster::coordinator

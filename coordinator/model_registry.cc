@@ -35,6 +35,11 @@ uint64_t ModelRegistry::NextGeneration() {
   return next_generation_++;
 }
 
+void ModelRegistry::AdvanceGeneration(uint64_t generation) {
+  absl::MutexLock lock(&mu_);
+  next_generation_ = std::max(next_generation_, generation + 1);
+}
+
 absl::StatusOr<std::shared_ptr<const ModelEntry>> ModelRegistry::Get(
     const std::string& name) const {
   absl::MutexLock lock(&mu_);

@@ -98,6 +98,8 @@ class ModelRegistry {
 
   // A fresh generation number (never reused in this process).
   uint64_t NextGeneration();
+  // Makes every later NextGeneration() greater than `generation` (a restored model's).
+  void AdvanceGeneration(uint64_t generation);
 
   // NotFound "model: no model named \"x\"".
   absl::StatusOr<std::shared_ptr<const ModelEntry>> Get(const std::string& name) const;
