@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cassert>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -136,11 +137,30 @@ absl::Status WriteAtomically(const std::string& path, absl::Span<const std::stri
   return FsyncDir(ParentDir(path));
 }
 
+// The 32-byte header. REQUIRES: format.magic has 8 characters (checked by the callers).
+void MakeHeader(const DurableFileFormat& format, uint64_t length, uint32_t crc, char* header) {
+  assert(std::strlen(format.magic) == kDurableMagicSize);
+  std::memset(header, 0, kDurableHeaderSize);
+  std::memcpy(header, format.magic, kDurableMagicSize);
+  PutU32(format.version, header + 8);
+  PutU64(length, header + 16);
+  PutU32(crc, header + 24);
+  PutU32(Crc32(std::string_view(header, 28)), header + 28);
+}
+
 // Checks the header and payload of a durable file's bytes; returns the version.
 absl::StatusOr<uint32_t> CheckBytes(const std::string& path, std::string_view bytes,
                                     const DurableFileFormat& format);
 
 }  // namespace
+
+std::string EncodeDurableFile(const DurableFileFormat& format, std::string_view payload) {
+  char header[kDurableHeaderSize];
+  MakeHeader(format, payload.size(), Crc32(payload), header);
+  std::string out(header, sizeof(header));
+  out.append(payload.data(), payload.size());
+  return out;
+}
 
 absl::Status WriteDurableFile(const std::string& path, const DurableFileFormat& format,
                               std::string_view payload) {
@@ -159,13 +179,8 @@ absl::Status WriteDurableFile(const std::string& path, const DurableFileFormat& 
     length += part.size();
     crc = ExtendCrc32(crc, part);
   }
-  char header[kDurableHeaderSize] = {};
-  std::memcpy(header, format.magic, kDurableMagicSize);
-  PutU32(format.version, header + 8);
-  PutU32(0, header + 12);
-  PutU64(length, header + 16);
-  PutU32(crc, header + 24);
-  PutU32(Crc32(std::string_view(header, 28)), header + 28);
+  char header[kDurableHeaderSize];
+  MakeHeader(format, length, crc, header);
   std::vector<std::string_view> parts;
   parts.reserve(payload_parts.size() + 1);
   parts.emplace_back(header, sizeof(header));

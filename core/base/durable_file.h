@@ -72,6 +72,10 @@ absl::Status WriteDurableFile(const std::string& path, const DurableFileFormat& 
 absl::Status WriteDurableFile(const std::string& path, const DurableFileFormat& format,
                               absl::Span<const std::string_view> payload_parts);
 
+// The bytes WriteDurableFile writes, for a caller that places them itself (e.g. inside a
+// directory it then renames into place as a whole).
+std::string EncodeDurableFile(const DurableFileFormat& format, std::string_view payload);
+
 // Reads and checks `path` (see above). NotFound when it does not exist. Holds the file in memory
 // once (the payload is the file's bytes less the header, moved in place).
 absl::StatusOr<DurableContents> ReadDurableFile(const std::string& path,
