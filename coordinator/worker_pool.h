@@ -27,6 +27,8 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include <grpcpp/security/credentials.h>
+
 #include "knncluster/v1/worker.grpc.pb.h"
 
 namespace knncluster::coordinator {
@@ -38,6 +40,9 @@ struct WorkerPoolOptions {
   int dead_after_intervals = 3;
   // Max send/receive message size on the channels to workers.
   int max_message_bytes = 64 << 20;
+  // Credentials of the channels to workers (rpc::MakePeerChannelCredentials: TLS with the
+  // coordinator's certificate); null: plaintext.
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
 };
 
 // An immutable snapshot of one worker, safe to use after the pool's lock is released.

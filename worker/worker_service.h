@@ -30,6 +30,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "knncluster/v1/worker.grpc.pb.h"
+#include "rpc/credentials.h"
 
 namespace knncluster {
 class ThreadPool;
@@ -51,6 +52,9 @@ struct WorkerServiceContext {
   // For tests: every fold job first sleeps this long (in small steps; CANCELLED if the call is
   // cancelled or its deadline passes meanwhile).
   absl::Duration testing_job_delay = absl::ZeroDuration();
+  // Checked first by every handler: with TLS, only the coordinator's certificate may call.
+  // Default: everyone (plaintext).
+  rpc::CallGuard guard;
 };
 
 class WorkerService final : public v1::Worker::Service {
@@ -93,6 +97,7 @@ class WorkerService final : public v1::Worker::Service {
   SubsetIndexCache* const subset_indexes_;
   ThreadPool* const pool_;
   const absl::Duration testing_job_delay_;
+  const rpc::CallGuard guard_;
 };
 
 }  // namespace knncluster::worker

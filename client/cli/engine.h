@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "client/cli/data_source.h"
 #include "client/cpp/cancel_token.h"
+#include "knncluster/client.h"
 #include "core/base/thread_pool.h"
 #include "core/estimators/model_io.h"
 #include "core/estimators/params.h"
@@ -147,8 +148,8 @@ Selection Head(const Selection& rows, size_t n);
 
 // In-process engine; searches run on `pool`.
 std::unique_ptr<Engine> MakeLocalEngine(ThreadPool* pool);
-// Engine backed by the coordinator at `address`.
-std::unique_ptr<Engine> MakeClusterEngine(const std::string& address);
+// Engine backed by the coordinator at options.address (TLS and token as the options say).
+std::unique_ptr<Engine> MakeClusterEngine(const client::ClientOptions& options);
 
 // Shared helpers.
 absl::StatusOr<NeighborsParams> ParseParams(int n_neighbors, const std::string& weights,
