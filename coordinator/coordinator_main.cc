@@ -16,12 +16,12 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "rpc/credentials.h"
-#include "rpc/server_main.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "coordinator/coordinator_server.h"
+#include "rpc/credentials.h"
+#include "rpc/server_main.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:0",
           "HOST:PORT to serve on; port 0 picks a free port (the chosen address is printed on "
@@ -46,10 +46,12 @@ ABSL_FLAG(int, grid_search_job_deadline_s, 1800,
           "Deadline of one grid-search fold job on a worker, in seconds");
 ABSL_FLAG(std::string, tls_cert, "",
           "PEM certificate (chain) of this process, from the cluster's CA (scripts/make-certs.sh); "
-          "with --tls-key and --tls-ca: serve TLS; clients need no certificate, workers must show theirs (CN knn-worker-*) to register");
+          "with --tls-key and --tls-ca: serve TLS; clients need no certificate, workers must show "
+          "theirs (CN knn-worker-*) to register");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert");
 ABSL_FLAG(std::string, tls_ca, "",
-          "PEM certificate of the cluster's CA: workers' certificates are verified against it, and so are workers when this coordinator calls them");
+          "PEM certificate of the cluster's CA: workers' certificates are verified against it, and "
+          "so are workers when this coordinator calls them");
 ABSL_FLAG(bool, insecure, false,
           "Serve plaintext (no TLS): allowed only on a loopback --listen address unless "
           "--allow-insecure-remote. Without TLS flags or --insecure the server refuses to start");
@@ -137,15 +139,22 @@ int main(int argc, char** argv) {
   }
   std::printf("listening on %s\n", server.bound_address().c_str());
   std::fflush(stdout);
-  Log(absl::StrFormat("serving on %s%s, data in %s, heartbeat interval %d ms%s",
-                      server.bound_address(),
-                      options.advertise_address.empty()
-                          ? ""
-                          : absl::StrCat(" (advertised as ", options.advertise_address, ")"),
-                      options.data_dir, options.heartbeat_interval_ms,
-                      options.workers.empty()
-                          ? ""
-                          : absl::StrCat(", static workers ", absl::StrJoin(options.workers, ","))));
+  Log(absl::StrFormat(
+      "serving %s on %s%s, data in %s, heartbeat interval %d ms%s",
+      options.security.tls()
+          ? (options.security.auth_token_file.empty()
+                 ? "TLS (workers: mutual TLS)"
+                 : "TLS with a bearer token (workers: mutual TLS)")
+          : (options.security.auth_token_file.empty() ? "plaintext"
+                                                      : "plaintext with a bearer token"),
+      server.bound_address(),
+      options.advertise_address.empty()
+          ? ""
+          : absl::StrCat(" (advertised as ", options.advertise_address, ")"),
+      options.data_dir, options.heartbeat_interval_ms,
+      options.workers.empty()
+          ? ""
+          : absl::StrCat(", static workers ", absl::StrJoin(options.workers, ","))));
 
   const int signal_number = knncluster::rpc::WaitForTerminationSignal(signals);
   Log(absl::StrFormat("signal %d: shutting down", signal_number));

@@ -206,7 +206,8 @@ grpc::Status CoordinatorService::UploadDataset(grpc::ServerContext* context,
   return rpc::ToGrpcStatus(DoUpload(reader, response));
 }
 
-grpc::Status CoordinatorService::ListDatasets(grpc::ServerContext* context, const v1::ListDatasetsRequest*,
+grpc::Status CoordinatorService::ListDatasets(grpc::ServerContext* context,
+                                              const v1::ListDatasetsRequest*,
                                               v1::ListDatasetsResponse* response) {
   if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
   for (const DatasetMeta& m : store_->List()) coordinator::ToProto(m, response->add_datasets());
@@ -500,7 +501,8 @@ grpc::Status CoordinatorService::ImportModel(grpc::ServerContext* context,
   return rpc::ToGrpcStatus(DoImport(reader, DeadlineOf(context), response));
 }
 
-grpc::Status CoordinatorService::ListModels(grpc::ServerContext* context, const v1::ListModelsRequest*,
+grpc::Status CoordinatorService::ListModels(grpc::ServerContext* context,
+                                            const v1::ListModelsRequest*,
                                             v1::ListModelsResponse* response) {
   if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
   for (const auto& e : registry_->List()) ToProto(*e, response->add_models());
@@ -758,7 +760,8 @@ grpc::Status CoordinatorService::GetGridSearchResult(grpc::ServerContext* contex
 MembershipService::MembershipService(WorkerPool* workers, rpc::CallGuard guard)
     : workers_(workers), guard_(std::move(guard)) {}
 
-grpc::Status MembershipService::Register(grpc::ServerContext* context, const v1::RegisterRequest* request,
+grpc::Status MembershipService::Register(grpc::ServerContext* context,
+                                         const v1::RegisterRequest* request,
                                          v1::RegisterResponse* response) {
   if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
   const absl::Status st = workers_->Register(request->worker_id(), request->address(),

@@ -15,6 +15,8 @@
 #ifndef KNNCLUSTER_COORDINATOR_WORKER_POOL_H_
 #define KNNCLUSTER_COORDINATOR_WORKER_POOL_H_
 
+#include <grpcpp/security/credentials.h>
+
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -27,8 +29,6 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include <grpcpp/security/credentials.h>
-
 #include "knncluster/v1/worker.grpc.pb.h"
 
 namespace knncluster::coordinator {

@@ -6,6 +6,11 @@
 #include <grpcpp/server_context.h>
 #include <grpcpp/support/status.h>
 
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
 #include <fstream>
 #include <sstream>
 #include <utility>
@@ -40,8 +45,7 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, absl::string_view 
 absl::StatusOr<std::string> ReadPem(const std::string& path, absl::string_view flag) {
   KNN_ASSIGN_OR_RETURN(std::string pem, ReadFile(path, flag));
   if (!absl::StrContains(pem, "-----BEGIN ")) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(flag, ": \"", path, "\" is not a PEM file"));
+    return absl::InvalidArgumentError(absl::StrCat(flag, ": \"", path, "\" is not a PEM file"));
   }
   return pem;
 }
@@ -81,6 +85,38 @@ bool IsWorkerName(absl::string_view name) {
   return name == kWorkerName || absl::StartsWith(name, absl::StrCat(kWorkerName, "-"));
 }
 
+// What gRPC would only report as "cannot bind": a key that is not one, or not the certificate's.
+absl::Status CheckKeyPair(const TlsMaterial& m, const SecurityOptions& options) {
+  BIO* cert_bio = BIO_new_mem_buf(m.cert_pem.data(), static_cast<int>(m.cert_pem.size()));
+  X509* cert = PEM_read_bio_X509(cert_bio, nullptr, nullptr, nullptr);
+  BIO_free(cert_bio);
+  BIO* key_bio = BIO_new_mem_buf(m.key_pem.data(), static_cast<int>(m.key_pem.size()));
+  EVP_PKEY* key = PEM_read_bio_PrivateKey(key_bio, nullptr, nullptr, nullptr);
+  BIO_free(key_bio);
+  BIO* ca_bio = BIO_new_mem_buf(m.ca_pem.data(), static_cast<int>(m.ca_pem.size()));
+  X509* ca = PEM_read_bio_X509(ca_bio, nullptr, nullptr, nullptr);
+  BIO_free(ca_bio);
+  absl::Status status;
+  if (cert == nullptr) {
+    status = absl::InvalidArgumentError(
+        absl::StrCat("--tls-cert: \"", options.cert_file, "\" holds no PEM certificate"));
+  } else if (key == nullptr) {
+    status = absl::InvalidArgumentError(absl::StrCat(
+        "--tls-key: \"", options.key_file, "\" holds no unencrypted PEM private key"));
+  } else if (X509_check_private_key(cert, key) != 1) {
+    status = absl::InvalidArgumentError(absl::StrCat("--tls-key: \"", options.key_file,
+                                                     "\" is not the key of --tls-cert \"",
+                                                     options.cert_file, "\""));
+  } else if (ca == nullptr) {
+    status = absl::InvalidArgumentError(
+        absl::StrCat("--tls-ca: \"", options.ca_file, "\" holds no PEM certificate"));
+  }
+  X509_free(cert);
+  EVP_PKEY_free(key);
+  X509_free(ca);
+  return status;
+}
+
 }  // namespace
 
 bool IsLoopbackHost(absl::string_view host) {
@@ -88,8 +124,7 @@ bool IsLoopbackHost(absl::string_view host) {
   if (absl::StartsWith(host, "[") && absl::EndsWith(host, "]")) {
     host = host.substr(1, host.size() - 2);
   }
-  if (absl::EqualsIgnoreCase(host, "localhost") || host == "::1" ||
-      host == "0:0:0:0:0:0:0:1") {
+  if (absl::EqualsIgnoreCase(host, "localhost") || host == "::1" || host == "0:0:0:0:0:0:0:1") {
     return true;
   }
   // 127.0.0.0/8, written as a dotted quad.
@@ -112,9 +147,8 @@ absl::Status CheckSecurityOptions(const SecurityOptions& options,
         "--insecure: plaintext and --tls-cert/--tls-key/--tls-ca exclude each other; give one");
   }
   if (options.insecure) {
-    const absl::string_view host = absl::StartsWith(listen_address, "unix")
-                                       ? listen_address
-                                       : HostOf(listen_address);
+    const absl::string_view host =
+        absl::StartsWith(listen_address, "unix") ? listen_address : HostOf(listen_address);
     if (!IsLoopbackHost(host) && !options.allow_insecure_remote) {
       return absl::InvalidArgumentError(absl::StrCat(
           "--insecure: refusing plaintext on the non-loopback address \"", listen_address,
@@ -133,9 +167,9 @@ absl::Status CheckSecurityOptions(const SecurityOptions& options,
   if (options.key_file.empty()) missing.push_back("--tls-key");
   if (options.ca_file.empty()) missing.push_back("--tls-ca");
   if (!missing.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "TLS needs --tls-cert, --tls-key and --tls-ca together; missing ",
-        absl::StrJoin(missing, ", ")));
+    return absl::InvalidArgumentError(
+        absl::StrCat("TLS needs --tls-cert, --tls-key and --tls-ca together; missing ",
+                     absl::StrJoin(missing, ", ")));
   }
   return absl::OkStatus();
 }
@@ -145,6 +179,7 @@ absl::StatusOr<TlsMaterial> LoadTlsMaterial(const SecurityOptions& options) {
   KNN_ASSIGN_OR_RETURN(m.cert_pem, ReadPem(options.cert_file, "--tls-cert"));
   KNN_ASSIGN_OR_RETURN(m.key_pem, ReadPem(options.key_file, "--tls-key"));
   KNN_ASSIGN_OR_RETURN(m.ca_pem, ReadPem(options.ca_file, "--tls-ca"));
+  KNN_RETURN_IF_ERROR(CheckKeyPair(m, options));
   return m;
 }
 
@@ -207,8 +242,10 @@ grpc::Status CallGuard::Check(const grpc::ServerContext* context) const {
     const std::vector<std::string> names = PeerCommonNames(*context);
     if (names.empty()) {
       return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                          absl::StrCat("only ", role, " may call this service: present its "
-                                       "certificate (", wanted, ", from the cluster's CA)"));
+                          absl::StrCat("only ", role,
+                                       " may call this service: present its "
+                                       "certificate (",
+                                       wanted, ", from the cluster's CA)"));
     }
     bool ok = false;
     for (const std::string& name : names) {
@@ -216,8 +253,10 @@ grpc::Status CallGuard::Check(const grpc::ServerContext* context) const {
     }
     if (!ok) {
       return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                          absl::StrCat("only ", role, " may call this service: the peer's "
-                                       "certificate has CN ", names.front(), ", not ", wanted));
+                          absl::StrCat("only ", role,
+                                       " may call this service: the peer's "
+                                       "certificate has CN ",
+                                       names.front(), ", not ", wanted));
     }
   }
   if (!token_.empty()) {

@@ -63,8 +63,7 @@ bool IsLoopbackHost(absl::string_view host);
 // InvalidArgument, naming the flags, when plaintext is asked for on a non-loopback address
 // without allow_insecure_remote, when neither TLS nor plaintext is chosen, when TLS files come
 // with --insecure, or when one of the three TLS files is missing.
-absl::Status CheckSecurityOptions(const SecurityOptions& options,
-                                  absl::string_view listen_address);
+absl::Status CheckSecurityOptions(const SecurityOptions& options, absl::string_view listen_address);
 
 // The PEM contents of the TLS files, read once at start.
 struct TlsMaterial {
@@ -73,7 +72,8 @@ struct TlsMaterial {
   std::string ca_pem;
 };
 // Reads the three files. InvalidArgument naming the flag of a file that is missing, unreadable or
-// not PEM. REQUIRES: options.tls().
+// not PEM, of a key that is not the certificate's, or of a CA file without a certificate.
+// REQUIRES: options.tls().
 absl::StatusOr<TlsMaterial> LoadTlsMaterial(const SecurityOptions& options);
 
 // Reads the bearer token file: InvalidArgument when unreadable, empty, or not printable ASCII

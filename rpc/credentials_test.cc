@@ -13,8 +13,8 @@ namespace {
 using ::testing::HasSubstr;
 
 TEST(IsLoopbackHostTest, LoopbackAndNot) {
-  for (const char* host : {"127.0.0.1", "127.1.2.3", "localhost", "LOCALHOST", "::1", "[::1]",
-                           "unix:/tmp/knn.sock"}) {
+  for (const char* host :
+       {"127.0.0.1", "127.1.2.3", "localhost", "LOCALHOST", "::1", "[::1]", "unix:/tmp/knn.sock"}) {
     EXPECT_TRUE(IsLoopbackHost(host)) << host;
   }
   for (const char* host : {"0.0.0.0", "[::]", "::", "", "10.0.0.1", "128.0.0.1", "127.0.0",

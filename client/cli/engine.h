@@ -18,12 +18,12 @@
 #include "absl/status/statusor.h"
 #include "client/cli/data_source.h"
 #include "client/cpp/cancel_token.h"
-#include "knncluster/client.h"
 #include "core/base/thread_pool.h"
 #include "core/estimators/model_io.h"
 #include "core/estimators/params.h"
 #include "core/index/neighbor_index.h"
 #include "core/model_selection/grid_search.h"
+#include "knncluster/client.h"
 
 namespace knncluster::cli {
 

@@ -360,6 +360,21 @@ class StartupRulesTest(unittest.TestCase):
             self.assertNotEqual(p.returncode, 0)
             self.assertIn("--tls-cert: cannot read", p.stderr)
 
+    def test_a_key_that_is_not_the_certificates_is_refused(self):
+        certs = os.path.join(self.tmp, "certs")
+        subprocess.run([os.path.join(ARGS.source, "scripts", "make-certs.sh"), certs,
+                        "--workers", "1"], check=True, capture_output=True, timeout=60)
+        pem = lambda name: os.path.join(certs, name + ".pem")  # noqa: E731
+        for key, words in (("worker-1-key", "is not the key of --tls-cert"),
+                           ("ca", "holds no unencrypted PEM private key")):
+            for binary in ("knn-coordinator", "knn-worker"):
+                p = subprocess.run(self.argv(binary, "--tls-cert", pem("coordinator"),
+                                             "--tls-key", pem(key), "--tls-ca", pem("ca")),
+                                   capture_output=True, text=True, timeout=30,
+                                   env={**os.environ, "GRPC_VERBOSITY": "NONE"})
+                self.assertEqual(p.returncode, 1, p.stderr)
+                self.assertIn(words, p.stderr)
+
     def test_an_empty_token_file_is_refused(self):
         empty = os.path.join(self.tmp, "empty-token")
         open(empty, "w").close()
