@@ -286,6 +286,32 @@ class SecureClusterTest(unittest.TestCase):
                                          self.pb.HeartbeatRequest(worker_id="nobody"))
         self.assertEqual(code, self.grpc.StatusCode.OK, details)
 
+    def test_a_worker_with_a_non_worker_certificate_cannot_join(self):
+        tmp = tempfile.mkdtemp(dir=self.tmpdir.name)
+        err_path = os.path.join(tmp, "err")
+        with open(err_path, "w") as err:
+            proc = subprocess.Popen(
+                [os.path.join(ARGS.bin, "knn-worker"), "--listen", "127.0.0.1:0", "--data-dir",
+                 os.path.join(tmp, "w"), "--coordinator", self.address,
+                 "--tls-cert", self.cert("client"), "--tls-key", self.cert("client-key"),
+                 "--tls-ca", self.cert("ca")],
+                stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, "GRPC_VERBOSITY": "NONE"})
+        try:
+            # Registration is retried with backoff; the first attempt may also fail otherwise
+            # (e.g. while connecting), so wait for the refusal itself.
+            deadline, log = time.time() + 20, ""
+            while time.time() < deadline and "CN knn-client" not in log:
+                time.sleep(0.05)
+                with open(err_path) as f:
+                    log = f.read()
+            self.assertIn("cannot register", log)
+            self.assertIn("PERMISSION_DENIED: only a worker may call this service", log)
+            self.assertIn("CN knn-client", log)
+            self.assertEqual(len(self.cluster.status()["workers"]), 2)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=15)
+
 
 class StartupRulesTest(unittest.TestCase):
     """What the binaries refuse before serving anything."""
