@@ -65,12 +65,13 @@ def main():
     procs = []
     try:
         coord, addr = start([os.path.join(bin_dir, "knn-coordinator"), "--listen", "127.0.0.1:0",
-                             "--data-dir", os.path.join(tmp, "c")], tmp, "coordinator")
+                             "--data-dir", os.path.join(tmp, "c"), "--insecure"], tmp, "coordinator")
         procs.append(coord)
         workers = []
         for i in range(a.workers):
             w, waddr = start([os.path.join(bin_dir, "knn-worker"), "--listen", "127.0.0.1:0",
-                          "--coordinator", addr, "--data-dir", os.path.join(tmp, f"w{i}")],
+                              "--coordinator", addr, "--data-dir", os.path.join(tmp, f"w{i}"),
+                              "--insecure"],
                          tmp, f"worker{i}")
             procs.append(w)
             workers.append((w, waddr))

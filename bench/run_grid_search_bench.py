@@ -45,12 +45,13 @@ def cluster_once(bin_dir, workers, pb, common, gs, grpc, stubs):
         try:
             proc, coord = start([os.path.join(bin_dir, "knn-coordinator"), "--listen", "127.0.0.1:0",
                                  "--data-dir", os.path.join(tmp, "c"),
-                                 "--heartbeat-interval-ms", "200"], tmp, "coordinator")
+                                 "--heartbeat-interval-ms", "200", "--insecure"],
+                                tmp, "coordinator")
             procs.append(proc)
             for i in range(workers):
                 proc, _ = start([os.path.join(bin_dir, "knn-worker"), "--listen", "127.0.0.1:0",
                                  "--data-dir", os.path.join(tmp, f"w{i}"),
-                                 "--coordinator", coord], tmp, f"w{i}")
+                                 "--coordinator", coord, "--insecure"], tmp, f"w{i}")
                 procs.append(proc)
             channel = grpc.insecure_channel(coord)
             stub = stubs.CoordinatorStub(channel)

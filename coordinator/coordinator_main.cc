@@ -16,11 +16,12 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "rpc/server_main.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "coordinator/coordinator_server.h"
+#include "rpc/credentials.h"
+#include "rpc/server_main.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:0",
           "HOST:PORT to serve on; port 0 picks a free port (the chosen address is printed on "
@@ -46,6 +47,24 @@ ABSL_FLAG(int, grid_search_slots, 0,
           "Grid-search fold jobs each worker runs at once (0: the worker's cores, at least 2)");
 ABSL_FLAG(int, grid_search_job_deadline_s, 1800,
           "Deadline of one grid-search fold job on a worker, in seconds");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate (chain) of this process, from the cluster's CA (scripts/make-certs.sh); "
+          "with --tls-key and --tls-ca: serve TLS; clients need no certificate, workers must show "
+          "theirs (CN knn-worker-*) to register");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM certificate of the cluster's CA: workers' certificates are verified against it, and "
+          "so are workers when this coordinator calls them");
+ABSL_FLAG(bool, insecure, false,
+          "Serve plaintext (no TLS): allowed only on a loopback --listen address unless "
+          "--allow-insecure-remote. Without TLS flags or --insecure the server refuses to start");
+ABSL_FLAG(bool, allow_insecure_remote, false,
+          "With --insecure: allow plaintext on a non-loopback address (anyone who reaches it can "
+          "call it)");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "File holding a bearer token: every client call must then carry \"authorization: "
+          "Bearer <token>\" (knnctl --token-file, the clients' token option), else "
+          "UNAUTHENTICATED");
 
 namespace {
 
@@ -57,6 +76,8 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "knn-coordinator --data-dir DIR [--listen HOST:PORT] [--advertise HOST:PORT] "
       "[--workers A,B,C] [--threads N] [--heartbeat-interval-ms MS] [--replication R]\n"
+      "  (--tls-cert F --tls-key F --tls-ca F [--auth-token-file F] | --insecure "
+      "[--allow-insecure-remote])\n"
       "Keeps the catalog of datasets and models, shards training sets over the workers, fans "
       "queries out and merges the workers' partial answers into the exact k nearest neighbours.\n"
       "Flag names accept '-' or '_' (--data-dir and --data_dir are the same flag).");
@@ -84,6 +105,18 @@ int main(int argc, char** argv) {
   options.replication = absl::GetFlag(FLAGS_replication);
   options.grid_search.job_deadline =
       absl::Seconds(absl::GetFlag(FLAGS_grid_search_job_deadline_s));
+  options.security.cert_file = absl::GetFlag(FLAGS_tls_cert);
+  options.security.key_file = absl::GetFlag(FLAGS_tls_key);
+  options.security.ca_file = absl::GetFlag(FLAGS_tls_ca);
+  options.security.insecure = absl::GetFlag(FLAGS_insecure);
+  options.security.allow_insecure_remote = absl::GetFlag(FLAGS_allow_insecure_remote);
+  options.security.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
+  if (absl::Status status =
+          knncluster::rpc::CheckSecurityOptions(options.security, options.listen_address);
+      !status.ok()) {
+    absl::FPrintF(stderr, "knn-coordinator: %s\n", status.message());
+    return 2;
+  }
   if (options.data_dir.empty()) {
     absl::FPrintF(stderr,
                   "knn-coordinator: --data-dir is required (the directory where uploaded "
@@ -112,15 +145,22 @@ int main(int argc, char** argv) {
   for (const std::string& e : server.load_errors()) Log(absl::StrCat("data directory: ", e));
   std::printf("listening on %s\n", server.bound_address().c_str());
   std::fflush(stdout);
-  Log(absl::StrFormat("serving on %s%s, data in %s, heartbeat interval %d ms, replication %d%s",
-                      server.bound_address(),
-                      options.advertise_address.empty()
-                          ? ""
-                          : absl::StrCat(" (advertised as ", options.advertise_address, ")"),
-                      options.data_dir, options.heartbeat_interval_ms, options.replication,
-                      options.workers.empty()
-                          ? ""
-                          : absl::StrCat(", static workers ", absl::StrJoin(options.workers, ","))));
+  Log(absl::StrFormat(
+      "serving %s on %s%s, data in %s, heartbeat interval %d ms, replication %d%s",
+      options.security.tls()
+          ? (options.security.auth_token_file.empty()
+                 ? "TLS (workers: mutual TLS)"
+                 : "TLS with a bearer token (workers: mutual TLS)")
+          : (options.security.auth_token_file.empty() ? "plaintext"
+                                                      : "plaintext with a bearer token"),
+      server.bound_address(),
+      options.advertise_address.empty()
+          ? ""
+          : absl::StrCat(" (advertised as ", options.advertise_address, ")"),
+      options.data_dir, options.heartbeat_interval_ms, options.replication,
+      options.workers.empty()
+          ? ""
+          : absl::StrCat(", static workers ", absl::StrJoin(options.workers, ","))));
 
   const int signal_number = knncluster::rpc::WaitForTerminationSignal(signals);
   Log(absl::StrFormat("signal %d: shutting down", signal_number));

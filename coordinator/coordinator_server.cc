@@ -48,6 +48,16 @@ absl::Status CoordinatorServer::Start() {
     return absl::InvalidArgumentError(absl::StrCat(
         "listen: expected HOST:PORT, got \"", options_.listen_address, "\""));
   }
+  // Security first: a misconfigured coordinator must not open its data directory.
+  KNN_RETURN_IF_ERROR(rpc::CheckSecurityOptions(options_.security, options_.listen_address));
+  KNN_ASSIGN_OR_RETURN(const std::string token,
+                       rpc::LoadAuthToken(options_.security.auth_token_file));
+  KNN_ASSIGN_OR_RETURN(
+      std::shared_ptr<grpc::ServerCredentials> server_credentials,
+      rpc::MakeServerCredentials(options_.security, rpc::ClientCertificates::kRequestAndVerify));
+  WorkerPoolOptions pool_options;
+  KNN_ASSIGN_OR_RETURN(pool_options.credentials,
+                       rpc::MakePeerChannelCredentials(options_.security));
   KNN_ASSIGN_OR_RETURN(store_, DatasetStore::Open(options_.data_dir));
   // Under the store's LOCK: one process per directory. Version 0 (a directory from before FORMAT
   // existed) holds datasets only, in their own versioned format: nothing to upgrade.
@@ -55,7 +65,6 @@ absl::Status CoordinatorServer::Start() {
                                          kCoordinatorDataDirVersion)
                           .status());
 
-  WorkerPoolOptions pool_options;
   pool_options.heartbeat_interval = absl::Milliseconds(options_.heartbeat_interval_ms);
   pool_options.max_message_bytes = options_.max_message_bytes;
   workers_ = std::make_unique<WorkerPool>(pool_options);
@@ -96,15 +105,18 @@ absl::Status CoordinatorServer::Start() {
   // Finished searches answer as before; interrupted ones start again.
   KNN_RETURN_IF_ERROR(grid_searches_->Recover());
   for (const std::string& e : grid_searches_->recover_errors()) load_errors_.push_back(e);
+  const bool tls = options_.security.tls();
   coordinator_service_ = std::make_unique<CoordinatorService>(
-      store_.get(), registry_.get(), models_.get(), workers_.get(), grid_searches_.get());
-  membership_service_ = std::make_unique<MembershipService>(workers_.get());
+      store_.get(), registry_.get(), models_.get(), workers_.get(), grid_searches_.get(),
+      rpc::CallGuard(token, rpc::CallGuard::Peer::kAny, tls));
+  membership_service_ = std::make_unique<MembershipService>(
+      workers_.get(), rpc::CallGuard("", rpc::CallGuard::Peer::kWorker, tls));
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(options_.listen_address, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(options_.listen_address, server_credentials, &port);
   builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
   builder.SetMaxSendMessageSize(options_.max_message_bytes);
   builder.RegisterService(coordinator_service_.get());

@@ -29,6 +29,7 @@
 #include "absl/time/time.h"
 #include "coordinator/grid_search_manager.h"
 #include "coordinator/sharder.h"
+#include "rpc/credentials.h"
 
 namespace grpc {
 class Server;
@@ -78,6 +79,11 @@ struct CoordinatorOptions {
   bool run_maintenance = true;
   // How long Shutdown lets calls in flight finish before cancelling them.
   absl::Duration shutdown_grace = absl::Seconds(5);
+  // Transport security and the clients' bearer token (rpc/credentials.h). Default: plaintext,
+  // loopback only. With TLS the port requests (not requires) client certificates: the
+  // Coordinator service serves anyone with the token, the Membership service only peers with
+  // a worker's certificate; channels to workers present this coordinator's certificate.
+  rpc::SecurityOptions security;
 };
 
 class CoordinatorServer {

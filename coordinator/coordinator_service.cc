@@ -103,12 +103,13 @@ void ToProto(const DatasetMeta& meta, v1::DatasetInfo* out) {
 
 CoordinatorService::CoordinatorService(DatasetStore* store, ModelRegistry* registry,
                                        ModelManager* models, WorkerPool* workers,
-                                       GridSearchManager* searches)
+                                       GridSearchManager* searches, rpc::CallGuard guard)
     : store_(store),
       registry_(registry),
       models_(models),
       workers_(workers),
-      searches_(searches) {}
+      searches_(searches),
+      guard_(std::move(guard)) {}
 
 void CoordinatorService::ToProto(const ModelEntry& e, v1::ModelInfo* out) const {
   out->set_name(e.name);
@@ -206,21 +207,25 @@ absl::Status CoordinatorService::DoUpload(grpc::ServerReader<v1::UploadDatasetRe
   return absl::OkStatus();
 }
 
-grpc::Status CoordinatorService::UploadDataset(grpc::ServerContext*,
+grpc::Status CoordinatorService::UploadDataset(grpc::ServerContext* context,
                                                grpc::ServerReader<v1::UploadDatasetRequest>* reader,
                                                v1::DatasetInfo* response) {
+  if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
   return rpc::ToGrpcStatus(DoUpload(reader, response));
 }
 
-grpc::Status CoordinatorService::ListDatasets(grpc::ServerContext*, const v1::ListDatasetsRequest*,
+grpc::Status CoordinatorService::ListDatasets(grpc::ServerContext* context,
+                                              const v1::ListDatasetsRequest*,
                                               v1::ListDatasetsResponse* response) {
+  if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
   for (const DatasetMeta& m : store_->List()) coordinator::ToProto(m, response->add_datasets());
   return grpc::Status::OK;
 }
 
-grpc::Status CoordinatorService::DescribeDataset(grpc::ServerContext*,
+grpc::Status CoordinatorService::DescribeDataset(grpc::ServerContext* context,
                                                  const v1::DescribeDatasetRequest* request,
                                                  v1::DatasetInfo* response) {
+  if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
   absl::Status st = rpc::ValidateName(request->name(), "name");
   if (st.ok()) {
     absl::StatusOr<DatasetMeta> meta = store_->Describe(request->name());
@@ -230,9 +235,10 @@ grpc::Status CoordinatorService::DescribeDataset(grpc::ServerContext*,
   return rpc::ToGrpcStatus(st);
 }
 
-grpc::Status CoordinatorService::DeleteDataset(grpc::ServerContext*,
+grpc::Status CoordinatorService::DeleteDataset(grpc::ServerContext* context,
                                                const v1::DeleteDatasetRequest* request,
                                                v1::DeleteDatasetResponse*) {
+  if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
   absl::Status st = rpc::ValidateName(request->name(), "name");
   if (st.ok()) st = store_->Describe(request->name()).status();
   if (st.ok()) st = models_->CheckDatasetFree(request->name());
@@ -305,9 +311,10 @@ absl::Status CoordinatorService::DoSplit(const v1::SplitDatasetRequest& request,
   return absl::OkStatus();
 }
 
-grpc::Status CoordinatorService::SplitDataset(grpc::ServerContext*,
+grpc::Status CoordinatorService::SplitDataset(grpc::ServerContext* context,
                                               const v1::SplitDatasetRequest* request,
                                               v1::SplitDatasetResponse* response) {
+  if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
   return rpc::ToGrpcStatus(DoSplit(*request, response));
 }
 
@@ -345,12 +352,14 @@ absl::Status CoordinatorService::DoFit(const v1::FitRequest& request, absl::Time
 
 grpc::Status CoordinatorService::Fit(grpc::ServerContext* context, const v1::FitRequest* request,
                                      v1::ModelInfo* response) {
+  if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
   return rpc::ToGrpcStatus(DoFit(*request, DeadlineOf(context), response));
 }
 
 grpc::Status CoordinatorService::KNeighbors(grpc::ServerContext* context,
                                             const v1::KNeighborsRequest* request,
                                             v1::KNeighborsResponse* response) {
+  if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
   auto run = [&]() -> absl::Status {
     KNN_ASSIGN_OR_RETURN(std::shared_ptr<const ModelEntry> model, FindModel(request->model()));
     KNN_ASSIGN_OR_RETURN(Matrix queries, ResolveQueries(request->queries()));
@@ -369,6 +378,7 @@ grpc::Status CoordinatorService::KNeighbors(grpc::ServerContext* context,
 grpc::Status CoordinatorService::Predict(grpc::ServerContext* context,
                                          const v1::PredictRequest* request,
                                          v1::PredictResponse* response) {
+  if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
   auto run = [&]() -> absl::Status {
     KNN_ASSIGN_OR_RETURN(std::shared_ptr<const ModelEntry> model, FindModel(request->model()));
     KNN_ASSIGN_OR_RETURN(Matrix queries, ResolveQueries(request->queries()));
@@ -391,6 +401,7 @@ grpc::Status CoordinatorService::Predict(grpc::ServerContext* context,
 grpc::Status CoordinatorService::PredictProba(grpc::ServerContext* context,
                                               const v1::PredictProbaRequest* request,
                                               v1::PredictProbaResponse* response) {
+  if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
   auto run = [&]() -> absl::Status {
     KNN_ASSIGN_OR_RETURN(std::shared_ptr<const ModelEntry> model, FindModel(request->model()));
     KNN_ASSIGN_OR_RETURN(Matrix queries, ResolveQueries(request->queries()));
@@ -456,6 +467,7 @@ absl::Status CoordinatorService::DoScore(const v1::ScoreRequest& request, absl::
 grpc::Status CoordinatorService::Score(grpc::ServerContext* context,
                                        const v1::ScoreRequest* request,
                                        v1::ScoreResponse* response) {
+  if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
   return rpc::ToGrpcStatus(DoScore(*request, DeadlineOf(context), response));
 }
 
@@ -472,9 +484,10 @@ absl::Status CoordinatorService::DoExport(const v1::ExportModelRequest& request,
   return absl::OkStatus();
 }
 
-grpc::Status CoordinatorService::ExportModel(grpc::ServerContext*,
+grpc::Status CoordinatorService::ExportModel(grpc::ServerContext* context,
                                              const v1::ExportModelRequest* request,
                                              grpc::ServerWriter<v1::ModelChunk>* writer) {
+  if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
   return rpc::ToGrpcStatus(DoExport(*request, writer));
 }
 
@@ -505,34 +518,40 @@ absl::Status CoordinatorService::DoImport(grpc::ServerReader<v1::ImportModelRequ
 grpc::Status CoordinatorService::ImportModel(grpc::ServerContext* context,
                                              grpc::ServerReader<v1::ImportModelRequest>* reader,
                                              v1::ModelInfo* response) {
+  if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
   return rpc::ToGrpcStatus(DoImport(reader, DeadlineOf(context), response));
 }
 
-grpc::Status CoordinatorService::ListModels(grpc::ServerContext*, const v1::ListModelsRequest*,
+grpc::Status CoordinatorService::ListModels(grpc::ServerContext* context,
+                                            const v1::ListModelsRequest*,
                                             v1::ListModelsResponse* response) {
+  if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
   for (const auto& e : registry_->List()) ToProto(*e, response->add_models());
   return grpc::Status::OK;
 }
 
-grpc::Status CoordinatorService::DescribeModel(grpc::ServerContext*,
+grpc::Status CoordinatorService::DescribeModel(grpc::ServerContext* context,
                                                const v1::DescribeModelRequest* request,
                                                v1::ModelInfo* response) {
+  if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
   absl::StatusOr<std::shared_ptr<const ModelEntry>> model = FindModel(request->model());
   if (model.ok()) ToProto(**model, response);
   return rpc::ToGrpcStatus(model.status());
 }
 
-grpc::Status CoordinatorService::DeleteModel(grpc::ServerContext*,
+grpc::Status CoordinatorService::DeleteModel(grpc::ServerContext* context,
                                              const v1::DeleteModelRequest* request,
                                              v1::DeleteModelResponse*) {
+  if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
   absl::Status st = rpc::ValidateName(request->model(), "model");
   if (st.ok()) st = models_->Delete(request->model());
   return rpc::ToGrpcStatus(st);
 }
 
-grpc::Status CoordinatorService::GetClusterStatus(grpc::ServerContext*,
+grpc::Status CoordinatorService::GetClusterStatus(grpc::ServerContext* context,
                                                   const v1::GetClusterStatusRequest*,
                                                   v1::ClusterStatus* response) {
+  if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
   const std::vector<std::shared_ptr<const ModelEntry>> models = registry_->List();
   std::map<std::string, std::vector<const Placement*>> by_worker;
   for (const auto& m : models) {
@@ -574,9 +593,10 @@ absl::Status NoSearches() {
 
 }  // namespace
 
-grpc::Status CoordinatorService::StartGridSearch(grpc::ServerContext*,
+grpc::Status CoordinatorService::StartGridSearch(grpc::ServerContext* context,
                                                  const v1::StartGridSearchRequest* request,
                                                  v1::GridSearchInfo* response) {
+  if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
   auto run = [&]() -> absl::Status {
     if (searches_ == nullptr) return NoSearches();
     KNN_ASSIGN_OR_RETURN(GridSearchSpec spec, SpecFromProto(*request));
@@ -590,6 +610,7 @@ grpc::Status CoordinatorService::StartGridSearch(grpc::ServerContext*,
 grpc::Status CoordinatorService::WatchGridSearch(grpc::ServerContext* context,
                                                  const v1::WatchGridSearchRequest* request,
                                                  grpc::ServerWriter<v1::GridSearchInfo>* writer) {
+  if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
   auto run = [&]() -> absl::Status {
     if (searches_ == nullptr) return NoSearches();
     const uint32_t interval_ms =
@@ -614,9 +635,10 @@ grpc::Status CoordinatorService::WatchGridSearch(grpc::ServerContext* context,
   return rpc::ToGrpcStatus(run());
 }
 
-grpc::Status CoordinatorService::CancelGridSearch(grpc::ServerContext*,
+grpc::Status CoordinatorService::CancelGridSearch(grpc::ServerContext* context,
                                                   const v1::CancelGridSearchRequest* request,
                                                   v1::GridSearchInfo* response) {
+  if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
   auto run = [&]() -> absl::Status {
     if (searches_ == nullptr) return NoSearches();
     KNN_ASSIGN_OR_RETURN(GridSearchProgress p, searches_->Cancel(request->id()));
@@ -626,17 +648,19 @@ grpc::Status CoordinatorService::CancelGridSearch(grpc::ServerContext*,
   return rpc::ToGrpcStatus(run());
 }
 
-grpc::Status CoordinatorService::ListGridSearches(grpc::ServerContext*,
+grpc::Status CoordinatorService::ListGridSearches(grpc::ServerContext* context,
                                                   const v1::ListGridSearchesRequest*,
                                                   v1::ListGridSearchesResponse* response) {
+  if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
   if (searches_ == nullptr) return rpc::ToGrpcStatus(NoSearches());
   for (const GridSearchProgress& p : searches_->List()) InfoToProto(p, response->add_searches());
   return grpc::Status::OK;
 }
 
-grpc::Status CoordinatorService::GetGridSearchResult(grpc::ServerContext*,
+grpc::Status CoordinatorService::GetGridSearchResult(grpc::ServerContext* context,
                                                      const v1::GetGridSearchResultRequest* request,
                                                      v1::GridSearchResult* response) {
+  if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
   auto run = [&]() -> absl::Status {
     if (searches_ == nullptr) return NoSearches();
     KNN_ASSIGN_OR_RETURN(GridSearchOutcome r, searches_->Result(request->id()));
@@ -648,10 +672,13 @@ grpc::Status CoordinatorService::GetGridSearchResult(grpc::ServerContext*,
 
 // ---- Membership ----------------------------------------------------------------------------
 
-MembershipService::MembershipService(WorkerPool* workers) : workers_(workers) {}
+MembershipService::MembershipService(WorkerPool* workers, rpc::CallGuard guard)
+    : workers_(workers), guard_(std::move(guard)) {}
 
-grpc::Status MembershipService::Register(grpc::ServerContext*, const v1::RegisterRequest* request,
+grpc::Status MembershipService::Register(grpc::ServerContext* context,
+                                         const v1::RegisterRequest* request,
                                          v1::RegisterResponse* response) {
+  if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
   const absl::Status st = workers_->Register(request->worker_id(), request->address(),
                                              request->cores(), request->memory_bytes(),
                                              absl::Now(), request->memory_budget_bytes(),
@@ -664,9 +691,10 @@ grpc::Status MembershipService::Register(grpc::ServerContext*, const v1::Registe
   return rpc::ToGrpcStatus(st);
 }
 
-grpc::Status MembershipService::Heartbeat(grpc::ServerContext*,
+grpc::Status MembershipService::Heartbeat(grpc::ServerContext* context,
                                           const v1::HeartbeatRequest* request,
                                           v1::HeartbeatResponse* response) {
+  if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
   std::vector<std::string> shards(request->shard_ids().begin(), request->shard_ids().end());
   response->set_reregister(
       !workers_->Heartbeat(request->worker_id(), std::move(shards), request->rss_bytes(),

@@ -24,14 +24,17 @@
 #include "coordinator/worker_pool.h"
 #include "core/base/matrix.h"
 #include "knncluster/v1/coordinator.grpc.pb.h"
+#include "rpc/credentials.h"
 
 namespace knncluster::coordinator {
 
 class CoordinatorService final : public v1::Coordinator::Service {
  public:
-  // `searches` may be null (the grid-search calls then answer UNIMPLEMENTED).
+  // `searches` may be null (the grid-search calls then answer UNIMPLEMENTED). `guard` is
+  // checked first by every handler (the bearer token); default: every call passes.
   CoordinatorService(DatasetStore* store, ModelRegistry* registry, ModelManager* models,
-                     WorkerPool* workers, GridSearchManager* searches = nullptr);
+                     WorkerPool* workers, GridSearchManager* searches = nullptr,
+                     rpc::CallGuard guard = rpc::CallGuard());
   CoordinatorService(const CoordinatorService&) = delete;
   CoordinatorService& operator=(const CoordinatorService&) = delete;
 
@@ -110,11 +113,14 @@ class CoordinatorService final : public v1::Coordinator::Service {
   ModelManager* const models_;
   WorkerPool* const workers_;
   GridSearchManager* const searches_;
+  const rpc::CallGuard guard_;
 };
 
 class MembershipService final : public v1::Membership::Service {
  public:
-  explicit MembershipService(WorkerPool* workers);
+  // `guard` is checked first by every handler (with TLS: a worker's certificate); default:
+  // every call passes.
+  explicit MembershipService(WorkerPool* workers, rpc::CallGuard guard = rpc::CallGuard());
   MembershipService(const MembershipService&) = delete;
   MembershipService& operator=(const MembershipService&) = delete;
 
@@ -125,6 +131,7 @@ class MembershipService final : public v1::Membership::Service {
 
  private:
   WorkerPool* const workers_;
+  const rpc::CallGuard guard_;
 };
 
 // DatasetMeta -> DatasetInfo.

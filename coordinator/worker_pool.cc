@@ -24,8 +24,10 @@ std::shared_ptr<v1::Worker::Stub> WorkerPool::MakeStub(const std::string& addres
   // Reconnect quickly after a worker restarts at the same address.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  auto channel =
-      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  auto channel = grpc::CreateCustomChannel(
+      address,
+      options_.credentials != nullptr ? options_.credentials : grpc::InsecureChannelCredentials(),
+      args);
   return std::shared_ptr<v1::Worker::Stub>(v1::Worker::NewStub(channel));
 }
 

@@ -15,6 +15,8 @@
 #ifndef KNNCLUSTER_COORDINATOR_WORKER_POOL_H_
 #define KNNCLUSTER_COORDINATOR_WORKER_POOL_H_
 
+#include <grpcpp/security/credentials.h>
+
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -38,6 +40,9 @@ struct WorkerPoolOptions {
   int dead_after_intervals = 3;
   // Max send/receive message size on the channels to workers.
   int max_message_bytes = 64 << 20;
+  // Credentials of the channels to workers (rpc::MakePeerChannelCredentials: TLS with the
+  // coordinator's certificate); null: plaintext.
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
 };
 
 // An immutable snapshot of one worker, safe to use after the pool's lock is released.

@@ -55,11 +55,12 @@ start() {
   return 1
 }
 
-start coordinator "$bin/knn-coordinator" --listen 127.0.0.1:0 --data-dir "$dir/coordinator"
+# Plaintext on loopback; see README.md, Security, for TLS.
+start coordinator "$bin/knn-coordinator" --listen 127.0.0.1:0 --data-dir "$dir/coordinator" --insecure
 coordinator=$addr
 for i in $(seq 1 "$workers"); do
   start "worker$i" "$bin/knn-worker" --listen 127.0.0.1:0 --coordinator "$coordinator" \
-    --data-dir "$dir/worker$i"
+    --data-dir "$dir/worker$i" --insecure
 done
 # Wait until all workers are alive in the coordinator's view.
 for _ in $(seq 1 200); do

@@ -18,9 +18,10 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "rpc/server_main.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "rpc/credentials.h"
+#include "rpc/server_main.h"
 #include "worker/worker_server.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:0",
@@ -45,6 +46,20 @@ ABSL_FLAG(int, testing_job_delay_ms, 0,
           "for tests: sleep N ms at the start of every fold job");
 ABSL_FLAG(int, membership_deadline_ms, 2000,
           "Deadline of each Register / Heartbeat call to the coordinator, in milliseconds");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate (chain) of this process, from the cluster's CA (scripts/make-certs.sh); "
+          "with --tls-key and --tls-ca: serve TLS and accept calls only from the coordinator's "
+          "certificate (CN knn-coordinator)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM certificate of the cluster's CA: callers' certificates are verified against it, and "
+          "so is the coordinator's when registering");
+ABSL_FLAG(bool, insecure, false,
+          "Serve plaintext (no TLS): allowed only on a loopback --listen address unless "
+          "--allow-insecure-remote. Without TLS flags or --insecure the server refuses to start");
+ABSL_FLAG(bool, allow_insecure_remote, false,
+          "With --insecure: allow plaintext on a non-loopback address (anyone who reaches it can "
+          "call it)");
 
 namespace {
 
@@ -56,6 +71,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "knn-worker --data-dir DIR [--listen HOST:PORT] [--advertise HOST:PORT] "
       "[--coordinator HOST:PORT] [--threads N] [--memory-budget-mb N]\n"
+      "  (--tls-cert F --tls-key F --tls-ca F | --insecure [--allow-insecure-remote])\n"
       "Holds shards of training sets, builds KD-tree / ball-tree / brute-force indexes over them "
       "and answers partial top-k searches for the knncluster coordinator; for grid search it "
       "also caches whole datasets (within --memory-budget-mb) and runs fold jobs on them.\n"
@@ -79,6 +95,17 @@ int main(int argc, char** argv) {
   options.threads = absl::GetFlag(FLAGS_threads);
   options.membership_rpc_deadline = absl::Milliseconds(absl::GetFlag(FLAGS_membership_deadline_ms));
   options.log = Log;
+  options.security.cert_file = absl::GetFlag(FLAGS_tls_cert);
+  options.security.key_file = absl::GetFlag(FLAGS_tls_key);
+  options.security.ca_file = absl::GetFlag(FLAGS_tls_ca);
+  options.security.insecure = absl::GetFlag(FLAGS_insecure);
+  options.security.allow_insecure_remote = absl::GetFlag(FLAGS_allow_insecure_remote);
+  if (absl::Status status =
+          knncluster::rpc::CheckSecurityOptions(options.security, options.listen_address);
+      !status.ok()) {
+    absl::FPrintF(stderr, "knn-worker: %s\n", status.message());
+    return 2;
+  }
   if (options.data_dir.empty()) {
     absl::FPrintF(stderr,
                   "knn-worker: --data-dir is required (the directory that keeps this worker's "
@@ -113,18 +140,20 @@ int main(int argc, char** argv) {
   }
   std::printf("listening on %s\n", server.bound_address().c_str());
   std::fflush(stdout);
-  Log(absl::StrFormat("worker %s serving on %s (advertised as %s), search threads: %s, memory "
-                      "budget %d MiB%s%s",
-                      server.worker_id(), server.bound_address(), server.advertise_address(),
-                      options.threads == 0 ? "all cores" : absl::StrCat(options.threads),
-                      server.memory_budget_bytes() >> 20,
-                      options.testing_job_delay > absl::ZeroDuration()
-                          ? absl::StrCat(", testing job delay ",
-                                         absl::FormatDuration(options.testing_job_delay))
-                          : "",
-                      options.coordinator_address.empty()
-                          ? ""
-                          : absl::StrCat(", coordinator ", options.coordinator_address)));
+  Log(absl::StrFormat(
+      "worker %s serving %s on %s (advertised as %s), search threads: %s, "
+      "memory budget %d MiB%s%s",
+      server.worker_id(),
+      options.security.tls() ? "mutual TLS (the coordinator only)" : "plaintext",
+      server.bound_address(), server.advertise_address(),
+      options.threads == 0 ? "all cores" : absl::StrCat(options.threads),
+      server.memory_budget_bytes() >> 20,
+      options.testing_job_delay > absl::ZeroDuration()
+          ? absl::StrCat(", testing job delay ", absl::FormatDuration(options.testing_job_delay))
+          : "",
+      options.coordinator_address.empty()
+          ? ""
+          : absl::StrCat(", coordinator ", options.coordinator_address)));
 
   const int signal_number = knncluster::rpc::WaitForTerminationSignal(signals);
   Log(absl::StrFormat("signal %d: shutting down", signal_number));

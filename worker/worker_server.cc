@@ -26,15 +26,6 @@
 namespace knncluster::worker {
 
 namespace {
-// The one place credentials are chosen: what the options give, else insecure.
-std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const WorkerOptions& o) {
-  return o.server_credentials != nullptr ? o.server_credentials : grpc::InsecureServerCredentials();
-}
-std::shared_ptr<grpc::ChannelCredentials> ChannelCredentials(const WorkerOptions& o) {
-  return o.channel_credentials != nullptr ? o.channel_credentials
-                                          : grpc::InsecureChannelCredentials();
-}
-
 // "HOST:PORT" → HOST (which may be a bracketed IPv6 address).
 absl::StatusOr<std::string> HostOf(const std::string& address, const std::string& field) {
   const size_t colon = address.rfind(':');
@@ -83,6 +74,12 @@ absl::Status WorkerServer::Start() {
         CheckDataDirFormat(options_.data_dir, "knncluster-worker", kWorkerDataDirVersion)
             .status());
   }
+  KNN_RETURN_IF_ERROR(rpc::CheckSecurityOptions(options_.security, options_.listen_address));
+  KNN_ASSIGN_OR_RETURN(
+      std::shared_ptr<grpc::ServerCredentials> server_credentials,
+      rpc::MakeServerCredentials(options_.security, rpc::ClientCertificates::kRequire));
+  KNN_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> channel_credentials,
+                       rpc::MakePeerChannelCredentials(options_.security));
   KNN_ASSIGN_OR_RETURN(worker_id_, LoadOrCreateWorkerId(options_.data_dir));
 
   memory_budget_bytes_ = options_.memory_budget_bytes;
@@ -106,6 +103,7 @@ absl::Status WorkerServer::Start() {
   context.pool = pool_.get();
   context.files = files_.get();
   context.testing_job_delay = options_.testing_job_delay;
+  context.guard = rpc::CallGuard("", rpc::CallGuard::Peer::kCoordinator, options_.security.tls());
   service_ = std::make_unique<WorkerService>(std::move(context));
 
   // The shards kept in the data directory, before serving (and before registering, so that the
@@ -130,7 +128,7 @@ absl::Status WorkerServer::Start() {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(options_.listen_address, ServerCredentials(options_), &port);
+  builder.AddListeningPort(options_.listen_address, server_credentials, &port);
   builder.SetMaxReceiveMessageSize(options_.max_receive_message_bytes);
   builder.RegisterService(service_.get());
   server_ = builder.BuildAndStart();
@@ -153,7 +151,7 @@ absl::Status WorkerServer::Start() {
     m.memory_bytes = PhysicalMemoryBytes();
     m.memory_budget_bytes = memory_budget_bytes_;
     m.rpc_deadline = options_.membership_rpc_deadline;
-    m.credentials = ChannelCredentials(options_);
+    m.credentials = channel_credentials;
     m.log = options_.log;
     membership_ = std::make_unique<MembershipClient>(std::move(m), store_.get());
     membership_->Start();

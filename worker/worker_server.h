@@ -29,11 +29,10 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "rpc/credentials.h"
 
 namespace grpc {
-class ChannelCredentials;
 class Server;
-class ServerCredentials;
 }  // namespace grpc
 
 namespace knncluster {
@@ -78,10 +77,12 @@ struct WorkerOptions {
   int max_receive_message_bytes = 64 << 20;
   // How long Shutdown lets calls in flight finish before cancelling them.
   absl::Duration shutdown_grace = absl::Seconds(5);
-  // Transport security: null means insecure (loopback and tests). These two fields are the one
-  // place the worker's credentials are chosen (TLS arrives with a later issue).
-  std::shared_ptr<grpc::ServerCredentials> server_credentials;
-  std::shared_ptr<grpc::ChannelCredentials> channel_credentials;  // for the coordinator
+  // Transport security (rpc/credentials.h). Default: plaintext, loopback only. With TLS the
+  // port requires a client certificate from the CA and serves only the coordinator's
+  // (CN knn-coordinator); the channel to the coordinator presents this worker's certificate
+  // (which must be a worker's, CN knn-worker-*, for Membership to accept it).
+  // auth_token_file is not used by workers.
+  rpc::SecurityOptions security;
   // Receives occasional status lines (membership state changes); null: silent.
   std::function<void(const std::string&)> log;
 };

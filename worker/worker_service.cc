@@ -246,13 +246,15 @@ WorkerService::WorkerService(WorkerServiceContext context)
       subset_indexes_(context.subset_indexes),
       pool_(context.pool),
       files_(context.files),
-      testing_job_delay_(context.testing_job_delay) {}
+      testing_job_delay_(context.testing_job_delay),
+      guard_(std::move(context.guard)) {}
 
 // ---- LoadShard ----------------------------------------------------------------------------------
 
 grpc::Status WorkerService::LoadShard(grpc::ServerContext* context,
                                       grpc::ServerReader<v1::LoadShardRequest>* reader,
                                       v1::LoadShardResponse* response) {
+  if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
   return rpc::ToGrpcStatus(DoLoadShard(context, reader, response));
 }
 
@@ -363,6 +365,7 @@ absl::Status WorkerService::RestoreShard(StoredShard shard) {
 grpc::Status WorkerService::SearchShards(grpc::ServerContext* context,
                                          const v1::SearchShardsRequest* request,
                                          v1::SearchShardsResponse* response) {
+  if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
   return rpc::ToGrpcStatus(DoSearchShards(context, *request, response));
 }
 
@@ -461,9 +464,10 @@ absl::Status WorkerService::DoSearchShards(grpc::ServerContext* context,
 
 // ---- DropShard, GetWorkerStatus -----------------------------------------------------------------
 
-grpc::Status WorkerService::DropShard(grpc::ServerContext* /*context*/,
+grpc::Status WorkerService::DropShard(grpc::ServerContext* context,
                                       const v1::DropShardRequest* request,
                                       v1::DropShardResponse* response) {
+  if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
   absl::Status status = ValidateShardId(request->shard_id(), "shard_id");
   if (status.ok()) {
     response->set_existed(store_->Drop(request->shard_id()));
@@ -473,9 +477,10 @@ grpc::Status WorkerService::DropShard(grpc::ServerContext* /*context*/,
   return rpc::ToGrpcStatus(status);
 }
 
-grpc::Status WorkerService::GetWorkerStatus(grpc::ServerContext* /*context*/,
+grpc::Status WorkerService::GetWorkerStatus(grpc::ServerContext* context,
                                             const v1::GetWorkerStatusRequest* /*request*/,
                                             v1::WorkerStatus* response) {
+  if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
   response->set_worker_id(worker_id_);
   for (const ShardInfo& info : store_->List()) {
     v1::ShardStatus* s = response->add_shards();
@@ -502,6 +507,7 @@ grpc::Status WorkerService::GetWorkerStatus(grpc::ServerContext* /*context*/,
 grpc::Status WorkerService::PutDataset(grpc::ServerContext* context,
                                        grpc::ServerReader<v1::PutDatasetRequest>* reader,
                                        v1::PutDatasetResponse* response) {
+  if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
   return rpc::ToGrpcStatus(DoPutDataset(context, reader, response));
 }
 
@@ -633,6 +639,7 @@ absl::Status WorkerService::DoPutDataset(grpc::ServerContext* context,
 grpc::Status WorkerService::RunFoldJob(grpc::ServerContext* context,
                                        const v1::RunFoldJobRequest* request,
                                        v1::RunFoldJobResponse* response) {
+  if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
   return rpc::ToGrpcStatus(DoRunFoldJob(context, *request, response));
 }
 

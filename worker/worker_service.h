@@ -35,6 +35,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "knncluster/v1/worker.grpc.pb.h"
+#include "rpc/credentials.h"
 
 namespace knncluster {
 class ThreadPool;
@@ -60,6 +61,9 @@ struct WorkerServiceContext {
   // For tests: every fold job first sleeps this long (in small steps; CANCELLED if the call is
   // cancelled or its deadline passes meanwhile).
   absl::Duration testing_job_delay = absl::ZeroDuration();
+  // Checked first by every handler: with TLS, only the coordinator's certificate may call.
+  // Default: everyone (plaintext).
+  rpc::CallGuard guard;
 };
 
 class WorkerService final : public v1::Worker::Service {
@@ -111,6 +115,7 @@ class WorkerService final : public v1::Worker::Service {
   const absl::Duration testing_job_delay_;
   std::atomic<uint64_t> shard_loads_{0};
   uint32_t shards_restored_ = 0;
+  const rpc::CallGuard guard_;
 };
 
 }  // namespace knncluster::worker

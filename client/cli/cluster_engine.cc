@@ -86,9 +86,7 @@ std::string RemoteName(const DataSourceOptions& o, const Dataset& d) {
 
 class ClusterEngine final : public Engine {
  public:
-  explicit ClusterEngine(const std::string& address) : address_(address) {
-    client::ClientOptions options;
-    options.address = address;
+  explicit ClusterEngine(const client::ClientOptions& options) : address_(options.address) {
     // Create fails only on bad TLS or token options; their error is every command's.
     auto c = client::Client::Create(options);
     setup_ = c.status();
@@ -408,13 +406,13 @@ class ClusterEngine final : public Engine {
 
 }  // namespace
 
-absl::StatusOr<Output> RunClusterStatus(const std::string& address) {
+absl::StatusOr<Output> RunClusterStatus(const client::ClientOptions& connect) {
+  const std::string& address = connect.address;
   if (address.empty()) {
     return absl::FailedPreconditionError(
         "status: give --coordinator HOST:PORT (in local mode there is no cluster)");
   }
-  client::ClientOptions options;
-  options.address = address;
+  client::ClientOptions options = connect;
   options.deadline = std::chrono::milliseconds(10'000);
   KNN_ASSIGN_OR_RETURN(std::unique_ptr<client::Client> client, client::Client::Create(options));
   KNN_ASSIGN_OR_RETURN(client::ClusterStatus status, client->GetClusterStatus());
@@ -442,8 +440,8 @@ absl::StatusOr<Output> RunClusterStatus(const std::string& address) {
   return out;
 }
 
-std::unique_ptr<Engine> MakeClusterEngine(const std::string& address) {
-  return std::make_unique<ClusterEngine>(address);
+std::unique_ptr<Engine> MakeClusterEngine(const client::ClientOptions& options) {
+  return std::make_unique<ClusterEngine>(options);
 }
 
 }  // namespace knncluster::cli

@@ -105,7 +105,7 @@ struct TutorialOptions {
 absl::StatusOr<Output> RunTutorial(Engine* engine, const TutorialOptions& options);
 
 // Workers, datasets and models of the cluster at `address` (GetClusterStatus).
-absl::StatusOr<Output> RunClusterStatus(const std::string& address);
+absl::StatusOr<Output> RunClusterStatus(const client::ClientOptions& options);
 
 // Writes the first `count` digits side by side as a grayscale PNG, each 8x8 image scaled up
 // `scale` times, dark ink on white as the tutorial plots them (matplotlib cmap gray_r).

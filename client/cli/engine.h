@@ -23,6 +23,7 @@
 #include "core/estimators/params.h"
 #include "core/index/neighbor_index.h"
 #include "core/model_selection/grid_search.h"
+#include "knncluster/client.h"
 
 namespace knncluster::cli {
 
@@ -147,8 +148,8 @@ Selection Head(const Selection& rows, size_t n);
 
 // In-process engine; searches run on `pool`.
 std::unique_ptr<Engine> MakeLocalEngine(ThreadPool* pool);
-// Engine backed by the coordinator at `address`.
-std::unique_ptr<Engine> MakeClusterEngine(const std::string& address);
+// Engine backed by the coordinator at options.address (TLS and token as the options say).
+std::unique_ptr<Engine> MakeClusterEngine(const client::ClientOptions& options);
 
 // Shared helpers.
 absl::StatusOr<NeighborsParams> ParseParams(int n_neighbors, const std::string& weights,

@@ -7,13 +7,16 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <memory>
+#include <fstream>
 #include <iostream>
+#include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "client/cli/commands.h"
 #include "client/cli/engine.h"
@@ -63,6 +66,21 @@ void AddModelOptions(CLI::App* cmd, ModelOptions* m) {
   cmd->add_option("--threshold", m->threshold, "outlier: distance threshold (overrides contamination)");
 }
 
+// The bearer token in `path`, without surrounding whitespace.
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream content;
+  if (in) content << in.rdbuf();
+  if (!in || in.bad()) {
+    return absl::InvalidArgumentError(absl::StrCat("--token-file: cannot read \"", path, "\""));
+  }
+  std::string token(absl::StripAsciiWhitespace(content.str()));
+  if (token.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("--token-file: \"", path, "\" is empty"));
+  }
+  return token;
+}
+
 int Run(int argc, char** argv) {
   CLI::App app{"knnctl: exact k-nearest-neighbour learning (scikit-learn's KNN tutorial, at scale)"};
   app.require_subcommand(1);
@@ -75,6 +93,24 @@ int Run(int argc, char** argv) {
   app.add_option("--coordinator", coordinator,
                  "run against the cluster at HOST:PORT (default: in-process); models are then "
                  "named, and data is uploaded once");
+  std::string token_file;
+  client::TlsOptions tls;
+  app.add_option("--token-file", token_file,
+                 "file holding the cluster's bearer token (sent as \"authorization: Bearer "
+                 "<token>\"); default: $KNNCLUSTER_TOKEN when set");
+  app.add_option("--tls-ca", tls.root_ca_file,
+                 "connect with TLS, trusting this CA's PEM certificate (the cluster's ca.pem)");
+  app.add_option("--tls-cert", tls.cert_file,
+                 "with TLS: this client's PEM certificate, for mutual TLS (not needed by the "
+                 "coordinator)");
+  app.add_option("--tls-key", tls.key_file, "with TLS: the private key of --tls-cert");
+  app.add_option("--tls-server-name", tls.server_name,
+                 "with TLS: the name the coordinator's certificate must carry, when not the "
+                 "host of --coordinator");
+  bool use_tls = false;
+  app.add_flag("--tls", use_tls,
+               "connect with TLS (implied by any --tls-* option); without --tls-ca, the "
+               "system's root certificates are trusted");
   app.set_version_flag("--version", "knnctl 0.1.0");
 
   DataSourceOptions data;
@@ -217,9 +253,26 @@ int Run(int argc, char** argv) {
     });
   }
 
+  client::ClientOptions connect;
+  connect.address = coordinator;
+  if (use_tls || !tls.root_ca_file.empty() || !tls.cert_file.empty() || !tls.key_file.empty() ||
+      !tls.server_name.empty()) {
+    connect.tls = tls;
+  }
+  if (!token_file.empty()) {
+    absl::StatusOr<std::string> token = ReadTokenFile(token_file);
+    if (!token.ok()) {
+      std::cerr << "knnctl: " << token.status().message() << "\n";
+      return 2;
+    }
+    connect.token = *std::move(token);
+  } else if (const char* env = std::getenv("KNNCLUSTER_TOKEN"); env != nullptr) {
+    connect.token = std::string(absl::StripAsciiWhitespace(env));
+  }
+
   ThreadPool pool(threads);
   std::unique_ptr<Engine> engine =
-      coordinator.empty() ? MakeLocalEngine(&pool) : MakeClusterEngine(coordinator);
+      coordinator.empty() ? MakeLocalEngine(&pool) : MakeClusterEngine(connect);
   ProgressPrinter printer(stdout, json                     ? ProgressPrinter::Style::kNone
                                   : isatty(STDOUT_FILENO) ? ProgressPrinter::Style::kBar
                                                           : ProgressPrinter::Style::kLines);
@@ -265,7 +318,7 @@ int Run(int argc, char** argv) {
   } else if (*tut) {
     out = RunTutorial(engine.get(), tutorial);
   } else if (*status) {
-    out = RunClusterStatus(coordinator);
+    out = RunClusterStatus(connect);
   } else if (*show) {
     out = RunShowDigits(count, scale, out_path);
   }

@@ -22,7 +22,19 @@ BIN = None
 
 
 class Cluster:
-    """A coordinator and `workers` workers, each a real process with its own data directory."""
+    """A coordinator and `workers` workers, each a real process with its own data directory.
+
+    Plaintext on loopback (--insecure); tests/e2e/security_test.py's subclass overrides the
+    security hooks below for TLS, mutual TLS and a bearer token."""
+
+    # Extra knnctl arguments for every call (TLS, token).
+    knnctl_args = ()
+
+    def coordinator_security(self):
+        return ["--insecure"]
+
+    def worker_security(self, name):
+        return ["--insecure"]
 
     def __init__(self, workers, tmp, static=False, worker_args=(), coordinator_args=(),
                  heartbeat_ms=200):
@@ -40,7 +52,7 @@ class Cluster:
         static_addrs = [self.add_worker(f"w{i}") for i in range(workers)] if static else []
         argv = [os.path.join(BIN, "knn-coordinator"), "--listen", "127.0.0.1:0",
                 "--data-dir", os.path.join(tmp, "coordinator"),
-                "--heartbeat-interval-ms", str(heartbeat_ms)]
+                "--heartbeat-interval-ms", str(heartbeat_ms), *self.coordinator_security()]
         argv += list(coordinator_args)
         if static:
             argv += ["--workers", ",".join(static_addrs)]
@@ -71,7 +83,8 @@ class Cluster:
 
     def add_worker(self, name):
         argv = [os.path.join(BIN, "knn-worker"), "--listen", "127.0.0.1:0",
-                "--data-dir", os.path.join(self.tmp, name), *self.worker_args]
+                "--data-dir", os.path.join(self.tmp, name), *self.worker_security(name),
+                *self.worker_args]
         if self.coordinator:
             argv += ["--coordinator", self.coordinator]
         addr = self._start(name, argv)
@@ -96,7 +109,7 @@ class Cluster:
         raise RuntimeError(f"fewer than {n} workers alive: {self.status()}")
 
     def knnctl(self, *args, check=True):
-        return knnctl("--coordinator", self.coordinator, *args, check=check)
+        return knnctl("--coordinator", self.coordinator, *self.knnctl_args, *args, check=check)
 
     def stop(self):
         for p in self.procs:

@@ -242,7 +242,7 @@ class CoordinatorRestartTest(ReplicationBase):
         argv = [os.path.join(cluster_test.BIN, "knn-coordinator"), "--listen", self.c.coordinator,
                 "--data-dir", os.path.join(self.c.tmp, "coordinator"),
                 "--heartbeat-interval-ms", str(self.heartbeat_ms),
-                "--replication", str(self.replication)]
+                "--replication", str(self.replication), *self.c.coordinator_security()]
         self.assertEqual(self.c._start("coordinator-2", argv), self.c.coordinator)
 
     def test_restart_under_load_loses_nothing_and_resends_nothing(self):
