@@ -496,11 +496,15 @@ class PartitionTest(unittest.TestCase):
         during = [c for c in calls if t_cut <= c[0] + c[1] and c[0] < t_heal]
         after = [c for c in calls if c[0] >= t_heal]
         worst = max(calls, key=lambda c: c[1])
+        slow = [c for c in calls if c[1] > 0.5]  # far slower than the usual ~50 ms
         states = ", ".join(f"{'ALIVE' if a else 'DEAD'} at {t - t_cut:+.2f} s"
                            for t, a in self.states)
         print(f"{kind} of {name}: {len(calls)} calls, {len(failures)} failed or different "
               f"({len(before)} before, {len(during)} overlapping the partition, "
-              f"{len(after)} after the heal); max latency {worst[1]:.3f} s "
+              f"{len(after)} after the heal; {len(slow)} slower than 0.5 s: "
+              f"{len([c for c in slow if c[0] < t_heal])} caught by the cut, "
+              f"{len([c for c in slow if c[0] >= t_heal])} started after the heal); "
+              f"max latency {worst[1]:.3f} s "
               f"(call started {worst[0] - t_cut:+.3f} s from the cut; deadline "
               f"{CALL_DEADLINE_S:.0f} s, heartbeat {HEARTBEAT_MS} ms); declared dead "
               f"{dead_after:.2f} s after the cut; ALIVE again {rejoin:.2f} s after the heal "
