@@ -19,6 +19,8 @@ packages=(
   python3-pytest python3-venv python3-setuptools python3-wheel python3-scipy
   # scikit-learn as the test oracle and benchmark reference; FAISS and OpenBLAS for benchmarks
   python3 python3-numpy python3-sklearn python3-faiss libopenblas0-openmp
+  # network-partition test (tests/cluster/partition_test.py): namespaces, one-way drops
+  iproute2 nftables
 )
 
 missing=()
