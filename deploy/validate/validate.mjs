@@ -217,6 +217,14 @@ async function main(argv) {
         report("", "not a mapping");
         continue;
       }
+      // kustomize wraps a Secret's base64 values over lines (a YAML literal block); the API server
+      // decodes them with Go's base64, which skips \r and \n, while the schema's "byte" format
+      // does not. Compare what the server compares.
+      if (doc.kind === "Secret" && isObject(doc.data)) {
+        for (const [k, v] of Object.entries(doc.data)) {
+          if (typeof v === "string") doc.data[k] = v.replace(/[\r\n]/g, "");
+        }
+      }
       const Model = await modelFor(doc.apiVersion, doc.kind);
       if (!Model) {
         report("", `no schema for apiVersion ${JSON.stringify(doc.apiVersion)} kind ${JSON.stringify(doc.kind)}`);
