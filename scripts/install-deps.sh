@@ -20,6 +20,9 @@ packages=(
   # scikit-learn as the test oracle and benchmark reference; FAISS and OpenBLAS for benchmarks
   python3 python3-numpy python3-sklearn python3-faiss libopenblas0-openmp
 )
+# Not from apt: scripts/check-deploy.sh (ctest -L deploy) uses node >= 20 with npm and kubectl,
+# which the project's machine image provides (Debian 12's nodejs is 18; its kubernetes-client
+# 1.20 has a kustomize too old for deploy/k8s). Without them that check skips, or fails under CI.
 
 missing=()
 for p in "${packages[@]}"; do

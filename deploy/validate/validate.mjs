@@ -20,7 +20,8 @@
 //   3. consistency within the rendered set: unique kind/namespace/name; a workload's selector
 //      matches its pod template's labels; a StatefulSet's serviceName names a Service of the set;
 //      ConfigMaps and Secrets a pod refers to (envFrom, env valueFrom, volumes) exist in the set
-//      unless marked optional; probes name a port the container declares.
+//      unless marked optional; probes name a port the container declares; every $(VAR) in a
+//      container's command, args and env values is defined by its env or envFrom.
 //
 // Each problem is printed as `FILE: Kind/name: /json/path: message`. Exit status: 0 when every
 // object passes, 1 when any problem was found, 2 on usage or read errors.
@@ -163,6 +164,29 @@ function podChecks(obj, report, refs) {
       if (vf.configMapKeyRef) ref("ConfigMap", vf.configMapKeyRef.name, vf.configMapKeyRef.optional, `${cPath}/env/${i}/valueFrom/configMapKeyRef/name`);
       if (vf.secretKeyRef) ref("Secret", vf.secretKeyRef.name, vf.secretKeyRef.optional, `${cPath}/env/${i}/valueFrom/secretKeyRef/name`);
     });
+    // $(VAR) in command, args and env values: Kubernetes expands it from the container's env and
+    // envFrom, and leaves a misspelled one as literal text (a flag value "$(KNN_REPLICATON)").
+    const used = [...(c.command || []), ...(c.args || []), ...(c.env || []).map((e) => e.value || "")]
+      .flatMap((v) => [...String(v).matchAll(/(?<!\$)\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g)].map((m) => m[1]));
+    if (used.length) {
+      const defined = new Set((c.env || []).map((e) => e.name));
+      const sources = (c.envFrom || []).map((e) => ({
+        kind: e.configMapRef ? "ConfigMap" : "Secret",
+        name: (e.configMapRef || e.secretRef || {}).name,
+        prefix: e.prefix || "",
+      }));
+      refs.push({
+        deferred: (objects) => {
+          for (const src of sources) {
+            const o = objects.find((x) => x.kind === src.kind && x.metadata && x.metadata.name === src.name);
+            for (const k of Object.keys((o && (o.data || o.stringData)) || {})) defined.add(src.prefix + k);
+          }
+          for (const v of new Set(used)) {
+            if (!defined.has(v)) report(cPath, `$(${v}) is not defined by the container's env or envFrom`);
+          }
+        },
+      });
+    }
     const ports = new Set();
     for (const p of c.ports || []) {
       ports.add(p.containerPort);
@@ -240,7 +264,12 @@ async function main(argv) {
       }
       if (POD_TEMPLATE_KINDS.has(doc.kind) || doc.kind === "Pod") podChecks(doc, report, refs);
     }
+    const inSet = docs.filter(isObject);
     for (const r of refs) {
+      if (r.deferred) {
+        r.deferred(inSet);
+        continue;
+      }
       if (![...seen.keys()].some((id) => id.startsWith(`${r.kind}/`) && id.endsWith(`/${r.name}`))) {
         r.report(r.path, `refers to ${r.kind} "${r.name}", which is not in the rendered set`);
       }
