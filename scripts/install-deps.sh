@@ -22,6 +22,9 @@ packages=(
   # network-partition test (tests/cluster/partition_test.py): namespaces, one-way drops
   iproute2 nftables
 )
+# Not from apt: scripts/check-deploy.sh (ctest -L deploy) uses node >= 20 with npm and kubectl,
+# which the project's machine image provides (Debian 12's nodejs is 18; its kubernetes-client
+# 1.20 has a kustomize too old for deploy/k8s). Without them that check skips, or fails under CI.
 
 missing=()
 for p in "${packages[@]}"; do
