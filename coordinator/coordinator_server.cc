@@ -17,6 +17,8 @@
 #include "coordinator/model_registry.h"
 #include "coordinator/scatter_gather.h"
 #include "coordinator/worker_pool.h"
+#include "rpc/admission.h"
+#include "rpc/limits.h"
 
 namespace knncluster::coordinator {
 
@@ -73,8 +75,17 @@ absl::Status CoordinatorServer::Start() {
   grid_searches_ = std::make_unique<GridSearchManager>(store_.get(), workers_.get(),
                                                        registry_.get(), models_.get(),
                                                        search_.get(), options_.grid_search);
+  if (options_.max_concurrent_requests < 0) {
+    return absl::InvalidArgumentError("max_concurrent_requests: must be >= 0 (0: no limit)");
+  }
+  rpc::AdmissionOptions admission;
+  admission.server = "coordinator";
+  admission.max_concurrent = options_.max_concurrent_requests;
+  admission.max_inflight_bytes = options_.max_inflight_request_bytes;
+  admission_ = std::make_unique<rpc::AdmissionControl>(admission);
   coordinator_service_ = std::make_unique<CoordinatorService>(
-      store_.get(), registry_.get(), models_.get(), workers_.get(), grid_searches_.get());
+      store_.get(), registry_.get(), models_.get(), workers_.get(), grid_searches_.get(),
+      admission_.get());
   membership_service_ = std::make_unique<MembershipService>(workers_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -82,8 +93,11 @@ absl::Status CoordinatorServer::Start() {
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(options_.listen_address, grpc::InsecureServerCredentials(), &port);
-  builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
-  builder.SetMaxSendMessageSize(options_.max_message_bytes);
+  rpc::SetServerLimits("knn-coordinator", options_.max_message_bytes,
+                       options_.max_concurrent_requests > 0
+                           ? options_.max_concurrent_requests + kAdmissionFreeThreads
+                           : 0,
+                       &builder);
   builder.RegisterService(coordinator_service_.get());
   builder.RegisterService(membership_service_.get());
   server_ = builder.BuildAndStart();

@@ -36,6 +36,9 @@ class Server;
 
 namespace knncluster {
 class ThreadPool;
+namespace rpc {
+class AdmissionControl;
+}  // namespace rpc
 }  // namespace knncluster
 
 namespace knncluster::coordinator {
@@ -48,6 +51,9 @@ class ModelManager;
 class ModelRegistry;
 class ScatterGather;
 class WorkerPool;
+
+// Threads gRPC may run beyond max_concurrent_requests, for the calls admission does not count.
+inline constexpr int kAdmissionFreeThreads = 128;
 
 struct CoordinatorOptions {
   // HOST:PORT to listen on; port 0 lets the OS choose (see bound_address()).
@@ -68,6 +74,13 @@ struct CoordinatorOptions {
   absl::Duration load_deadline = absl::Minutes(10);
   // Max message size, both directions, on the server and on channels to workers.
   int max_message_bytes = 64 << 20;
+  // Admission (rpc/admission.h): Coordinator calls that do work (uploads, fits, queries, imports,
+  // exports, splits, deletes, starting a grid search) in flight at once, and the bytes of their
+  // requests (queries naming a dataset count its rows); beyond either the call is refused with
+  // RESOURCE_EXHAUSTED at once. 0: no limit. gRPC's thread quota is set this plus
+  // kAdmissionFreeThreads (for health checks, membership, listings and watches).
+  int max_concurrent_requests = 256;
+  uint64_t max_inflight_request_bytes = uint64_t{512} << 20;
   ShardingOptions sharding;
   // Grid searches: slots per worker, deadlines, how many finished searches are kept.
   GridSearchManagerOptions grid_search;
@@ -100,6 +113,7 @@ class CoordinatorServer {
   // For tests: the parts.
   ModelManager* models_for_testing() { return models_.get(); }
   WorkerPool* workers_for_testing() { return workers_.get(); }
+  rpc::AdmissionControl* admission_for_testing() { return admission_.get(); }
 
  private:
   void LivenessLoop();
@@ -111,6 +125,7 @@ class CoordinatorServer {
   std::unique_ptr<WorkerPool> workers_;
   std::unique_ptr<ModelRegistry> registry_;
   std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<rpc::AdmissionControl> admission_;
   std::unique_ptr<ScatterGather> search_;
   std::unique_ptr<ModelManager> models_;
   std::unique_ptr<GridSearchManager> grid_searches_;

@@ -30,6 +30,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "knncluster/v1/worker.grpc.pb.h"
+#include "rpc/admission.h"
 
 namespace knncluster {
 class ThreadPool;
@@ -51,6 +52,14 @@ struct WorkerServiceContext {
   // For tests: every fold job first sleeps this long (in small steps; CANCELLED if the call is
   // cancelled or its deadline passes meanwhile).
   absl::Duration testing_job_delay = absl::ZeroDuration();
+  // For tests: every SearchShards first sleeps this long (the same way).
+  absl::Duration testing_search_delay = absl::ZeroDuration();
+  // Admits LoadShard, SearchShards, DropShard, PutDataset and RunFoldJob (GetWorkerStatus, the
+  // coordinator's liveness probe, is never refused). Null: no limit.
+  rpc::AdmissionControl* admission = nullptr;
+  // What the worker may hold (--memory-budget-mb): a LoadShard whose header announces more
+  // than fits beside the shards already held is refused before any row is read. 0: no check.
+  uint64_t memory_budget_bytes = 0;
 };
 
 class WorkerService final : public v1::Worker::Service {
@@ -76,6 +85,8 @@ class WorkerService final : public v1::Worker::Service {
                           v1::RunFoldJobResponse* response) override;
 
  private:
+  // Admits a call (an empty ticket without admission control).
+  absl::StatusOr<rpc::AdmissionControl::Ticket> Admit(const char* method, uint64_t request_bytes);
   absl::Status DoLoadShard(grpc::ServerContext* context,
                            grpc::ServerReader<v1::LoadShardRequest>* reader,
                            v1::LoadShardResponse* response);
@@ -93,6 +104,9 @@ class WorkerService final : public v1::Worker::Service {
   SubsetIndexCache* const subset_indexes_;
   ThreadPool* const pool_;
   const absl::Duration testing_job_delay_;
+  const absl::Duration testing_search_delay_;
+  rpc::AdmissionControl* const admission_;
+  const uint64_t memory_budget_bytes_;
 };
 
 }  // namespace knncluster::worker
