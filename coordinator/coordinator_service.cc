@@ -573,7 +573,16 @@ absl::Status CoordinatorService::DoImport(grpc::ServerContext* context,
   if (context->IsCancelled()) {
     return absl::CancelledError("the client cancelled the import; nothing was stored");
   }
-  KNN_ASSIGN_OR_RETURN(Model model, ParseModel(bytes, absl::StrCat("import of ", name)));
+  absl::StatusOr<Model> parsed = ParseModel(bytes, absl::StrCat("import of ", name));
+  if (!parsed.ok()) {
+    // The file is the caller's data: a truncated or corrupt one (DATA_LOSS when read from disk)
+    // is INVALID_ARGUMENT here, naming the field.
+    const absl::Status& st = parsed.status();
+    return st.code() == absl::StatusCode::kResourceExhausted
+               ? st
+               : absl::InvalidArgumentError(absl::StrCat("data: ", st.message()));
+  }
+  Model model = *std::move(parsed);
   KNN_RETURN_IF_ERROR(ValidateImportedModel(model));
   KNN_RETURN_IF_ERROR(CheckWorkersCanHold(absl::StrCat("model \"", name, "\""), model.X.rows(),
                                           model.X.cols(), name));

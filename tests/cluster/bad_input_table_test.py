@@ -354,10 +354,10 @@ class BadInputTableTest(unittest.TestCase):
                  iter([imr(data=b"x")]), "INVALID_ARGUMENT", "model")
         self.rpc("ImportModel: garbage bytes", "data", im,
                  iter([imr(model="garbage"), imr(data=b"\x00garbage" * 100)]),
-                 "INVALID_ARGUMENT", "garbage")
+                 "INVALID_ARGUMENT", "data:", "garbage")
         self.rpc("ImportModel: model file cut in half", "data", im,
                  iter([imr(model="half"), imr(data=exported[:len(exported) // 2])]),
-                 "DATA_LOSS", "half", "truncated")
+                 "INVALID_ARGUMENT", "data:", "half", "truncated")
         code, message = self.cancelled_stream(
             "ImportModel cancelled", im, imr(model="cancelled-import"), 3,
             lambda i: imr(data=exported[i * 1000:(i + 1) * 1000]))
