@@ -46,6 +46,9 @@ ABSL_FLAG(int, max_concurrent_requests, 256,
 ABSL_FLAG(int, max_inflight_request_mb, 512,
           "MiB of requests (queries, and the rows of queried datasets) in flight at once; beyond "
           "it a call is refused at once with RESOURCE_EXHAUSTED (0: no limit)");
+ABSL_FLAG(int, replication, 1,
+          "Copies of every shard, each on a different worker: searches go on through the "
+          "other copies when a worker dies (the Kubernetes manifests use 2)");
 ABSL_FLAG(int, grid_search_slots, 0,
           "Grid-search fold jobs each worker runs at once (0: the worker's cores, at least 2)");
 ABSL_FLAG(int, grid_search_job_deadline_s, 1800,
@@ -60,7 +63,7 @@ void Log(const std::string& line) { knncluster::rpc::LogLine("knn-coordinator", 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "knn-coordinator --data-dir DIR [--listen HOST:PORT] [--advertise HOST:PORT] "
-      "[--workers A,B,C] [--threads N] [--heartbeat-interval-ms MS]\n"
+      "[--workers A,B,C] [--threads N] [--heartbeat-interval-ms MS] [--replication R]\n"
       "Keeps the catalog of datasets and models, shards training sets over the workers, fans "
       "queries out and merges the workers' partial answers into the exact k nearest neighbours.\n"
       "Flag names accept '-' or '_' (--data-dir and --data_dir are the same flag).");
@@ -94,6 +97,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.grid_search.slots_per_worker = absl::GetFlag(FLAGS_grid_search_slots);
+  options.replication = absl::GetFlag(FLAGS_replication);
   options.grid_search.job_deadline =
       absl::Seconds(absl::GetFlag(FLAGS_grid_search_job_deadline_s));
   if (options.data_dir.empty()) {
@@ -104,12 +108,13 @@ int main(int argc, char** argv) {
   }
   if (options.heartbeat_interval_ms < 1 || absl::GetFlag(FLAGS_rpc_deadline_ms) < 1 ||
       absl::GetFlag(FLAGS_max_message_mb) < 4 || absl::GetFlag(FLAGS_max_message_mb) > 1024 ||
-      options.grid_search.slots_per_worker < 0 ||
+      options.grid_search.slots_per_worker < 0 || options.replication < 1 ||
+      options.replication > 16 ||
       absl::GetFlag(FLAGS_grid_search_job_deadline_s) < 1) {
     absl::FPrintF(stderr,
                   "knn-coordinator: --heartbeat-interval-ms, --rpc-deadline-ms and "
                   "--grid-search-job-deadline-s must be >= 1, --grid-search-slots >= 0, "
-                  "--max-message-mb in [4, 1024]\n");
+                  "--max-message-mb in [4, 1024], --replication in [1, 16]\n");
     return 2;
   }
 
@@ -121,14 +126,15 @@ int main(int argc, char** argv) {
     absl::FPrintF(stderr, "knn-coordinator: %s\n", status.ToString());
     return 1;
   }
+  for (const std::string& e : server.load_errors()) Log(absl::StrCat("data directory: ", e));
   std::printf("listening on %s\n", server.bound_address().c_str());
   std::fflush(stdout);
-  Log(absl::StrFormat("serving on %s%s, data in %s, heartbeat interval %d ms%s",
+  Log(absl::StrFormat("serving on %s%s, data in %s, heartbeat interval %d ms, replication %d%s",
                       server.bound_address(),
                       options.advertise_address.empty()
                           ? ""
                           : absl::StrCat(" (advertised as ", options.advertise_address, ")"),
-                      options.data_dir, options.heartbeat_interval_ms,
+                      options.data_dir, options.heartbeat_interval_ms, options.replication,
                       options.workers.empty()
                           ? ""
                           : absl::StrCat(", static workers ", absl::StrJoin(options.workers, ","))));

@@ -9,6 +9,7 @@
 #include <grpcpp/server_builder.h>
 
 #include "absl/strings/str_cat.h"
+#include "core/base/durable_file.h"
 #include "core/base/status_macros.h"
 #include "core/base/thread_pool.h"
 #include "coordinator/coordinator_service.h"
@@ -19,12 +20,15 @@
 #include "coordinator/worker_pool.h"
 #include "rpc/admission.h"
 #include "rpc/limits.h"
+#include "coordinator/grid_search_manager.h"
 
 namespace knncluster::coordinator {
 
 namespace {
 constexpr char kCoordinatorService[] = "knncluster.v1.Coordinator";
 constexpr char kMembershipService[] = "knncluster.v1.Membership";
+// The data directory's layout (FORMAT): datasets/, grid_searches/, quarantine/ (README.md).
+constexpr uint32_t kCoordinatorDataDirVersion = 1;
 }  // namespace
 
 CoordinatorServer::CoordinatorServer(CoordinatorOptions options) : options_(std::move(options)) {}
@@ -47,6 +51,11 @@ absl::Status CoordinatorServer::Start() {
         "listen: expected HOST:PORT, got \"", options_.listen_address, "\""));
   }
   KNN_ASSIGN_OR_RETURN(store_, DatasetStore::Open(options_.data_dir));
+  // Under the store's LOCK: one process per directory. Version 0 (a directory from before FORMAT
+  // existed) holds datasets only, in their own versioned format: nothing to upgrade.
+  KNN_RETURN_IF_ERROR(CheckDataDirFormat(options_.data_dir, "knncluster-coordinator",
+                                         kCoordinatorDataDirVersion)
+                          .status());
 
   WorkerPoolOptions pool_options;
   pool_options.heartbeat_interval = absl::Milliseconds(options_.heartbeat_interval_ms);
@@ -63,18 +72,32 @@ absl::Status CoordinatorServer::Start() {
   search_options.max_response_bytes =
       std::min<size_t>(search_options.max_response_bytes, options_.max_message_bytes / 2);
   ModelRegistry* registry = registry_.get();
-  search_options.on_shards_lost = [registry](const std::vector<std::string>& ids) {
-    registry->MarkLost(ids);
+  search_options.on_shards_lost = [registry](const std::string& worker_id,
+                                             const std::vector<std::string>& ids) {
+    std::vector<std::pair<std::string, std::string>> copies;
+    for (const std::string& id : ids) copies.emplace_back(id, worker_id);
+    registry->MarkLost(copies);
   };
   search_ = std::make_unique<ScatterGather>(workers_.get(), pool_.get(), search_options);
   ModelManagerOptions model_options;
   model_options.sharding = options_.sharding;
+  model_options.replication = options_.replication;
   model_options.load_deadline = options_.load_deadline;
+  KNN_ASSIGN_OR_RETURN(catalog_, ModelCatalog::Open(options_.data_dir));
   models_ = std::make_unique<ModelManager>(store_.get(), workers_.get(), registry_.get(),
-                                           search_.get(), pool_.get(), model_options);
+                                           search_.get(), pool_.get(), model_options,
+                                           catalog_.get());
+  // Every model as it was: the workers re-register with the shards they kept.
+  for (const absl::Status& st : store_->load_errors()) load_errors_.push_back(st.ToString());
+  for (const absl::Status& st : models_->Recover()) load_errors_.push_back(st.ToString());
+  GridSearchManagerOptions grid_options = options_.grid_search;
+  grid_options.data_dir = options_.data_dir;
   grid_searches_ = std::make_unique<GridSearchManager>(store_.get(), workers_.get(),
                                                        registry_.get(), models_.get(),
-                                                       search_.get(), options_.grid_search);
+                                                       search_.get(), grid_options);
+  // Finished searches answer as before; interrupted ones start again.
+  KNN_RETURN_IF_ERROR(grid_searches_->Recover());
+  for (const std::string& e : grid_searches_->recover_errors()) load_errors_.push_back(e);
   if (options_.max_concurrent_requests < 0) {
     return absl::InvalidArgumentError("max_concurrent_requests: must be >= 0 (0: no limit)");
   }

@@ -82,6 +82,9 @@ struct CoordinatorOptions {
   int max_concurrent_requests = 256;
   uint64_t max_inflight_request_bytes = uint64_t{512} << 20;
   ShardingOptions sharding;
+  // Copies of every shard, each on a different worker (--replication): with R copies a search
+  // survives R - 1 dead workers without a failed call.
+  int replication = 1;
   // Grid searches: slots per worker, deadlines, how many finished searches are kept.
   GridSearchManagerOptions grid_search;
   // Run the liveness and repair threads (tests may drive ModelManager directly instead).
@@ -114,6 +117,9 @@ class CoordinatorServer {
   ModelManager* models_for_testing() { return models_.get(); }
   WorkerPool* workers_for_testing() { return workers_.get(); }
   rpc::AdmissionControl* admission_for_testing() { return admission_.get(); }
+  // What Start found in the data directory and could not use (datasets, models, grid searches),
+  // one line each naming the file and where it was moved. For the log.
+  const std::vector<std::string>& load_errors() const { return load_errors_; }
 
  private:
   void LivenessLoop();
@@ -121,12 +127,14 @@ class CoordinatorServer {
 
   const CoordinatorOptions options_;
   std::string bound_address_;
+  std::vector<std::string> load_errors_;
   std::unique_ptr<DatasetStore> store_;
   std::unique_ptr<WorkerPool> workers_;
   std::unique_ptr<ModelRegistry> registry_;
   std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<rpc::AdmissionControl> admission_;
   std::unique_ptr<ScatterGather> search_;
+  std::unique_ptr<ModelCatalog> catalog_;
   std::unique_ptr<ModelManager> models_;
   std::unique_ptr<GridSearchManager> grid_searches_;
   std::unique_ptr<CoordinatorService> coordinator_service_;

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "coordinator/grid_search_convert.h"
 #include "core/base/status_macros.h"
 #include "core/estimators/model_io.h"
 #include "core/estimators/outlier_detector.h"
@@ -142,17 +143,24 @@ absl::Status CoordinatorService::CheckWorkersCanHold(const std::string& what, ui
     const long double b = static_cast<long double>(r) * (c + 1) * sizeof(double);
     return b > static_cast<long double>(UINT64_MAX) ? UINT64_MAX : static_cast<uint64_t>(b);
   };
-  const uint64_t needed = bytes_of(rows, cols);
+  // Every copy of a shard (--replication) is held by another worker; with fewer live workers
+  // than copies, one per worker.
+  auto copies = [live](int replication) {
+    return static_cast<uint64_t>(std::min(std::max(1, replication), live));
+  };
+  const uint64_t needed = bytes_of(rows, cols) * copies(models_->replication());
   uint64_t held = 0;
   for (const auto& m : registry_->List()) {
-    if (m->name != replacing) held += bytes_of(m->rows, m->cols);
+    if (m->name != replacing) held += bytes_of(m->rows, m->cols) * copies(m->replication);
   }
   if (needed > budget || held > budget - needed) {
     return absl::ResourceExhaustedError(absl::StrFormat(
-        "%s: %d rows x %d features need %.1f MiB of worker memory; the %d live workers' budgets "
+        "%s: %d rows x %d features (x %d copies) need %.1f MiB of worker memory; the %d live "
+        "workers' budgets "
         "(--memory-budget-mb) total %.1f MiB, of which the other models hold %.1f MiB. Add "
         "workers, raise their --memory-budget-mb, or delete models",
-        what, rows, cols, needed / 1048576.0, live, budget / 1048576.0, held / 1048576.0));
+        what, rows, cols, copies(models_->replication()), needed / 1048576.0, live,
+        budget / 1048576.0, held / 1048576.0));
   }
   return absl::OkStatus();
 }
@@ -167,7 +175,13 @@ void CoordinatorService::ToProto(const ModelEntry& e, v1::ModelInfo* out) const 
   for (const Placement& p : e.shards) {
     v1::ShardPlacement* s = out->add_shards();
     s->set_shard_id(p.location.shard_id);
-    s->set_worker_id(p.location.worker_id);
+    // The first copy a search would use now: the first on a live worker.
+    for (const std::string& w : p.location.worker_ids) {
+      if (s->worker_id().empty() || (workers_->IsAlive(w) && !workers_->IsAlive(s->worker_id()))) {
+        s->set_worker_id(w);
+      }
+    }
+    for (const std::string& w : p.location.worker_ids) s->add_replica_worker_ids(w);
     s->set_rows(p.location.rows);
     s->set_first_global_index(p.location.first_global_index);
   }
@@ -176,6 +190,7 @@ void CoordinatorService::ToProto(const ModelEntry& e, v1::ModelInfo* out) const 
     for (const std::string& n : e.labels->class_names) out->add_class_names(n);
   }
   if (e.threshold.has_value()) out->set_threshold(*e.threshold);
+  out->set_replication(static_cast<uint32_t>(e.replication));
 }
 
 absl::StatusOr<std::shared_ptr<const ModelEntry>> CoordinatorService::FindModel(
@@ -423,9 +438,12 @@ grpc::Status CoordinatorService::KNeighbors(grpc::ServerContext* context,
     KNN_ASSIGN_OR_RETURN(std::shared_ptr<const ModelEntry> model, FindModel(request->model()));
     KNN_ASSIGN_OR_RETURN(Matrix queries, ResolveQueries(request->queries()));
     const int k = request->has_k() ? request->k() : model->params.n_neighbors;
+    std::vector<std::string> missing;
     KNN_ASSIGN_OR_RETURN(KNeighborsResult nb,
-                         models_->KNeighbors(*model, queries, k, DeadlineOf(context)));
+                         models_->KNeighbors(*model, queries, k, DeadlineOf(context),
+                                             request->allow_partial() ? &missing : nullptr));
     rpc::ToProto(nb, response->mutable_neighbors());
+    for (const std::string& id : missing) response->add_missing_shards(id);
     return absl::OkStatus();
   };
   return rpc::ToGrpcStatus(run());
@@ -439,7 +457,11 @@ grpc::Status CoordinatorService::Predict(grpc::ServerContext* context,
   auto run = [&]() -> absl::Status {
     KNN_ASSIGN_OR_RETURN(std::shared_ptr<const ModelEntry> model, FindModel(request->model()));
     KNN_ASSIGN_OR_RETURN(Matrix queries, ResolveQueries(request->queries()));
-    KNN_ASSIGN_OR_RETURN(Predictions p, models_->Predict(*model, queries, DeadlineOf(context)));
+    std::vector<std::string> missing;
+    KNN_ASSIGN_OR_RETURN(Predictions p,
+                         models_->Predict(*model, queries, DeadlineOf(context),
+                                          request->allow_partial() ? &missing : nullptr));
+    for (const std::string& id : missing) response->add_missing_shards(id);
     response->mutable_predictions()->Assign(p.values.begin(), p.values.end());
     for (const std::string& l : p.labels) response->add_labels(l);
     response->mutable_scores()->Assign(p.scores.begin(), p.scores.end());
@@ -459,8 +481,11 @@ grpc::Status CoordinatorService::PredictProba(grpc::ServerContext* context,
   auto run = [&]() -> absl::Status {
     KNN_ASSIGN_OR_RETURN(std::shared_ptr<const ModelEntry> model, FindModel(request->model()));
     KNN_ASSIGN_OR_RETURN(Matrix queries, ResolveQueries(request->queries()));
+    std::vector<std::string> missing;
     KNN_ASSIGN_OR_RETURN(Matrix proba,
-                         models_->PredictProba(*model, queries, DeadlineOf(context)));
+                         models_->PredictProba(*model, queries, DeadlineOf(context),
+                                               request->allow_partial() ? &missing : nullptr));
+    for (const std::string& id : missing) response->add_missing_shards(id);
     for (double c : model->labels->classes) response->add_classes(c);
     for (const std::string& n : model->labels->class_names) response->add_class_names(n);
     rpc::ToProto(proba, response->mutable_probabilities());
@@ -503,8 +528,11 @@ absl::Status CoordinatorService::DoScore(const v1::ScoreRequest& request, absl::
       }
     }
   }
+  std::vector<std::string> missing;
   KNN_ASSIGN_OR_RETURN(ScoreResult r,
-                       models_->Score(*model, queries, std::move(y), y_class_names, deadline));
+                       models_->Score(*model, queries, std::move(y), y_class_names, deadline,
+                                      request.allow_partial() ? &missing : nullptr));
+  for (const std::string& id : missing) response->add_missing_shards(id);
   response->set_score(r.score);
   response->set_metric(r.metric);
   response->set_n_samples(r.n_samples);
@@ -630,7 +658,9 @@ grpc::Status CoordinatorService::GetClusterStatus(grpc::ServerContext*,
   const std::vector<std::shared_ptr<const ModelEntry>> models = registry_->List();
   std::map<std::string, std::vector<const Placement*>> by_worker;
   for (const auto& m : models) {
-    for (const Placement& p : m->shards) by_worker[p.location.worker_id].push_back(&p);
+    for (const Placement& p : m->shards) {
+      for (const std::string& w : p.location.worker_ids) by_worker[w].push_back(&p);
+    }
   }
   const absl::Time now = absl::Now();
   for (const WorkerSnapshot& w : workers_->Snapshot()) {
@@ -659,107 +689,6 @@ grpc::Status CoordinatorService::GetClusterStatus(grpc::ServerContext*,
 // ---- Grid search ---------------------------------------------------------------------------
 
 namespace {
-
-v1::GridSearchMode ModeToProto(GridSearchMode m) {
-  switch (m) {
-    case GridSearchMode::kReplicated:
-      return v1::GRID_SEARCH_MODE_REPLICATED;
-    case GridSearchMode::kSharded:
-      return v1::GRID_SEARCH_MODE_SHARDED;
-    case GridSearchMode::kAuto:
-      break;
-  }
-  return v1::GRID_SEARCH_MODE_AUTO;
-}
-
-v1::GridSearchState StateToProto(GridSearchState s) {
-  switch (s) {
-    case GridSearchState::kQueued:
-      return v1::GRID_SEARCH_QUEUED;
-    case GridSearchState::kRunning:
-      return v1::GRID_SEARCH_RUNNING;
-    case GridSearchState::kRefitting:
-      return v1::GRID_SEARCH_REFITTING;
-    case GridSearchState::kSucceeded:
-      return v1::GRID_SEARCH_SUCCEEDED;
-    case GridSearchState::kFailed:
-      return v1::GRID_SEARCH_FAILED;
-    case GridSearchState::kCancelled:
-      return v1::GRID_SEARCH_CANCELLED;
-  }
-  return v1::GRID_SEARCH_QUEUED;
-}
-
-void InfoToProto(const GridSearchProgress& p, v1::GridSearchInfo* out) {
-  out->set_id(p.id);
-  out->set_state(StateToProto(p.state));
-  out->set_dataset(p.dataset);
-  out->set_task(p.classifier ? v1::TASK_CLASSIFIER : v1::TASK_REGRESSOR);
-  out->set_mode(ModeToProto(p.mode));
-  out->set_n_candidates(p.n_candidates);
-  out->set_n_splits(p.n_splits);
-  out->set_jobs_total(p.jobs_total);
-  out->set_jobs_done(p.jobs_done);
-  out->set_jobs_requeued(p.jobs_requeued);
-  out->set_neighbor_searches(p.neighbor_searches);
-  out->set_dataset_transfers(p.dataset_transfers);
-  out->set_elapsed_seconds(p.elapsed_seconds);
-  out->set_eta_seconds(p.eta_seconds);
-  out->set_refit_model(p.refit_model);
-  if (!p.error.ok()) {
-    out->set_error(absl::StrCat(absl::StatusCodeToString(p.error.code()), ": ", p.error.message()));
-  }
-  out->set_started_unix_millis(absl::ToUnixMillis(p.started));
-  out->set_scoring(ScoringName(p.scoring));
-}
-
-absl::StatusOr<GridSearchSpec> SpecFromProto(const v1::StartGridSearchRequest& r) {
-  GridSearchSpec spec;
-  KNN_RETURN_IF_ERROR(rpc::ValidateName(r.dataset(), "dataset"));
-  spec.dataset = r.dataset();
-  switch (r.task()) {
-    case v1::TASK_CLASSIFIER:
-      spec.classifier = true;
-      break;
-    case v1::TASK_REGRESSOR:
-      spec.classifier = false;
-      break;
-    default:
-      return absl::InvalidArgumentError(
-          "task: a grid search takes TASK_CLASSIFIER or TASK_REGRESSOR");
-  }
-  KNN_ASSIGN_OR_RETURN(spec.base, rpc::FromProto(r.base(), "base"));
-  for (int g = 0; g < r.param_grid_size(); ++g) {
-    KNN_ASSIGN_OR_RETURN(ParamGrid grid,
-                         rpc::FromProto(r.param_grid(g), absl::StrCat("param_grid[", g, "]")));
-    spec.param_grid.push_back(std::move(grid));
-  }
-  if (r.cv() > 1000000) {
-    return absl::InvalidArgumentError(absl::StrCat("cv: at most 1000000 folds, got ", r.cv()));
-  }
-  spec.cv = r.cv() == 0 ? 5 : static_cast<int>(r.cv());
-  spec.shuffle = r.shuffle();
-  if (r.has_random_state()) spec.random_state = r.random_state();
-  for (const v1::Fold& f : r.folds()) spec.folds.push_back(rpc::FromProto(f));
-  KNN_ASSIGN_OR_RETURN(spec.scoring, rpc::ScoringFromName(r.scoring(), spec.classifier, "scoring"));
-  spec.refit = !r.has_refit() || r.refit();
-  spec.refit_model = r.refit_model();
-  spec.replace_refit_model = r.replace_refit_model();
-  switch (r.mode()) {
-    case v1::GRID_SEARCH_MODE_AUTO:
-      spec.mode = GridSearchMode::kAuto;
-      break;
-    case v1::GRID_SEARCH_MODE_REPLICATED:
-      spec.mode = GridSearchMode::kReplicated;
-      break;
-    case v1::GRID_SEARCH_MODE_SHARDED:
-      spec.mode = GridSearchMode::kSharded;
-      break;
-    default:
-      return absl::InvalidArgumentError(absl::StrCat("mode: unknown value ", r.mode()));
-  }
-  return spec;
-}
 
 absl::Status NoSearches() {
   return absl::UnimplementedError("grid search is not enabled on this coordinator");
@@ -835,14 +764,7 @@ grpc::Status CoordinatorService::GetGridSearchResult(grpc::ServerContext*,
   auto run = [&]() -> absl::Status {
     if (searches_ == nullptr) return NoSearches();
     KNN_ASSIGN_OR_RETURN(GridSearchOutcome r, searches_->Result(request->id()));
-    InfoToProto(r.progress, response->mutable_info());
-    rpc::ToProto(r.cv_results, response->mutable_cv_results());
-    response->set_best_index(static_cast<uint32_t>(r.cv_results.best_index));
-    response->set_best_score(r.cv_results.best_score);
-    rpc::ToProto(r.cv_results.best_params, response->mutable_best_params());
-    response->set_refit_model(r.progress.refit_model);
-    for (double c : r.classes) response->add_classes(c);
-    for (const std::string& n : r.class_names) response->add_class_names(n);
+    ResultToProto(r, response);
     return absl::OkStatus();
   };
   return rpc::ToGrpcStatus(run());
@@ -856,7 +778,9 @@ grpc::Status MembershipService::Register(grpc::ServerContext*, const v1::Registe
                                          v1::RegisterResponse* response) {
   const absl::Status st = workers_->Register(request->worker_id(), request->address(),
                                              request->cores(), request->memory_bytes(),
-                                             absl::Now(), request->memory_budget_bytes());
+                                             absl::Now(), request->memory_budget_bytes(),
+                                             std::vector<std::string>(request->shard_ids().begin(),
+                                                                      request->shard_ids().end()));
   if (st.ok()) {
     response->set_heartbeat_interval_ms(static_cast<uint32_t>(
         absl::ToInt64Milliseconds(workers_->options().heartbeat_interval)));

@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/base/crc32.h"
+#include "core/base/durable_file.h"
 #include "core/base/names.h"
 #include "core/base/status_macros.h"
 
@@ -30,9 +31,13 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 
 namespace knncluster::coordinator {
 
-// The meta file:
-//   magic "KNNDSET\n" (8 bytes) | u32 format version | u64 payload length | payload | u32 CRC-32
-// where the CRC covers every byte before it, and the version-1 payload is
+// The meta file, version 2 (written): a durable file (core/base/durable_file.h: magic
+// "KNNDSET\n", u32 version 2, u32 0, u64 payload length, u32 CRC-32 of the payload, u32 CRC-32 of
+// the header, payload). Version 1 (read, never written; what builds before version 2 wrote):
+//   magic "KNNDSET\n" (8 bytes) | u32 format version 1 | u64 payload length | payload | u32 CRC-32
+// where the CRC covers every byte before it. Both share the magic and keep the version at byte 8,
+// which tells them apart; a version-1 meta is read as it is (it upgrades when its dataset is
+// next written). The payload of both versions is
 //   str name | u64 rows | u64 cols | u8 label kind (0 none, 1 numeric, 2 string)
 //   | u64 n, n x str class_names | u64 n, n x str feature_names | str view_of
 //   | u64 base_rows (a view: its base's row count; a base: 0)
@@ -42,7 +47,10 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr char kMetaMagic[8] = {'K', 'N', 'N', 'D', 'S', 'E', 'T', '\n'};
-constexpr uint32_t kMetaVersion = 1;
+constexpr uint32_t kMetaVersion = 2;
+constexpr uint32_t kMetaLegacyVersion = 1;
+constexpr DurableFileFormat kMetaFormat{"KNNDSET\n", kMetaVersion, kMetaVersion,
+                                        "dataset meta file"};
 constexpr char kMetaFile[] = "meta";
 constexpr char kFeaturesFile[] = "features.f64";
 constexpr char kLabelsFile[] = "labels.f64";
@@ -278,13 +286,7 @@ std::string EncodeMeta(const DatasetMeta& m, uint64_t base_rows) {
   payload.Strs(m.feature_names);
   payload.Str(m.view_of);
   payload.U64(base_rows);
-  ByteWriter file;
-  file.Bytes(std::string_view(kMetaMagic, sizeof kMetaMagic));
-  file.U32(kMetaVersion);
-  file.U64(payload.out().size());
-  file.Bytes(payload.out());
-  file.U32(Crc32(file.out()));
-  return std::move(file.out());
+  return EncodeDurableFile(kMetaFormat, payload.out());
 }
 
 struct DecodedMeta {
@@ -300,32 +302,35 @@ absl::StatusOr<DecodedMeta> DecodeMeta(std::string_view bytes, const std::string
   }
   ByteReader header(bytes.substr(sizeof kMetaMagic), path);
   uint32_t version;
-  uint64_t payload_size;
   KNN_RETURN_IF_ERROR(header.U32("the format version", &version));
-  if (version != kMetaVersion) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(path, ": format version ", version,
-                     " is not supported (this build reads version ", kMetaVersion, ")"));
-  }
-  KNN_RETURN_IF_ERROR(header.U64("the payload length", &payload_size));
-  if (payload_size != bytes.size() - std::min(bytes.size(), kHeader + 4) ||
-      bytes.size() < kHeader + 4) {
-    return absl::DataLossError(absl::StrCat(path, ": payload length ", payload_size,
-                                            " does not match the file size ", bytes.size(),
-                                            " (the file is corrupt)"));
-  }
-  const size_t crc_at = bytes.size() - 4;
-  uint32_t stored = 0;
-  for (int i = 0; i < 4; ++i)
-    stored |= static_cast<uint32_t>(static_cast<uint8_t>(bytes[crc_at + i])) << (8 * i);
-  const uint32_t computed = Crc32(bytes.substr(0, crc_at));
-  if (stored != computed) {
-    return absl::DataLossError(absl::StrFormat(
-        "%s: checksum mismatch (stored 0x%08x, computed 0x%08x): the file is corrupt", path, stored,
-        computed));
+  std::string_view payload;
+  if (version != kMetaLegacyVersion) {
+    // Every check (checksums, length, a version newer than this build) is the durable file's.
+    KNN_RETURN_IF_ERROR(ParseDurableFile(path, bytes, kMetaFormat).status());
+    payload = bytes.substr(kDurableHeaderSize);
+  } else {
+    uint64_t payload_size;
+    KNN_RETURN_IF_ERROR(header.U64("the payload length", &payload_size));
+    if (payload_size != bytes.size() - std::min(bytes.size(), kHeader + 4) ||
+        bytes.size() < kHeader + 4) {
+      return absl::DataLossError(absl::StrCat(path, ": payload length ", payload_size,
+                                              " does not match the file size ", bytes.size(),
+                                              " (the file is corrupt)"));
+    }
+    const size_t crc_at = bytes.size() - 4;
+    uint32_t stored = 0;
+    for (int i = 0; i < 4; ++i)
+      stored |= static_cast<uint32_t>(static_cast<uint8_t>(bytes[crc_at + i])) << (8 * i);
+    const uint32_t computed = Crc32(bytes.substr(0, crc_at));
+    if (stored != computed) {
+      return absl::DataLossError(absl::StrFormat(
+          "%s: checksum mismatch (stored 0x%08x, computed 0x%08x): the file is corrupt", path,
+          stored, computed));
+    }
+    payload = bytes.substr(kHeader, payload_size);
   }
   DecodedMeta d;
-  ByteReader r(bytes.substr(kHeader, payload_size), path);
+  ByteReader r(payload, path);
   uint8_t kind;
   KNN_RETURN_IF_ERROR(r.Str("name", &d.meta.name));
   KNN_RETURN_IF_ERROR(r.U64("rows", &d.meta.rows));

@@ -495,6 +495,33 @@ TEST_F(DatasetStoreTest, CrashLeftoversAreSweptAtOpen) {
             (std::vector<double>{1, 2, 3, 4, 5, 6, 7, 8}));
 }
 
+// Meta files written before version 2 (the durable-file format) are read as they are.
+TEST_F(DatasetStoreTest, VersionOneMetaFilesStillLoad) {
+  ASSERT_TRUE(Upload("old", Matrix(3, 2, {1, 2, 3, 4, 5, 6}), {7, 8, 9}, 2).ok());
+  ASSERT_TRUE(store_->Split("old", TestSize::Count(1), 0, true, "old-a", "old-b", false).ok());
+  store_.reset();
+  for (const std::string name : {"old", "old-a"}) {
+    const std::string path = dir_ + "/datasets/" + name + "/meta";
+    std::ifstream in(path, std::ios::binary);
+    std::string v2((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    ASSERT_EQ(v2[8], 2);
+    const std::string payload = v2.substr(32);
+    // magic | u32 1 | u64 length | payload | u32 CRC-32 of everything before it
+    std::string v1 = v2.substr(0, 8);
+    for (int i = 0; i < 4; ++i) v1.push_back(static_cast<char>(i == 0 ? 1 : 0));
+    for (int i = 0; i < 8; ++i) v1.push_back(static_cast<char>(payload.size() >> (8 * i)));
+    v1 += payload;
+    const uint32_t crc = Crc32(v1);
+    for (int i = 0; i < 4; ++i) v1.push_back(static_cast<char>(crc >> (8 * i)));
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << v1;
+  }
+  Reopen();
+  EXPECT_TRUE(store_->load_errors().empty());
+  EXPECT_EQ(store_->ReadRows("old", 0, 3)->values(), (std::vector<double>{1, 2, 3, 4, 5, 6}));
+  EXPECT_EQ(store_->ReadLabels("old-a")->size(), 2u);
+  EXPECT_EQ(store_->Describe("old-a")->view_of, "old");
+}
+
 TEST_F(DatasetStoreTest, TheDirectoryIsLockedWhileOpen) {
   auto second = DatasetStore::Open(dir_);
   EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
@@ -521,16 +548,16 @@ TEST_F(DatasetStoreTest, DamagedDatasetsAreQuarantinedAtOpen) {
   ASSERT_TRUE(store_->Split("good", TestSize::Count(1), 0, true, "good-a", "good-b", false).ok());
   store_.reset();
   const std::string datasets = dir_ + "/datasets/";
-  FlipByte(datasets + "flipped/meta", 30);
+  FlipByte(datasets + "flipped/meta", 40);  // a payload byte
   fs::resize_file(datasets + "short/features.f64", 40);
   {
-    // A meta file from a newer build: version 2 (with a valid checksum, so the version is what
-    // fails).
+    // A meta file from a newer build: version 3, with valid checksums, so the version is what
+    // fails (the durable file's header: version at byte 8, header CRC at 28 over [0, 28)).
     std::ifstream in(datasets + "future/meta", std::ios::binary);
     std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    bytes[8] = 2;
-    const uint32_t crc = Crc32(std::string_view(bytes).substr(0, bytes.size() - 4));
-    for (int i = 0; i < 4; ++i) bytes[bytes.size() - 4 + i] = static_cast<char>(crc >> (8 * i));
+    bytes[8] = 3;
+    const uint32_t crc = Crc32(std::string_view(bytes).substr(0, 28));
+    for (int i = 0; i < 4; ++i) bytes[28 + i] = static_cast<char>(crc >> (8 * i));
     std::ofstream(datasets + "future/meta", std::ios::binary | std::ios::trunc) << bytes;
   }
   Reopen();
@@ -543,11 +570,12 @@ TEST_F(DatasetStoreTest, DamagedDatasetsAreQuarantinedAtOpen) {
   const std::string future = std::string(store_->load_errors()[1].message());
   const std::string truncated = std::string(store_->load_errors()[2].message());
   EXPECT_EQ(store_->load_errors()[0].code(), absl::StatusCode::kDataLoss);
-  EXPECT_THAT(flipped, HasSubstr(datasets + "flipped/meta: checksum mismatch"));
+  EXPECT_THAT(flipped,
+              HasSubstr(datasets + "flipped/meta: the dataset meta file's checksum does not match"));
   EXPECT_THAT(flipped, HasSubstr("moved to " + dir_ + "/quarantine/flipped-"));
   EXPECT_EQ(store_->load_errors()[1].code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(future, HasSubstr(datasets + "future/meta: format version 2 is not supported "
-                                           "(this build reads version 1)"));
+  EXPECT_THAT(future, HasSubstr(datasets + "future/meta: dataset meta file format version 3 is "
+                                           "newer than this build supports (2)"));
   EXPECT_THAT(truncated, HasSubstr(datasets + "short/features.f64: expected 48 bytes, found 40"));
   EXPECT_THAT(DatasetDirEntries(), ElementsAre("good", "good-a", "good-b"));
   EXPECT_EQ(std::distance(fs::directory_iterator(dir_ + "/quarantine"), fs::directory_iterator()),

@@ -55,8 +55,18 @@ class FakeWorkerService final : public v1::Worker::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status SearchShards(grpc::ServerContext*, const v1::SearchShardsRequest* request,
+  grpc::Status SearchShards(grpc::ServerContext* context, const v1::SearchShardsRequest* request,
                             v1::SearchShardsResponse* response) override {
+    {
+      // A hung worker (SetSearchDelay): waits, or until the caller cancels.
+      absl::MutexLock lock(&mu_);
+      const absl::Time until = absl::Now() + search_delay_;
+      while (absl::Now() < until && !context->IsCancelled()) {
+        mu_.AwaitWithTimeout(absl::Condition(+[](bool* b) { return *b; }, &never_),
+                             absl::Milliseconds(10));
+      }
+      if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+    }
     std::vector<std::shared_ptr<const NeighborIndex>> indexes;
     {
       absl::MutexLock lock(&mu_);
@@ -131,12 +141,19 @@ class FakeWorkerService final : public v1::Worker::Service {
     absl::MutexLock lock(&mu_);
     shards_.clear();
   }
+  // Every SearchShards call waits this long first (as a hung or partitioned worker would).
+  void SetSearchDelay(absl::Duration d) {
+    absl::MutexLock lock(&mu_);
+    search_delay_ = d;
+  }
 
  private:
   absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<const NeighborIndex>> shards_ ABSL_GUARDED_BY(mu_);
   int loads_ ABSL_GUARDED_BY(mu_) = 0;
   int searches_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Duration search_delay_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();
+  bool never_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // A FakeWorkerService on its own in-process server.

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <deque>
+#include <filesystem>
 #include <limits>
 #include <set>
 #include <thread>
@@ -16,10 +17,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/notification.h"
+#include "coordinator/grid_search_convert.h"
+#include "core/base/durable_file.h"
 #include "core/base/names.h"
 #include "core/base/status_macros.h"
 #include "core/estimators/voting.h"
 #include "core/index/metric.h"
+#include "knncluster/v1/storage.pb.h"
 #include "knncluster/v1/worker.grpc.pb.h"
 #include "rpc/content_hash.h"
 #include "rpc/convert.h"
@@ -60,6 +64,8 @@ struct GridSearchManager::Search {
   std::vector<std::vector<double>> fit_times ABSL_GUARDED_BY(mu);
   std::vector<std::vector<double>> score_times ABSL_GUARDED_BY(mu);
   bool cancel ABSL_GUARDED_BY(mu) = false;
+  // Cancelled by Shutdown, not by a client: its record stays unfinished, so it restarts.
+  bool interrupted ABSL_GUARDED_BY(mu) = false;
   absl::Status fatal ABSL_GUARDED_BY(mu);  // the first error that fails the search
   std::set<grpc::ClientContext*> calls ABSL_GUARDED_BY(mu);
   std::set<std::string> unsuitable ABSL_GUARDED_BY(mu);  // workers that refused it (budget)
@@ -122,6 +128,8 @@ struct GridSearchManager::Search {
 
 namespace {
 
+constexpr DurableFileFormat kGridSearchFormat{"KNNGRID\n", 1, 1, "grid search record"};
+
 std::string NewSearchId() {
   absl::BitGen gen;
   return absl::StrFormat("gs-%012x", absl::Uniform<uint64_t>(gen, 0, uint64_t{1} << 48));
@@ -177,12 +185,17 @@ GridSearchManager::~GridSearchManager() { Shutdown(); }
 // ---- Start -----------------------------------------------------------------------------------
 
 absl::StatusOr<GridSearchProgress> GridSearchManager::Start(GridSearchSpec spec) {
+  return StartSearch(std::move(spec), nullptr);
+}
+
+absl::StatusOr<GridSearchProgress> GridSearchManager::StartSearch(
+    GridSearchSpec spec, const GridSearchProgress* recovered) {
   {
     absl::MutexLock lock(&mu_);
     if (shut_down_) return absl::UnavailableError("the coordinator is shutting down");
   }
   auto s = std::make_shared<Search>();
-  s->id = NewSearchId();
+  s->id = recovered != nullptr ? recovered->id : NewSearchId();
   KNN_ASSIGN_OR_RETURN(DatasetMeta meta, store_->Describe(spec.dataset));
   if (meta.rows == 0) {
     return absl::InvalidArgumentError(absl::StrCat("dataset: \"", spec.dataset, "\" has no rows"));
@@ -237,6 +250,8 @@ absl::StatusOr<GridSearchProgress> GridSearchManager::Start(GridSearchSpec spec)
   if (spec.refit) {
     if (spec.refit_model.empty()) spec.refit_model = s->id + "-best";
     KNN_RETURN_IF_ERROR(ValidateName(spec.refit_model, "refit_model"));
+    // A restarted search's refit name is its own (it may have fitted it before the restart).
+    if (recovered != nullptr) spec.replace_refit_model = true;
     if (!spec.replace_refit_model && registry_->Contains(spec.refit_model)) {
       return absl::AlreadyExistsError(absl::StrCat(
           "refit_model: a model named \"", spec.refit_model,
@@ -263,12 +278,20 @@ absl::StatusOr<GridSearchProgress> GridSearchManager::Start(GridSearchSpec spec)
     p.refit_model = s->spec.refit_model;
     p.started = absl::Now();
     p.version = 1;
+    if (recovered != nullptr) {
+      // Every job runs again; the clock keeps the original start.
+      p.started = recovered->started;
+      p.jobs_requeued = recovered->jobs_requeued + p.jobs_total;
+      p.dataset_transfers = recovered->dataset_transfers;
+    }
     for (size_t j = 0; j < s->jobs.size(); ++j) s->queue.push_back(j);
     s->done.assign(s->jobs.size(), 0);
     s->scores.assign(n_cand, std::vector<double>(n_folds));
     s->fit_times = s->scores;
     s->score_times = s->scores;
   }
+  // Saved before the id is returned: a search acknowledged is a search kept.
+  KNN_RETURN_IF_ERROR(Save(*s));
   // The dataset stays while the search reads it.
   registry_->PinDataset(s->spec.dataset);
 
@@ -325,6 +348,8 @@ void GridSearchManager::Drive(const std::shared_ptr<Search>& s) {
       if (!s->cancel) s->progress.state = GridSearchState::kRunning;
       s->Bump();
     }
+    // Best effort: the record saved at Start already restarts the search after a crash.
+    Save(*s).IgnoreError();
     status = *mode == GridSearchMode::kReplicated ? RunReplicated(s) : RunSharded(s);
   }
   bool cancelled = false;
@@ -389,13 +414,29 @@ void GridSearchManager::Finish(const std::shared_ptr<Search>& s, absl::Status st
     }
     s->Bump();
   }
-  absl::MutexLock lock(&mu_);
-  // Forget the oldest finished searches beyond max_finished.
+  bool interrupted;
+  {
+    absl::MutexLock lock(&s->mu);
+    interrupted = s->interrupted;
+  }
+  // Not saved when Shutdown stopped it: the record saved before stays unfinished, and the next
+  // start runs the search again. Best effort otherwise (nobody is left to tell).
+  if (!interrupted) Save(*s).IgnoreError();
+  std::vector<std::string> dropped;
+  {
+    absl::MutexLock lock(&mu_);
+    dropped = DropOldFinished(s.get());
+  }
+  RemoveFiles(dropped);
+}
+
+std::vector<std::string> GridSearchManager::DropOldFinished(const Search* keep) {
   size_t finished = 0;
   for (const std::string& id : order_) {
     absl::MutexLock slock(&searches_[id]->mu);
     if (IsTerminal(searches_[id]->progress.state)) ++finished;
   }
+  std::vector<std::string> dropped;
   for (auto it = order_.begin(); it != order_.end() && finished > options_.max_finished;) {
     const std::shared_ptr<Search>& old = searches_[*it];
     bool terminal;
@@ -403,7 +444,8 @@ void GridSearchManager::Finish(const std::shared_ptr<Search>& s, absl::Status st
       absl::MutexLock slock(&old->mu);
       terminal = IsTerminal(old->progress.state);
     }
-    if (terminal && old != s) {
+    if (terminal && old.get() != keep) {
+      dropped.push_back(*it);
       searches_.erase(*it);
       it = order_.erase(it);
       --finished;
@@ -411,6 +453,168 @@ void GridSearchManager::Finish(const std::shared_ptr<Search>& s, absl::Status st
       ++it;
     }
   }
+  return dropped;
+}
+
+// ---- Persistence -----------------------------------------------------------------------------
+
+std::string GridSearchManager::PathOf(const std::string& id) const {
+  return absl::StrCat(options_.data_dir, "/grid_searches/", id);
+}
+
+void GridSearchManager::RemoveFiles(const std::vector<std::string>& ids) const {
+  if (options_.data_dir.empty()) return;
+  for (const std::string& id : ids) {
+    std::error_code ec;
+    std::filesystem::remove(PathOf(id), ec);
+  }
+}
+
+absl::Status GridSearchManager::Save(const Search& s) const {
+  if (options_.data_dir.empty()) return absl::OkStatus();
+  v1::GridSearchRecord record;
+  record.set_id(s.id);
+  SpecToProto(s.spec, record.mutable_spec());
+  {
+    absl::MutexLock lock(&s.mu);
+    const GridSearchProgress p = s.Snapshot();
+    InfoToProto(p, record.mutable_info());
+    if (!p.error.ok()) {
+      record.set_error_code(static_cast<int32_t>(p.error.code()));
+      record.set_error_message(std::string(p.error.message()));
+    }
+    if (p.state == GridSearchState::kSucceeded) {
+      GridSearchOutcome outcome;
+      outcome.progress = p;
+      outcome.cv_results = s.cv;
+      outcome.classes = s.classes;
+      outcome.class_names = s.class_names;
+      ResultToProto(outcome, record.mutable_result());
+      record.mutable_result()->clear_info();  // record.info is the one copy
+    }
+  }
+  std::error_code ec;
+  const std::string dir = absl::StrCat(options_.data_dir, "/grid_searches");
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
+  return WriteDurableFile(PathOf(s.id), kGridSearchFormat, record.SerializeAsString());
+}
+
+absl::Status GridSearchManager::Recover() {
+  if (options_.data_dir.empty()) return absl::OkStatus();
+  namespace fs = std::filesystem;
+  const std::string dir = absl::StrCat(options_.data_dir, "/grid_searches");
+  const std::string quarantine = absl::StrCat(options_.data_dir, "/quarantine");
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
+  KNN_RETURN_IF_ERROR(RemoveDurableTempFiles(dir).status());
+  std::vector<v1::GridSearchRecord> records;
+  std::vector<std::string> errors;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    if (!it->is_regular_file()) continue;
+    const std::string path = it->path().string();
+    absl::Status status;
+    v1::GridSearchRecord record;
+    absl::StatusOr<DurableContents> contents = ReadDurableFile(path, kGridSearchFormat);
+    if (!contents.ok()) {
+      status = contents.status();
+    } else if (!record.ParseFromString(contents->payload)) {
+      status = absl::DataLossError(absl::StrCat(path, ": cannot parse the grid search record"));
+    } else if (record.id() != it->path().filename().string()) {
+      status = absl::DataLossError(
+          absl::StrCat(path, ": holds grid search \"", record.id(), "\", not its file's name"));
+    }
+    if (status.ok()) {
+      records.push_back(std::move(record));
+      continue;
+    }
+    absl::StatusOr<std::string> moved = QuarantineFile(path, quarantine);
+    errors.push_back(absl::StrCat(moved.ok() ? *moved : path, ": ", status.ToString()));
+  }
+  if (ec) return absl::InternalError(absl::StrCat("cannot list ", dir, ": ", ec.message()));
+  // Oldest first, as order_ keeps them.
+  std::sort(records.begin(), records.end(),
+            [](const v1::GridSearchRecord& a, const v1::GridSearchRecord& b) {
+              return std::make_pair(a.info().started_unix_millis(), a.id()) <
+                     std::make_pair(b.info().started_unix_millis(), b.id());
+            });
+  for (const v1::GridSearchRecord& record : records) {
+    const absl::Status error =
+        record.error_code() == 0
+            ? absl::OkStatus()
+            : absl::Status(static_cast<absl::StatusCode>(record.error_code()),
+                           record.error_message());
+    absl::StatusOr<GridSearchProgress> progress = InfoFromProto(record.info(), error);
+    if (!progress.ok()) {
+      errors.push_back(absl::StrCat(PathOf(record.id()), ": ", progress.status().ToString()));
+      continue;
+    }
+    progress->id = record.id();
+    auto s = std::make_shared<Search>();
+    s->id = record.id();
+    const bool unfinished = !IsTerminal(progress->state);
+    if (unfinished) {
+      // Interrupted by the restart: run it again from its spec, under its id.
+      absl::StatusOr<GridSearchSpec> spec = SpecFromProto(record.spec());
+      absl::StatusOr<GridSearchProgress> restarted =
+          spec.ok() ? StartSearch(std::move(*spec), &*progress) : spec.status();
+      if (restarted.ok()) continue;
+      progress->state = GridSearchState::kFailed;
+      progress->error = absl::FailedPreconditionError(absl::StrCat(
+          "grid search ", record.id(),
+          " was interrupted by a coordinator restart and could not start again: ",
+          restarted.status().ToString()));
+      progress->eta_seconds = 0;
+      progress->refit_model.clear();
+    } else if (progress->state == GridSearchState::kSucceeded) {
+      absl::StatusOr<GridSearchOutcome> outcome = OutcomeFromProto(record.result(), *progress);
+      if (!outcome.ok()) {
+        errors.push_back(absl::StrCat(PathOf(record.id()), ": ", outcome.status().ToString()));
+        continue;
+      }
+      s->cv = std::move(outcome->cv_results);
+      s->classes = std::move(outcome->classes);
+      s->class_names = std::move(outcome->class_names);
+    }
+    {
+      absl::MutexLock slock(&s->mu);
+      s->progress = *progress;
+    }
+    s->exited.store(true);
+    if (unfinished) Save(*s).IgnoreError();  // now failed
+    absl::MutexLock lock(&mu_);
+    searches_[s->id] = s;
+    order_.push_back(s->id);
+  }
+  std::vector<std::string> dropped;
+  {
+    absl::MutexLock lock(&mu_);
+    // A restarted search went to the end of order_ in StartSearch: put every search back in
+    // the order it was first started.
+    std::sort(order_.begin(), order_.end(), [this](const std::string& a, const std::string& b)
+                                                ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      absl::Time ta, tb;
+      {
+        absl::MutexLock la(&searches_[a]->mu);
+        ta = searches_[a]->progress.started;
+      }
+      {
+        absl::MutexLock lb(&searches_[b]->mu);
+        tb = searches_[b]->progress.started;
+      }
+      return std::make_pair(ta, a) < std::make_pair(tb, b);
+    });
+    dropped = DropOldFinished(nullptr);
+    recover_errors_.insert(recover_errors_.end(), errors.begin(), errors.end());
+  }
+  RemoveFiles(dropped);
+  return absl::OkStatus();
+}
+
+std::vector<std::string> GridSearchManager::recover_errors() const {
+  absl::MutexLock lock(&mu_);
+  return recover_errors_;
 }
 
 // ---- Replicated mode -------------------------------------------------------------------------
@@ -669,6 +873,8 @@ absl::Status GridSearchManager::RunSharded(const std::shared_ptr<Search>& s) {
   fit.task = s->spec.classifier ? Model::Task::kClassifier : Model::Task::kRegressor;
   fit.params.n_neighbors = 1;
   fit.params.algorithm = Algorithm::kBrute;  // workers build each fold's own index
+  // The name is this search's own: one left by a run before a coordinator restart is replaced.
+  fit.replace = true;
   KNN_RETURN_IF_ERROR(models_->Fit(fit, absl::Now() + options_.job_deadline).status());
   const int parallel = options_.sharded_parallel_jobs > 0 ? options_.sharded_parallel_jobs : 2;
   std::vector<std::thread> runners;
@@ -724,7 +930,7 @@ absl::StatusOr<FoldJobResult> GridSearchManager::RunShardedJob(Search& s, size_t
   const TrainTestIndices& fold = s.folds[job.fold];
   KNN_ASSIGN_OR_RETURN(std::shared_ptr<const ModelEntry> model, registry_->Get(s.shards_model));
   for (const Placement& p : model->shards) {
-    if (p.lost) {
+    if (p.location.worker_ids.empty()) {
       return absl::UnavailableError(
           absl::StrCat("shard ", p.location.shard_id, " is being re-sent"));
     }
@@ -883,6 +1089,7 @@ void GridSearchManager::Shutdown() {
     {
       absl::MutexLock lock(&s->mu);
       if (!IsTerminal(s->progress.state)) {
+        if (!s->cancel) s->interrupted = true;
         s->cancel = true;
         for (grpc::ClientContext* c : s->calls) c->TryCancel();
         s->Bump();

@@ -22,8 +22,19 @@
 // again (counted in jobs_requeued); an error in the request itself fails the search.
 // With refit, the best candidate is fitted on the whole dataset as a named model (ModelManager).
 //
-// Searches live in memory (persistence comes with the reliability issue); the last
-// `max_finished` finished searches are kept for List/Result.
+// Persistence (options.data_dir set, as the CoordinatorServer does): each search is a durable
+// file <data_dir>/grid_searches/<id> (core/base/durable_file.h, magic "KNNGRID\n", version 1,
+// payload a v1::GridSearchRecord from storage.proto: the spec, the progress, the error or the
+// result), written at Start (before the id is returned), when it starts running and when it
+// finishes. Recover(), called once at start, reads them back: finished searches answer List and
+// Result exactly as before the restart; a search that was queued, running or refitting when the
+// coordinator stopped (killed, or shut down: Shutdown's cancellation is not recorded) starts again
+// from its spec under the same id, every job re-run (jobs_requeued grows by jobs_total), its refit
+// allowed to replace the model of its own refit name. One that can no longer start (its dataset
+// is gone) is marked failed, saying why. Unreadable records are moved to <data_dir>/quarantine
+// and listed by recover_errors().
+// The last `max_finished` finished searches are kept for List/Result; older ones are forgotten
+// and their files deleted.
 //
 // Ownership: borrows the store, pool, models, search and registry (the CoordinatorServer owns
 // them and destroys this manager first). Owns its driver and runner threads; Shutdown() cancels
@@ -119,6 +130,8 @@ struct GridSearchManagerOptions {
   // Validation rows per sharded search call batch.
   size_t sharded_batch_rows = 16384;
   size_t max_finished = 100;
+  // Where searches are kept (<data_dir>/grid_searches); empty: in memory only.
+  std::string data_dir;
 };
 
 class GridSearchManager {
@@ -133,7 +146,13 @@ class GridSearchManager {
   // values, folds, n_neighbors larger than a fold's training rows, scoring for the task, refit
   // model name), FailedPrecondition (an unlabeled dataset), AlreadyExists (the refit model exists
   // without replace_refit_model), Unavailable (shutting down).
+  // With a data_dir, Internal when the search cannot be saved (it is then not started).
   absl::StatusOr<GridSearchProgress> Start(GridSearchSpec spec);
+  // Loads the searches kept in data_dir (see above); restarts the unfinished ones. Call once,
+  // before serving. An error only when the directory cannot be read; no-op without data_dir.
+  absl::Status Recover();
+  // One line per record Recover could not use ("<quarantined path>: <reason>").
+  std::vector<std::string> recover_errors() const;
   // The search's progress once its version exceeds `after_version` or `timeout` has passed
   // (whichever first). NotFound for an unknown id.
   absl::StatusOr<GridSearchProgress> Watch(const std::string& id, uint64_t after_version,
@@ -149,6 +168,16 @@ class GridSearchManager {
 
  private:
   struct Search;
+
+  // Start, or (with `recovered`) the restart of a search read back by Recover under its own id.
+  absl::StatusOr<GridSearchProgress> StartSearch(GridSearchSpec spec,
+                                                 const GridSearchProgress* recovered);
+  // Writes the search's record (no-op without data_dir).
+  absl::Status Save(const Search& s) const;
+  std::string PathOf(const std::string& id) const;
+  // Forgets the oldest finished searches beyond max_finished (never `keep`); returns their ids.
+  std::vector<std::string> DropOldFinished(const Search* keep) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RemoveFiles(const std::vector<std::string>& ids) const;
 
   void Drive(const std::shared_ptr<Search>& s);
   absl::Status RunReplicated(const std::shared_ptr<Search>& s);
@@ -187,6 +216,7 @@ class GridSearchManager {
   std::set<std::string> sending_ ABSL_GUARDED_BY(mu_);  // "<worker id>/<hash>" in transfer
   // Driver threads, joined when their search has ended (at the next Start) or at Shutdown.
   std::vector<std::pair<std::shared_ptr<Search>, std::thread>> drivers_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> recover_errors_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace knncluster::coordinator

@@ -25,13 +25,81 @@
 namespace knncluster::coordinator {
 
 ModelManager::ModelManager(DatasetStore* store, WorkerPool* workers, ModelRegistry* registry,
-                           ScatterGather* search, ThreadPool* pool, ModelManagerOptions options)
+                           ScatterGather* search, ThreadPool* pool, ModelManagerOptions options,
+                           ModelCatalog* catalog)
     : store_(store),
       workers_(workers),
       registry_(registry),
       search_(search),
       pool_(pool),
-      options_(std::move(options)) {}
+      options_(std::move(options)),
+      catalog_(catalog),
+      restore_until_(absl::Now() + 3 * workers->options().heartbeat_interval +
+                     absl::Seconds(2)) {}
+
+absl::Status ModelManager::Persist(const std::string& name) const {
+  return catalog_ == nullptr ? absl::OkStatus() : catalog_->Sync(*registry_, name);
+}
+
+absl::StatusOr<std::shared_ptr<const ModelLabels>> ModelManager::ReadModelLabels(
+    Model::Task task, const std::string& dataset, uint64_t rows,
+    const std::vector<std::string>& class_names) const {
+  auto labels = std::make_shared<ModelLabels>();
+  if (task == Model::Task::kOutlier) return std::shared_ptr<const ModelLabels>(labels);
+  KNN_ASSIGN_OR_RETURN(labels->y, store_->ReadLabels(dataset));
+  if (labels->y.size() != rows) {
+    return absl::InternalError(
+        absl::StrFormat("dataset %s: %d labels for %d rows", dataset, labels->y.size(), rows));
+  }
+  if (task == Model::Task::kClassifier) {
+    labels->class_names = class_names;
+    KNN_ASSIGN_OR_RETURN(EncodedLabels encoded,
+                         EncodeClassLabels(labels->y, labels->class_names.size(), "dataset.labels"));
+    labels->classes = std::move(encoded.classes);
+    labels->codes = std::move(encoded.codes);
+  }
+  return std::shared_ptr<const ModelLabels>(labels);
+}
+
+std::vector<absl::Status> ModelManager::Recover() {
+  std::vector<absl::Status> errors;
+  if (catalog_ == nullptr) return errors;
+  ModelCatalog::Loaded loaded = catalog_->Load();
+  errors = std::move(loaded.errors);
+  for (const v1::ModelRecord& record : loaded.records) {
+    absl::StatusOr<std::shared_ptr<ModelEntry>> entry = FromRecord(record);
+    absl::Status st = entry.status();
+    if (st.ok()) {
+      absl::StatusOr<DatasetMeta> meta = store_->Describe((*entry)->dataset);
+      st = meta.status();
+      if (st.ok() && (meta->rows != (*entry)->rows || meta->cols != (*entry)->cols)) {
+        st = absl::FailedPreconditionError(absl::StrFormat(
+            "its training set %s is %d x %d, the model was fitted on %d x %d", meta->name,
+            meta->rows, meta->cols, (*entry)->rows, (*entry)->cols));
+      }
+    }
+    if (st.ok()) {
+      const std::vector<std::string> names(record.class_names().begin(),
+                                           record.class_names().end());
+      absl::StatusOr<std::shared_ptr<const ModelLabels>> labels =
+          ReadModelLabels((*entry)->task, (*entry)->dataset, (*entry)->rows, names);
+      st = labels.status();
+      if (st.ok()) (*entry)->labels = *std::move(labels);
+    }
+    if (st.ok()) {
+      registry_->AdvanceGeneration((*entry)->generation);
+      st = registry_->Put(*std::move(entry), /*replace=*/false).status();
+    }
+    if (!st.ok()) {
+      absl::StatusOr<std::string> moved = catalog_->Quarantine(record.name());
+      errors.push_back(absl::Status(
+          st.code(), absl::StrCat(catalog_->PathOf(record.name()), ": model \"", record.name(),
+                                  "\" cannot be restored: ", st.message(),
+                                  moved.ok() ? absl::StrCat(" (moved to ", *moved, ")") : "")));
+    }
+  }
+  return errors;
+}
 
 absl::Status ModelManager::CheckDatasetFree(const std::string& dataset) const {
   const std::vector<std::string> users = registry_->ModelsUsing(dataset);
@@ -113,7 +181,8 @@ absl::Status ModelManager::LoadShard(const WorkerHandle& worker, const std::stri
   return absl::OkStatus();
 }
 
-void ModelManager::DropShards(const std::vector<ShardLocation>& shards) const {
+void ModelManager::DropShards(
+    const std::vector<std::pair<std::string, std::string>>& copies) const {
   struct Call {
     grpc::ClientContext ctx;
     v1::DropShardRequest request;
@@ -121,12 +190,12 @@ void ModelManager::DropShards(const std::vector<ShardLocation>& shards) const {
   };
   std::vector<std::unique_ptr<Call>> calls;
   std::vector<WorkerHandle> targets;
-  for (const ShardLocation& s : shards) {
-    absl::StatusOr<WorkerHandle> w = workers_->Get(s.worker_id);
-    if (!w.ok() || !workers_->IsAlive(s.worker_id)) continue;  // a dead worker's shards are gone
+  for (const auto& [shard_id, worker_id] : copies) {
+    absl::StatusOr<WorkerHandle> w = workers_->Get(worker_id);
+    if (!w.ok() || !workers_->IsAlive(worker_id)) continue;  // dropped as an orphan on its return
     auto c = std::make_unique<Call>();
     c->ctx.set_deadline(absl::ToChronoTime(absl::Now() + options_.control_deadline));
-    c->request.set_shard_id(s.shard_id);
+    c->request.set_shard_id(shard_id);
     calls.push_back(std::move(c));
     targets.push_back(*std::move(w));
   }
@@ -170,25 +239,15 @@ absl::StatusOr<std::shared_ptr<const ModelEntry>> ModelManager::Fit(const FitSpe
   }
 
   // Labels stay on the coordinator.
-  auto labels = std::make_shared<ModelLabels>();
+  std::shared_ptr<const ModelLabels> labels = std::make_shared<const ModelLabels>();
   if (spec.task != Model::Task::kOutlier) {
     if (meta.labels == LabelKind::kNone) {
       return absl::FailedPreconditionError(absl::StrCat(
           "dataset: \"", spec.dataset, "\" has no labels; a ",
           TaskName(spec.task), " is fitted on labelled rows"));
     }
-    KNN_ASSIGN_OR_RETURN(labels->y, store_->ReadLabels(spec.dataset));
-    if (labels->y.size() != meta.rows) {
-      return absl::InternalError(absl::StrFormat("dataset %s: %d labels for %d rows",
-                                                 spec.dataset, labels->y.size(), meta.rows));
-    }
-    if (spec.task == Model::Task::kClassifier) {
-      labels->class_names = spec.class_names.value_or(meta.class_names);
-      KNN_ASSIGN_OR_RETURN(EncodedLabels encoded,
-                           EncodeClassLabels(labels->y, labels->class_names.size(), "dataset.labels"));
-      labels->classes = std::move(encoded.classes);
-      labels->codes = std::move(encoded.codes);
-    }
+    KNN_ASSIGN_OR_RETURN(labels, ReadModelLabels(spec.task, spec.dataset, meta.rows,
+                                                 spec.class_names.value_or(meta.class_names)));
   }
 
   auto entry = std::make_shared<ModelEntry>();
@@ -240,23 +299,35 @@ absl::StatusOr<std::shared_ptr<const ModelEntry>> ModelManager::Fit(const FitSpe
     registry_->RemovePending(shard_ids);
   };
 
+  // Copy r of shard i goes to the worker r places after its primary in the plan's round-robin
+  // order, so the copies of a shard are on distinct workers and every worker holds about as
+  // many rows. Fewer live workers than the replication: one copy per worker (Repair adds the
+  // others when workers join).
+  const size_t copies = std::min<size_t>(static_cast<size_t>(std::max(1, options_.replication)),
+                                         live_ids.size());
+  entry->replication = std::max(1, options_.replication);
+  std::map<std::string, size_t> position;
+  for (size_t i = 0; i < live_ids.size(); ++i) position[live_ids[i]] = i;
+  auto copy_worker = [&](size_t i, size_t r) -> const std::string& {
+    return live_ids[(position[plan[i].worker_id] + r) % live_ids.size()];
+  };
   // Stream the shards, several at once on the pool.
-  std::vector<absl::Status> load_status(plan.size());
-  std::vector<absl::Time> loaded_at(plan.size());
-  ParallelFor(pool_, plan.size(), [&](size_t i) {
+  std::vector<absl::Status> load_status(plan.size() * copies);
+  std::vector<absl::Time> loaded_at(plan.size() * copies);
+  ParallelFor(pool_, plan.size() * copies, [&](size_t t) {
+    const size_t i = t / copies;
     const ShardSpec& s = plan[i];
-    absl::StatusOr<WorkerHandle> w = workers_->Get(s.worker_id);
-    load_status[i] = w.ok() ? LoadShard(*w, s.shard_id, spec.dataset, s.first_global_index,
+    absl::StatusOr<WorkerHandle> w = workers_->Get(copy_worker(i, t % copies));
+    load_status[t] = w.ok() ? LoadShard(*w, s.shard_id, spec.dataset, s.first_global_index,
                                         s.rows, meta.cols, spec.params, region_ids[i].get(),
                                         &all_rows)
                             : w.status();
-    loaded_at[i] = absl::Now();
+    loaded_at[t] = absl::Now();
   });
   all_rows = Matrix();  // the workers hold the rows now
   for (size_t i = 0; i < plan.size(); ++i) {
     Placement p;
     p.location.shard_id = plan[i].shard_id;
-    p.location.worker_id = plan[i].worker_id;
     p.location.first_global_index = plan[i].first_global_index;
     p.location.rows = plan[i].rows;
     if (region_ids[i] != nullptr) {
@@ -264,12 +335,15 @@ absl::StatusOr<std::shared_ptr<const ModelEntry>> ModelManager::Fit(const FitSpe
       p.location.box_lo = std::move(regions[i].lo);
       p.location.box_hi = std::move(regions[i].hi);
     }
-    p.placed_at = loaded_at[i];
+    for (size_t r = 0; r < copies; ++r) {
+      p.replicas.push_back({copy_worker(i, r), loaded_at[i * copies + r], false});
+    }
+    p.SyncLocation();
     entry->shards.push_back(std::move(p));
   }
   for (const absl::Status& st : load_status) {
     if (!st.ok()) {
-      DropShards(entry->Locations());
+      DropShards(entry->Copies());
       return st;
     }
   }
@@ -277,7 +351,7 @@ absl::StatusOr<std::shared_ptr<const ModelEntry>> ModelManager::Fit(const FitSpe
   if (!regions.empty()) {
     absl::StatusOr<std::shared_ptr<const RoutingGrid>> grid = BuildRoutingGrid(*entry, deadline);
     if (!grid.ok()) {
-      DropShards(entry->Locations());
+      DropShards(entry->Copies());
       return grid.status();
     }
     entry->routing = *std::move(grid);
@@ -286,7 +360,7 @@ absl::StatusOr<std::shared_ptr<const ModelEntry>> ModelManager::Fit(const FitSpe
   if (spec.task == Model::Task::kOutlier && !entry->threshold.has_value()) {
     absl::StatusOr<double> threshold = FitThreshold(*entry, deadline);
     if (!threshold.ok()) {
-      DropShards(entry->Locations());
+      DropShards(entry->Copies());
       return threshold.status();
     }
     entry->threshold = *threshold;
@@ -294,10 +368,16 @@ absl::StatusOr<std::shared_ptr<const ModelEntry>> ModelManager::Fit(const FitSpe
 
   absl::StatusOr<std::shared_ptr<const ModelEntry>> old = registry_->Put(entry, spec.replace);
   if (!old.ok()) {
-    DropShards(entry->Locations());
+    DropShards(entry->Copies());
     return old.status();
   }
-  if (*old != nullptr) DropShards((*old)->Locations());
+  if (*old != nullptr) DropShards((*old)->Copies());
+  if (absl::Status st = Persist(entry->name); !st.ok()) {
+    return absl::Status(st.code(), absl::StrCat("model \"", entry->name,
+                                                "\" is fitted and serving, but its record could "
+                                                "not be saved and it will not survive a restart: ",
+                                                st.message()));
+  }
   return std::shared_ptr<const ModelEntry>(entry);
 }
 
@@ -362,9 +442,9 @@ absl::StatusOr<double> ModelManager::FitThreshold(const ModelEntry& entry,
 
 // ---- Queries -------------------------------------------------------------------------------
 
-absl::StatusOr<KNeighborsResult> ModelManager::Neighbors(const ModelEntry& model,
-                                                         MatrixView queries, int k,
-                                                         absl::Time deadline) const {
+absl::StatusOr<KNeighborsResult> ModelManager::Neighbors(
+    const ModelEntry& model, MatrixView queries, int k, absl::Time deadline,
+    std::vector<std::string>* missing_shards) const {
   if (queries.cols() != model.cols && !(queries.rows() == 0 && queries.cols() == 0)) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "queries: expected %d features, got %d", model.cols, queries.cols()));
@@ -379,30 +459,24 @@ absl::StatusOr<KNeighborsResult> ModelManager::Neighbors(const ModelEntry& model
     empty.k = static_cast<size_t>(k);
     return empty;
   }
-  // Shards marked lost are reported before any call is made.
-  std::vector<std::string> lost;
-  for (const Placement& p : model.shards) {
-    if (p.lost) lost.push_back(p.location.shard_id);
-  }
-  if (!lost.empty()) {
-    return absl::UnavailableError(absl::StrCat(
-        lost.size() == 1 ? "shard " : "shards ", absl::StrJoin(lost, ", "),
-        " of model ", model.name, " is unavailable: its worker lost it; it is being re-sent"));
-  }
+  // A shard whose every copy was lost (its workers restarted without it) has no worker to ask:
+  // ScatterGather reports it UNAVAILABLE (or leaves it out of a partial answer).
   return search_->Search(model.Locations(), queries, static_cast<size_t>(k), metric, deadline,
-                         model.routing.get());
+                         model.routing.get(), missing_shards);
 }
 
-absl::StatusOr<KNeighborsResult> ModelManager::KNeighbors(const ModelEntry& model,
-                                                          MatrixView queries, int k,
-                                                          absl::Time deadline) const {
-  return Neighbors(model, queries, k, deadline);
+absl::StatusOr<KNeighborsResult> ModelManager::KNeighbors(
+    const ModelEntry& model, MatrixView queries, int k, absl::Time deadline,
+    std::vector<std::string>* missing_shards) const {
+  return Neighbors(model, queries, k, deadline, missing_shards);
 }
 
 absl::StatusOr<Predictions> ModelManager::Predict(const ModelEntry& model, MatrixView queries,
-                                                  absl::Time deadline) const {
-  KNN_ASSIGN_OR_RETURN(KNeighborsResult nb,
-                       Neighbors(model, queries, model.params.n_neighbors, deadline));
+                                                  absl::Time deadline,
+                                                  std::vector<std::string>* missing_shards) const {
+  KNN_ASSIGN_OR_RETURN(
+      KNeighborsResult nb,
+      Neighbors(model, queries, model.params.n_neighbors, deadline, missing_shards));
   const ModelLabels& labels = *model.labels;
   Predictions out;
   switch (model.task) {
@@ -445,14 +519,16 @@ absl::StatusOr<Predictions> ModelManager::Predict(const ModelEntry& model, Matri
 }
 
 absl::StatusOr<Matrix> ModelManager::PredictProba(const ModelEntry& model, MatrixView queries,
-                                                  absl::Time deadline) const {
+                                                  absl::Time deadline,
+                                                  std::vector<std::string>* missing_shards) const {
   if (model.task != Model::Task::kClassifier) {
     return absl::FailedPreconditionError(absl::StrCat(
         "model: \"", model.name, "\" is a ", TaskName(model.task),
         "; predict_proba needs a classifier"));
   }
-  KNN_ASSIGN_OR_RETURN(KNeighborsResult nb,
-                       Neighbors(model, queries, model.params.n_neighbors, deadline));
+  KNN_ASSIGN_OR_RETURN(
+      KNeighborsResult nb,
+      Neighbors(model, queries, model.params.n_neighbors, deadline, missing_shards));
   const ModelLabels& labels = *model.labels;
   return ClassProbabilitiesBatch(nb, labels.codes, static_cast<int32_t>(labels.classes.size()),
                                  model.params.weights, pool_);
@@ -461,14 +537,15 @@ absl::StatusOr<Matrix> ModelManager::PredictProba(const ModelEntry& model, Matri
 absl::StatusOr<ScoreResult> ModelManager::Score(const ModelEntry& model, MatrixView queries,
                                                 std::vector<double> y_true,
                                                 const std::vector<std::string>* y_class_names,
-                                                absl::Time deadline) const {
+                                                absl::Time deadline,
+                                                std::vector<std::string>* missing_shards) const {
   ScoreResult out;
   out.n_samples = queries.rows();
   if (model.task != Model::Task::kOutlier && y_true.size() != queries.rows()) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "labels: expected %d labels (one per query), got %d", queries.rows(), y_true.size()));
   }
-  KNN_ASSIGN_OR_RETURN(Predictions pred, Predict(model, queries, deadline));
+  KNN_ASSIGN_OR_RETURN(Predictions pred, Predict(model, queries, deadline, missing_shards));
   switch (model.task) {
     case Model::Task::kClassifier: {
       const std::vector<std::string>& names = model.labels->class_names;
@@ -561,8 +638,8 @@ absl::StatusOr<std::shared_ptr<const ModelEntry>> ModelManager::Import(const std
 
 absl::Status ModelManager::Delete(const std::string& name) {
   KNN_ASSIGN_OR_RETURN(std::shared_ptr<const ModelEntry> old, registry_->Remove(name));
-  DropShards(old->Locations());
-  return absl::OkStatus();
+  DropShards(old->Copies());
+  return Persist(name);
 }
 
 // ---- Maintenance -----------------------------------------------------------------------------
@@ -603,58 +680,66 @@ void ModelManager::CheckWorkers() {
 
 void ModelManager::Repair() {
   const absl::Duration grace = 2 * workers_->options().heartbeat_interval + absl::Seconds(1);
-  // 1. Compare what live workers report with what they should hold.
-  std::map<std::string, std::set<std::string>> placed;  // worker -> shard ids
-  std::map<std::string, const Placement*> placement_of;
+  // 1. Compare what live workers report with the copies they should hold.
+  std::map<std::string, std::map<std::string, const Replica*>> placed;  // worker -> shard -> copy
   std::vector<std::shared_ptr<const ModelEntry>> models = registry_->List();
   for (const auto& m : models) {
     for (const Placement& p : m->shards) {
-      placed[p.location.worker_id].insert(p.location.shard_id);
-      placement_of[p.location.shard_id] = &p;
+      for (const Replica& r : p.replicas) placed[r.worker_id][p.location.shard_id] = &r;
     }
   }
-  std::vector<std::string> lost;
-  std::vector<ShardLocation> orphans;
+  std::vector<std::pair<std::string, std::string>> lost;
+  std::vector<std::pair<std::string, std::string>> orphans;  // (shard, worker)
   for (const WorkerSnapshot& w : workers_->Snapshot()) {
     if (!w.alive || !w.reported_shards.has_value()) continue;
     const std::set<std::string> reported(w.reported_shards->begin(), w.reported_shards->end());
-    for (const std::string& id : placed[w.id]) {
-      const Placement* p = placement_of[id];
-      if (reported.count(id) == 0 && !p->lost && p->placed_at + grace < w.shards_reported_at) {
-        lost.push_back(id);
+    for (const auto& [id, r] : placed[w.id]) {
+      if (reported.count(id) == 0 && !r->lost && r->placed_at + grace < w.shards_reported_at) {
+        lost.emplace_back(id, w.id);
       }
     }
     for (const std::string& id : reported) {
-      if (placed[w.id].count(id) == 0) {
-        ShardLocation orphan;
-        orphan.shard_id = id;
-        orphan.worker_id = w.id;
-        orphans.push_back(std::move(orphan));
+      if (placed[w.id].count(id) == 0) orphans.emplace_back(id, w.id);
+    }
+  }
+  // Models whose entries the repair changed, saved on the way out. A failed save is not fatal:
+  // the record then lags until the model's next change, and a coordinator restarted meanwhile
+  // corrects it from the workers' reports (unreported copies are marked lost and re-sent).
+  std::set<std::string> changed;
+  absl::Cleanup save = [&] {
+    for (const std::string& name : changed) Persist(name).IgnoreError();
+  };
+  if (!lost.empty()) {
+    registry_->MarkLost(lost);
+    std::set<std::string> lost_ids;
+    for (const auto& l : lost) lost_ids.insert(l.first);
+    for (const auto& m : models) {
+      for (const Placement& p : m->shards) {
+        if (lost_ids.count(p.location.shard_id) > 0) changed.insert(m->name);
       }
     }
   }
-  if (!lost.empty()) registry_->MarkLost(lost);
   if (!orphans.empty()) {
-    // A shard loaded by a fit that committed after the snapshot above is no orphan: check
-    // pending first, then a fresh snapshot (a fit commits before it clears its pending ids).
-    std::vector<ShardLocation> still;
-    for (const ShardLocation& o : orphans) {
-      if (!registry_->IsPending(o.shard_id)) still.push_back(o);
+    // A shard loaded by a fit or a repair that committed after the snapshot above is no orphan:
+    // check pending first, then a fresh snapshot (both commit before clearing their pending ids).
+    std::vector<std::pair<std::string, std::string>> still;
+    for (const auto& o : orphans) {
+      if (!registry_->IsPending(o.first)) still.push_back(o);
     }
     std::set<std::pair<std::string, std::string>> now_placed;
     for (const auto& m : registry_->List()) {
-      for (const Placement& p : m->shards) {
-        now_placed.insert({p.location.worker_id, p.location.shard_id});
-      }
+      for (const auto& copy : m->Copies()) now_placed.insert(copy);
     }
     orphans.clear();
-    for (const ShardLocation& o : still) {
-      if (now_placed.count({o.worker_id, o.shard_id}) == 0) orphans.push_back(o);
+    for (const auto& o : still) {
+      if (now_placed.count(o) == 0) orphans.push_back(o);
     }
     DropShards(orphans);
   }
 
-  // 2. Re-send every shard on a dead worker, or lost, to the live worker with the fewest rows.
+  // 2. Every shard back to its model's replication: a new copy on the live worker with the
+  // fewest rows that has none, for each missing one; extra live copies dropped from the workers
+  // with the most rows.
   models = registry_->List();
   std::vector<WorkerHandle> live = workers_->LiveWorkers();
   if (live.empty()) return;
@@ -662,31 +747,69 @@ void ModelManager::Repair() {
   for (const WorkerHandle& w : live) load[w.id] = 0;
   for (const auto& m : models) {
     for (const Placement& p : m->shards) {
-      auto it = load.find(p.location.worker_id);
-      if (it != load.end() && !p.lost) it->second += p.location.rows;
+      for (const Replica& r : p.replicas) {
+        auto it = load.find(r.worker_id);
+        if (it != load.end() && !r.lost) it->second += p.location.rows;
+      }
     }
   }
   for (const auto& m : models) {
+    const size_t wanted = std::min<size_t>(static_cast<size_t>(std::max(1, m->replication)),
+                                           live.size());
     for (const Placement& p : m->shards) {
-      if (workers_->IsAlive(p.location.worker_id) && !p.lost) continue;
-      const WorkerHandle* target = nullptr;
-      for (const WorkerHandle& w : live) {
-        if (workers_->IsAlive(w.id) && (target == nullptr || load[w.id] < load[target->id])) {
-          target = &w;
+      std::set<std::string> holders;  // live, not lost
+      bool awaited = false;           // a copy on a worker not registered yet, after a restart
+      for (const Replica& r : p.replicas) {
+        if (!r.lost && workers_->IsAlive(r.worker_id)) holders.insert(r.worker_id);
+        awaited = awaited || (!r.lost && !workers_->Get(r.worker_id).ok());
+      }
+      // Just after a restart the workers are still re-registering with the copies they kept:
+      // wait for them before loading new copies (which would only be dropped again).
+      if (awaited && absl::Now() < restore_until_) continue;
+      while (holders.size() < wanted) {
+        const WorkerHandle* target = nullptr;
+        for (const WorkerHandle& w : live) {
+          if (holders.count(w.id) > 0 || !workers_->IsAlive(w.id)) continue;
+          if (target == nullptr || load[w.id] < load[target->id]) target = &w;
+        }
+        if (target == nullptr) break;
+        registry_->AddPending({p.location.shard_id});
+        const absl::Status st =
+            LoadShard(*target, p.location.shard_id, m->dataset, p.location.first_global_index,
+                      p.location.rows, m->cols, m->params, p.location.global_ids.get(),
+                      /*training_rows=*/nullptr);
+        if (st.ok() && registry_->AddReplica(m->name, m->generation, p.location.shard_id,
+                                             target->id, absl::Now())) {
+          changed.insert(m->name);
+        }
+        registry_->RemovePending({p.location.shard_id});
+        load[target->id] += p.location.rows;  // tried: the next copy goes elsewhere
+        holders.insert(target->id);
+        if (!st.ok()) break;
+      }
+      while (holders.size() > wanted) {
+        auto busiest = holders.begin();
+        for (auto it = holders.begin(); it != holders.end(); ++it) {
+          if (load[*it] > load[*busiest]) busiest = it;
+        }
+        if (registry_->RemoveReplica(m->name, m->generation, p.location.shard_id, *busiest)) {
+          DropShards({{p.location.shard_id, *busiest}});
+          changed.insert(m->name);
+        }
+        load[*busiest] -= std::min(load[*busiest], p.location.rows);
+        holders.erase(busiest);
+      }
+      // Lost copies are forgotten once the shard has its copies elsewhere. Copies on dead
+      // workers stay listed: a worker that returns with its data directory reports them and
+      // they count again (then one copy is extra and is dropped above).
+      if (holders.size() >= wanted) {
+        for (const Replica& r : p.replicas) {
+          if (r.lost && registry_->RemoveReplica(m->name, m->generation, p.location.shard_id,
+                                                 r.worker_id)) {
+            changed.insert(m->name);
+          }
         }
       }
-      if (target == nullptr) return;
-      registry_->AddPending({p.location.shard_id});
-      const absl::Status st =
-          LoadShard(*target, p.location.shard_id, m->dataset, p.location.first_global_index,
-                    p.location.rows, m->cols, m->params, p.location.global_ids.get(),
-                    /*training_rows=*/nullptr);
-      if (st.ok()) {
-        registry_->MovePlacement(m->name, m->generation, p.location.shard_id, target->id,
-                                 absl::Now());
-        load[target->id] += p.location.rows;
-      }
-      registry_->RemovePending({p.location.shard_id});
     }
   }
 }

@@ -17,12 +17,14 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "coordinator/dataset_store.h"
+#include "coordinator/model_catalog.h"
 #include "coordinator/model_registry.h"
 #include "coordinator/scatter_gather.h"
 #include "coordinator/sharder.h"
@@ -37,6 +39,9 @@ namespace knncluster::coordinator {
 
 struct ModelManagerOptions {
   ShardingOptions sharding;
+  // Copies of every shard (--replication), each on a different worker; a fit with fewer live
+  // workers places one copy per worker and the repair loop adds the others as workers join.
+  int replication = 1;
   // Deadline of one LoadShard stream (a whole shard) and of DropShard / GetWorkerStatus calls.
   absl::Duration load_deadline = absl::Minutes(10);
   absl::Duration control_deadline = absl::Seconds(5);
@@ -81,8 +86,18 @@ struct ScoreResult {
 
 class ModelManager {
  public:
+  // `catalog` may be null: models then live in memory only (tests).
   ModelManager(DatasetStore* store, WorkerPool* workers, ModelRegistry* registry,
-               ScatterGather* search, ThreadPool* pool, ModelManagerOptions options);
+               ScatterGather* search, ThreadPool* pool, ModelManagerOptions options,
+               ModelCatalog* catalog = nullptr);
+
+  // Copies a new fit makes of every shard (--replication, at least 1).
+  int replication() const { return options_.replication < 1 ? 1 : options_.replication; }
+
+  // Loads the catalog's models into the registry (labels read back from their datasets), so a
+  // restarted coordinator serves them without a re-upload or a refit. Call once at start. A
+  // record that cannot be used is quarantined; returns one error per such model, naming it.
+  std::vector<absl::Status> Recover();
   ModelManager(const ModelManager&) = delete;
   ModelManager& operator=(const ModelManager&) = delete;
 
@@ -95,20 +110,28 @@ class ModelManager {
   // The k nearest training rows (true distances, training indices) of each query.
   // REQUIRES: queries validated (finite). InvalidArgument for a wrong width ("queries: expected
   // 64 features, got 63") or k outside [1, rows] ("k: ...").
+  // `missing_shards`, in these four: null requires every shard (UNAVAILABLE naming the shard
+  // when one has no live copy); non-null allows a partial answer over the shards that answered
+  // and receives the ids of those left out (ScatterGather's allow_partial).
   absl::StatusOr<KNeighborsResult> KNeighbors(const ModelEntry& model, MatrixView queries, int k,
-                                              absl::Time deadline) const;
+                                              absl::Time deadline,
+                                              std::vector<std::string>* missing_shards =
+                                                  nullptr) const;
   absl::StatusOr<Predictions> Predict(const ModelEntry& model, MatrixView queries,
-                                      absl::Time deadline) const;
+                                      absl::Time deadline,
+                                      std::vector<std::string>* missing_shards = nullptr) const;
   // Classifier only (FailedPrecondition otherwise): n x classes, columns in classes order.
   absl::StatusOr<Matrix> PredictProba(const ModelEntry& model, MatrixView queries,
-                                      absl::Time deadline) const;
+                                      absl::Time deadline,
+                                      std::vector<std::string>* missing_shards = nullptr) const;
   // accuracy (classifier), R² (regressor) or the fraction predicted -1 (outlier; y_true unused).
   // `y_class_names`: the names of y_true's codes when they come from a string-labelled dataset
   // (remapped onto the model's names), else null.
   absl::StatusOr<ScoreResult> Score(const ModelEntry& model, MatrixView queries,
                                     std::vector<double> y_true,
                                     const std::vector<std::string>* y_class_names,
-                                    absl::Time deadline) const;
+                                    absl::Time deadline,
+                                    std::vector<std::string>* missing_shards = nullptr) const;
 
   // The core's Model (training rows read back from the store), for SerializeModel.
   absl::StatusOr<Model> ToModel(const ModelEntry& model) const;
@@ -128,8 +151,11 @@ class ModelManager {
   // Liveness: probes workers not heard from within an interval (GetWorkerStatus, callback API,
   // all at once) and marks silent ones dead.
   void CheckWorkers();
-  // Marks shards that live workers no longer report as lost, drops orphan shards, and re-sends
-  // every shard on a dead worker or lost to the live worker holding the fewest rows.
+  // Keeps every shard at its model's replication: marks copies that live workers no longer
+  // report as lost, drops orphan shards, loads a new copy of every shard with fewer live copies
+  // than wanted on the live worker holding the fewest rows among those without one (from the
+  // coordinator's dataset: workers never call each other), and drops extra copies (a worker
+  // that came back with its copies after they were replaced) from the busiest workers.
   void Repair();
 
  private:
@@ -140,14 +166,23 @@ class ModelManager {
                          const std::string& dataset, int64_t first, uint64_t rows, uint64_t cols,
                          const NeighborsParams& params,
                          const std::vector<int64_t>* ids, const Matrix* training_rows) const;
-  // Best effort, all at once; errors are ignored (a missing shard is not an error).
-  void DropShards(const std::vector<ShardLocation>& shards) const;
+  // Writes the registry's entry of `name` to the catalog (or removes it); OK without a catalog.
+  absl::Status Persist(const std::string& name) const;
+  // What a model's predictions need from its training dataset's labels; `class_names`: the
+  // names the label codes index (a string-labelled dataset's, or an imported model's).
+  absl::StatusOr<std::shared_ptr<const ModelLabels>> ReadModelLabels(
+      Model::Task task, const std::string& dataset, uint64_t rows,
+      const std::vector<std::string>& class_names) const;
+  // Drops (shard id, worker id) copies: best effort, all at once; errors are ignored (a missing
+  // shard is not an error) and dead workers are skipped.
+  void DropShards(const std::vector<std::pair<std::string, std::string>>& copies) const;
   absl::StatusOr<double> FitThreshold(const ModelEntry& entry, absl::Time deadline) const;
   // The routing grid of a model with spatial shards (every shard has a box).
   absl::StatusOr<std::shared_ptr<const RoutingGrid>> BuildRoutingGrid(const ModelEntry& entry,
                                                                       absl::Time deadline) const;
   absl::StatusOr<KNeighborsResult> Neighbors(const ModelEntry& model, MatrixView queries, int k,
-                                             absl::Time deadline) const;
+                                             absl::Time deadline,
+                                             std::vector<std::string>* missing_shards) const;
 
   DatasetStore* const store_;
   WorkerPool* const workers_;
@@ -155,6 +190,10 @@ class ModelManager {
   ScatterGather* const search_;
   ThreadPool* const pool_;
   const ModelManagerOptions options_;
+  ModelCatalog* const catalog_;
+  // Until then Repair does not replace copies on workers that have not registered since the
+  // start (they re-register within a heartbeat or two with the shards they kept).
+  const absl::Time restore_until_;
 };
 
 }  // namespace knncluster::coordinator

@@ -1,10 +1,19 @@
 #include "coordinator/model_registry.h"
 
+#include <algorithm>
+#include <set>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 
 namespace knncluster::coordinator {
+
+void Placement::SyncLocation() {
+  location.worker_ids.clear();
+  for (const Replica& r : replicas) {
+    if (!r.lost) location.worker_ids.push_back(r.worker_id);
+  }
+}
 
 std::vector<ShardLocation> ModelEntry::Locations() const {
   std::vector<ShardLocation> out;
@@ -13,9 +22,22 @@ std::vector<ShardLocation> ModelEntry::Locations() const {
   return out;
 }
 
+std::vector<std::pair<std::string, std::string>> ModelEntry::Copies() const {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const Placement& p : shards) {
+    for (const Replica& r : p.replicas) out.emplace_back(p.location.shard_id, r.worker_id);
+  }
+  return out;
+}
+
 uint64_t ModelRegistry::NextGeneration() {
   absl::MutexLock lock(&mu_);
   return next_generation_++;
+}
+
+void ModelRegistry::AdvanceGeneration(uint64_t generation) {
+  absl::MutexLock lock(&mu_);
+  next_generation_ = std::max(next_generation_, generation + 1);
 }
 
 absl::StatusOr<std::shared_ptr<const ModelEntry>> ModelRegistry::Get(
@@ -73,36 +95,74 @@ std::vector<std::string> ModelRegistry::ModelsUsing(const std::string& dataset) 
   return out;
 }
 
-bool ModelRegistry::MovePlacement(const std::string& model, uint64_t generation,
-                                  const std::string& shard_id, const std::string& worker_id,
-                                  absl::Time placed_at) {
-  absl::MutexLock lock(&mu_);
-  auto it = models_.find(model);
-  if (it == models_.end() || it->second->generation != generation) return false;
+namespace {
+// Applies `change` to the placement of `shard_id` in a copy of the entry of (model, generation)
+// and publishes the copy when `change` returned true. False when there is no such entry or shard,
+// or nothing changed.
+template <typename Change>
+bool UpdatePlacement(std::map<std::string, std::shared_ptr<const ModelEntry>>& models,
+                     const std::string& model, uint64_t generation, const std::string& shard_id,
+                     Change change) {
+  auto it = models.find(model);
+  if (it == models.end() || it->second->generation != generation) return false;
   auto copy = std::make_shared<ModelEntry>(*it->second);
-  bool found = false;
   for (Placement& p : copy->shards) {
-    if (p.location.shard_id == shard_id) {
-      p.location.worker_id = worker_id;
-      p.placed_at = placed_at;
-      p.lost = false;
-      found = true;
-    }
+    if (p.location.shard_id != shard_id) continue;
+    if (!change(p)) return false;
+    p.SyncLocation();
+    it->second = std::move(copy);
+    return true;
   }
-  if (found) it->second = std::move(copy);
-  return found;
+  return false;
+}
+}  // namespace
+
+bool ModelRegistry::AddReplica(const std::string& model, uint64_t generation,
+                               const std::string& shard_id, const std::string& worker_id,
+                               absl::Time placed_at) {
+  absl::MutexLock lock(&mu_);
+  return UpdatePlacement(models_, model, generation, shard_id, [&](Placement& p) {
+    for (Replica& r : p.replicas) {
+      if (r.worker_id == worker_id) {
+        r.placed_at = placed_at;
+        r.lost = false;
+        return true;
+      }
+    }
+    p.replicas.push_back({worker_id, placed_at, false});
+    return true;
+  });
 }
 
-void ModelRegistry::MarkLost(const std::vector<std::string>& shard_ids) {
-  const std::set<std::string> lost(shard_ids.begin(), shard_ids.end());
+bool ModelRegistry::RemoveReplica(const std::string& model, uint64_t generation,
+                                  const std::string& shard_id, const std::string& worker_id) {
+  absl::MutexLock lock(&mu_);
+  return UpdatePlacement(models_, model, generation, shard_id, [&](Placement& p) {
+    const size_t before = p.replicas.size();
+    p.replicas.erase(std::remove_if(p.replicas.begin(), p.replicas.end(),
+                                    [&](const Replica& r) { return r.worker_id == worker_id; }),
+                     p.replicas.end());
+    return p.replicas.size() != before;
+  });
+}
+
+void ModelRegistry::MarkLost(const std::vector<std::pair<std::string, std::string>>& copies) {
+  const std::set<std::pair<std::string, std::string>> lost(copies.begin(), copies.end());
   absl::MutexLock lock(&mu_);
   for (auto& [name, e] : models_) {
     bool touched = false;
-    for (const Placement& p : e->shards) touched |= lost.count(p.location.shard_id) > 0 && !p.lost;
+    for (const Placement& p : e->shards) {
+      for (const Replica& r : p.replicas) {
+        touched |= !r.lost && lost.count({p.location.shard_id, r.worker_id}) > 0;
+      }
+    }
     if (!touched) continue;
     auto copy = std::make_shared<ModelEntry>(*e);
     for (Placement& p : copy->shards) {
-      if (lost.count(p.location.shard_id) > 0) p.lost = true;
+      for (Replica& r : p.replicas) {
+        if (lost.count({p.location.shard_id, r.worker_id}) > 0) r.lost = true;
+      }
+      p.SyncLocation();
     }
     e = std::move(copy);
   }

@@ -20,6 +20,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -44,13 +45,24 @@ struct ModelLabels {
   // Regressor: the targets (also in y).
 };
 
+// One copy of a shard on one worker.
+struct Replica {
+  std::string worker_id;
+  // When the shard was loaded there (for telling a stale heartbeat report from a lost shard).
+  absl::Time placed_at = absl::InfinitePast();
+  // The worker said it no longer holds the shard (it restarted without it): not searched, and
+  // the repair loop loads another copy.
+  bool lost = false;
+};
+
+// A shard and where its copies live. location.worker_ids lists the replicas' workers that are
+// not lost, in the order of `replicas` (the order a search tries them).
 struct Placement {
   ShardLocation location;
-  // When the shard was loaded on location.worker_id (for telling a stale heartbeat report from
-  // a lost shard).
-  absl::Time placed_at = absl::InfinitePast();
-  // The worker said it no longer holds the shard; it must be re-sent.
-  bool lost = false;
+  std::vector<Replica> replicas;
+
+  // Rebuilds location.worker_ids from replicas.
+  void SyncLocation();
 };
 
 struct ModelEntry {
@@ -64,12 +76,18 @@ struct ModelEntry {
   uint64_t cols = 0;
   std::vector<std::string> feature_names;
   uint64_t generation = 0;          // unique per fit; part of every shard id
+  // Copies wanted of every shard (--replication, at the fit); a shard may have fewer while
+  // workers are missing (the repair loop adds copies as workers become available) or more for
+  // a moment (a worker came back with its copy; the repair loop drops the extra one).
+  int replication = 1;
   std::shared_ptr<const ModelLabels> labels;
   std::vector<Placement> shards;    // ordered by first_global_index (spatial: region order)
   // Spatial shards: the routing grid (null: every query goes to every shard).
   std::shared_ptr<const RoutingGrid> routing;
 
   std::vector<ShardLocation> Locations() const;
+  // Every (shard id, worker id) copy, lost or not, for dropping them.
+  std::vector<std::pair<std::string, std::string>> Copies() const;
 };
 
 class ModelRegistry {
@@ -80,6 +98,8 @@ class ModelRegistry {
 
   // A fresh generation number (never reused in this process).
   uint64_t NextGeneration();
+  // Makes every later NextGeneration() greater than `generation` (a restored model's).
+  void AdvanceGeneration(uint64_t generation);
 
   // NotFound "model: no model named \"x\"".
   absl::StatusOr<std::shared_ptr<const ModelEntry>> Get(const std::string& name) const;
@@ -95,12 +115,16 @@ class ModelRegistry {
   // Names of models fitted on `dataset`.
   std::vector<std::string> ModelsUsing(const std::string& dataset) const;
 
-  // Moves a shard of (model, generation) to another worker (after a repair); false when the
-  // model was replaced or removed meanwhile.
-  bool MovePlacement(const std::string& model, uint64_t generation, const std::string& shard_id,
-                     const std::string& worker_id, absl::Time placed_at);
-  // Marks shards lost (their worker no longer holds them).
-  void MarkLost(const std::vector<std::string>& shard_ids);
+  // Adds a copy of a shard of (model, generation) on `worker_id` (after the repair loop loaded
+  // it there); a lost copy on that worker becomes a live one. False when the model was replaced
+  // or removed meanwhile.
+  bool AddReplica(const std::string& model, uint64_t generation, const std::string& shard_id,
+                  const std::string& worker_id, absl::Time placed_at);
+  // Forgets the copy of a shard on `worker_id` (an extra copy the repair loop dropped).
+  bool RemoveReplica(const std::string& model, uint64_t generation, const std::string& shard_id,
+                     const std::string& worker_id);
+  // Marks copies lost: (shard id, worker id) pairs whose worker no longer holds the shard.
+  void MarkLost(const std::vector<std::pair<std::string, std::string>>& copies);
 
   // Shard ids being loaded right now.
   void AddPending(const std::vector<std::string>& shard_ids);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <set>
 #include <memory>
 #include <utility>
 
@@ -12,7 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "absl/synchronization/blocking_counter.h"
+#include "absl/synchronization/mutex.h"
 #include "core/base/status_macros.h"
 #include "core/index/top_k.h"
 #include "rpc/convert.h"
@@ -65,9 +66,10 @@ absl::StatusOr<KNeighborsResult> ScatterGather::Search(absl::Span<const ShardLoc
                                                        MatrixView queries, size_t k,
                                                        const Minkowski& metric,
                                                        absl::Time deadline,
-                                                       const RoutingGrid* routing) const {
+                                                       const RoutingGrid* routing,
+                                                       std::vector<std::string>* missing) const {
   KNN_ASSIGN_OR_RETURN(KNeighborsResult result,
-                       SearchImpl(shards, queries, k, deadline, routing, &metric, nullptr));
+                       SearchImpl(shards, queries, k, deadline, routing, &metric, nullptr, missing));
   ToTrueDistances(metric, &result);
   return result;
 }
@@ -75,60 +77,78 @@ absl::StatusOr<KNeighborsResult> ScatterGather::Search(absl::Span<const ShardLoc
 absl::StatusOr<KNeighborsResult> ScatterGather::SearchRdist(absl::Span<const ShardLocation> shards,
                                                             MatrixView queries, size_t k,
                                                             absl::Time deadline,
-                                                            const v1::FoldSubset* subset) const {
-  return SearchImpl(shards, queries, k, deadline, nullptr, nullptr, subset);
+                                                            const v1::FoldSubset* subset,
+                                                            std::vector<std::string>* missing) const {
+  return SearchImpl(shards, queries, k, deadline, nullptr, nullptr, subset, missing);
 }
+
+namespace {
+
+int64_t IdEnd(const ShardLocation& s) {
+  if (s.global_ids != nullptr) return s.global_ids->empty() ? 0 : s.global_ids->back() + 1;
+  return s.first_global_index + static_cast<int64_t>(s.rows);
+}
+
+// "no replica is alive (worker w1 (a:1): dead; worker w2: unknown)".
+std::string NoLiveReplica(const ShardLocation& s, const WorkerPool& workers) {
+  if (s.worker_ids.empty()) return "no worker holds a copy (every copy was lost; it is being re-sent)";
+  std::vector<std::string> why;
+  for (const std::string& id : s.worker_ids) {
+    absl::StatusOr<WorkerHandle> w = workers.Get(id);
+    why.push_back(w.ok() ? absl::StrCat(w->Describe(), ": dead (missed heartbeats or failed calls)")
+                         : absl::StrCat("worker ", id, ": unknown"));
+  }
+  return absl::StrCat("no replica is alive (", absl::StrJoin(why, "; "), ")");
+}
+
+}  // namespace
 
 absl::StatusOr<KNeighborsResult> ScatterGather::SearchImpl(absl::Span<const ShardLocation> shards,
                                                            MatrixView queries, size_t k,
                                                            absl::Time deadline,
                                                            const RoutingGrid* routing,
                                                            const Minkowski* metric,
-                                                           const v1::FoldSubset* subset) const {
+                                                           const v1::FoldSubset* subset,
+                                                           std::vector<std::string>* missing) const {
   if (shards.empty()) return absl::FailedPreconditionError("the model has no shards");
   if (k < 1) return absl::InvalidArgumentError("k: must be >= 1");
-  // Group the shards by worker; every worker must be alive.
-  std::map<std::string, std::vector<const ShardLocation*>> by_worker;
-  uint64_t total_rows = 0;
+  SearchState state;
+  state.allow_partial = missing != nullptr;
+  // Every shard needs a live replica before any call is made.
   int64_t id_end = 0;
-  for (const ShardLocation& s : shards) {
-    by_worker[s.worker_id].push_back(&s);
-    total_rows += s.rows;
-    if (s.global_ids != nullptr) {
-      if (!s.global_ids->empty()) id_end = std::max<int64_t>(id_end, s.global_ids->back() + 1);
-    } else {
-      id_end = std::max<int64_t>(id_end, s.first_global_index + static_cast<int64_t>(s.rows));
-    }
-  }
-  std::vector<WorkerGroup> groups;
+  std::vector<const ShardLocation*> active;
   std::vector<std::string> unavailable;
-  for (auto& [worker_id, list] : by_worker) {
-    absl::StatusOr<WorkerHandle> w = workers_->Get(worker_id);
-    std::vector<std::string> ids;
-    for (const ShardLocation* s : list) ids.push_back(s->shard_id);
-    if (!w.ok()) {
-      unavailable.push_back(absl::StrCat(DescribeShards(ids, WorkerHandle{worker_id, worker_id, {}}),
-                                         " is unavailable: the worker is unknown"));
-      continue;
+  for (const ShardLocation& s : shards) {
+    id_end = std::max(id_end, IdEnd(s));
+    bool live = false;
+    for (const std::string& w : s.worker_ids) live = live || workers_->IsAlive(w);
+    if (live) {
+      active.push_back(&s);
+    } else if (state.allow_partial) {
+      state.missing.insert(s.shard_id);
+    } else {
+      unavailable.push_back(
+          absl::StrCat("shard ", s.shard_id, " is unavailable: ", NoLiveReplica(s, *workers_)));
     }
-    if (!workers_->IsAlive(worker_id)) {
-      unavailable.push_back(absl::StrCat(DescribeShards(ids, *w),
-                                         " is unavailable: the worker is dead (missed heartbeats or "
-                                         "failed calls); the shard is being re-sent"));
-      continue;
-    }
-    groups.push_back({*std::move(w), std::move(list)});
   }
   if (!unavailable.empty()) return absl::UnavailableError(absl::StrJoin(unavailable, "; "));
+  uint64_t total_rows = 0;
+  for (const ShardLocation* s : active) total_rows += s->rows;
+  if (active.empty() || (!state.missing.empty() && total_rows < k)) {
+    return absl::UnavailableError(absl::StrCat(
+        "too few shards are available for a partial answer: ", total_rows,
+        " rows on live shards for k = ", k, "; missing shards ",
+        absl::StrJoin(state.missing, ", ")));
+  }
 
   // Routing applies when the grid's bounds hold for this k and every shard has a box.
   const size_t dim = queries.cols();
-  bool route = routing != nullptr && metric != nullptr && k <= routing->k && groups.size() > 1 &&
-               groups.size() <= 64 && routing->lo.size() == dim && dim > 0 &&
-               routing->cells_per_dim >= 1;
-  for (const ShardLocation& s : shards) {
-    if (s.box_lo.size() != dim || s.box_hi.size() != dim) route = false;
+  bool route = routing != nullptr && metric != nullptr && k <= routing->k && active.size() > 1 &&
+               routing->lo.size() == dim && dim > 0 && routing->cells_per_dim >= 1;
+  for (const ShardLocation* s : active) {
+    if (s->box_lo.size() != dim || s->box_hi.size() != dim) route = false;
   }
+  const size_t words = (active.size() + 63) / 64;
 
   KNeighborsResult result;
   result.num_queries = queries.rows();
@@ -136,12 +156,12 @@ absl::StatusOr<KNeighborsResult> ScatterGather::SearchImpl(absl::Span<const Shar
   result.distances.resize(result.num_queries * result.k);
   result.indices.resize(result.num_queries * result.k);
   const size_t chunk = ChunkRows(queries.cols(), k);
-  std::vector<uint64_t> routed;
+  std::vector<uint64_t> need;
   std::vector<double> center(dim), nearest(dim);
   for (size_t begin = 0; begin < queries.rows(); begin += chunk) {
     const size_t end = std::min(queries.rows(), begin + chunk);
     if (route) {
-      routed.assign(end - begin, 0);
+      need.assign((end - begin) * words, 0);
       for (size_t i = begin; i < end; ++i) {
         const double* q = queries.row(i);
         const size_t cell = routing->CellOf(q);
@@ -149,200 +169,328 @@ absl::StatusOr<KNeighborsResult> ScatterGather::SearchImpl(absl::Span<const Shar
         const double bound =
             (metric->RdistToDist(metric->Rdist(q, center.data(), dim)) + routing->kth_dist[cell]) *
             (1 + kBoundSlack);
-        uint64_t mask = 0;
-        for (size_t g = 0; g < groups.size(); ++g) {
-          for (const ShardLocation* s : groups[g].shards) {
-            for (size_t j = 0; j < dim; ++j) {
-              nearest[j] = std::min(std::max(q[j], s->box_lo[j]), s->box_hi[j]);
-            }
-            if (metric->RdistToDist(metric->Rdist(q, nearest.data(), dim)) <= bound) {
-              mask |= uint64_t{1} << g;
-              break;
-            }
+        uint64_t* bits = need.data() + (i - begin) * words;
+        bool any = false;
+        for (size_t s = 0; s < active.size(); ++s) {
+          for (size_t j = 0; j < dim; ++j) {
+            nearest[j] = std::min(std::max(q[j], active[s]->box_lo[j]), active[s]->box_hi[j]);
+          }
+          if (metric->RdistToDist(metric->Rdist(q, nearest.data(), dim)) <= bound) {
+            bits[s / 64] |= uint64_t{1} << (s % 64);
+            any = true;
           }
         }
-        // Cannot happen (q's nearest row lies within the bound); all groups, to be safe.
-        if (mask == 0) {
-          mask = groups.size() == 64 ? ~uint64_t{0} : (uint64_t{1} << groups.size()) - 1;
+        // Cannot happen (q's nearest row lies within the bound); every shard, to be safe.
+        if (!any) {
+          for (size_t s = 0; s < active.size(); ++s) bits[s / 64] |= uint64_t{1} << (s % 64);
         }
-        routed[i - begin] = mask;
       }
     }
-    KNN_RETURN_IF_ERROR(SearchChunk(groups, queries.Slice(begin, end), k, result.k, id_end,
-                                    deadline, route ? &routed : nullptr, subset,
+    KNN_RETURN_IF_ERROR(SearchChunk(active, queries.Slice(begin, end), k, result.k, id_end,
+                                    deadline, route ? &need : nullptr, words, subset, &state,
                                     result.distances.data() + begin * result.k,
                                     result.indices.data() + begin * result.k));
   }
+  if (missing != nullptr) missing->assign(state.missing.begin(), state.missing.end());
   return result;
 }
 
-absl::Status ScatterGather::SearchChunk(absl::Span<const WorkerGroup> groups, MatrixView queries,
-                                        size_t k, size_t k_out, int64_t id_end,
-                                        absl::Time deadline,
-                                        const std::vector<uint64_t>* routed,
-                                        const v1::FoldSubset* subset, double* distances,
-                                        int64_t* indices) const {
+namespace {
+
+// Codes that say the worker, not the request, failed: the shards are tried on other replicas.
+bool WorkerAtFault(absl::StatusCode code) {
+  return code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kNotFound ||
+         code == absl::StatusCode::kResourceExhausted ||
+         code == absl::StatusCode::kDeadlineExceeded || code == absl::StatusCode::kAborted;
+}
+
+}  // namespace
+
+absl::Status ScatterGather::SearchChunk(absl::Span<const ShardLocation* const> shards,
+                                        MatrixView queries, size_t k, size_t k_out,
+                                        int64_t id_end, absl::Time deadline,
+                                        const std::vector<uint64_t>* need, size_t words,
+                                        const v1::FoldSubset* subset, SearchState* state,
+                                        double* distances, int64_t* indices) const {
   struct Call {
+    WorkerHandle worker;
+    std::vector<size_t> shards;  // indices into `shards`
+    std::vector<int64_t> rows;   // routed: the chunk rows sent; else empty (all)
     grpc::ClientContext ctx;
     v1::SearchShardsRequest request;
     v1::SearchShardsResponse response;
     grpc::Status status;
+    bool done = false;
+    bool cancelled_dead = false;  // cancelled here: the pool declared the worker dead
   };
-  // When the client's deadline is the nearer one, a worker that runs out of time is not at
-  // fault: that must not mark it dead for everyone else.
-  const absl::Time own_deadline = absl::Now() + options_.rpc_deadline;
-  const bool client_deadline_binds = deadline < own_deadline;
-  const absl::Time call_deadline = std::min(deadline, own_deadline);
-  std::vector<std::unique_ptr<Call>> calls(groups.size());
-  // Which chunk rows each group gets (routed only; else every row to every group).
-  std::vector<std::vector<int64_t>> rows_of(groups.size());
-  if (routed != nullptr) {
-    for (size_t q = 0; q < routed->size(); ++q) {
-      for (size_t g = 0; g < groups.size(); ++g) {
-        if (((*routed)[q] >> g) & 1) rows_of[g].push_back(static_cast<int64_t>(q));
-      }
-    }
+  struct Part {
+    KNeighborsResult result;
+    std::vector<int32_t> pos;  // routed: chunk row -> row of result, or -1
+  };
+  const size_t n = queries.rows();
+  auto needs = [&](size_t q, size_t s) {
+    return need == nullptr || (((*need)[q * words + s / 64] >> (s % 64)) & 1) != 0;
+  };
+  // The shards some query needs.
+  std::vector<size_t> pending;
+  for (size_t s = 0; s < shards.size(); ++s) {
+    bool used = need == nullptr;
+    for (size_t q = 0; q < n && !used; ++q) used = needs(q, s);
+    if (used) pending.push_back(s);
   }
-  auto group_rows = [&](size_t g) {
-    return routed == nullptr ? queries.rows() : rows_of[g].size();
-  };
-  // Serialize the queries once; each call's request copies the proto matrix.
+  std::vector<std::set<std::string>> tried(shards.size());
+  std::vector<std::vector<std::string>> failures(shards.size());  // why each replica failed
+  std::vector<Part> parts;
+  // Serialize the queries once; each unrouted call's request copies the proto matrix.
   v1::Matrix proto_queries;
-  if (routed == nullptr) rpc::ToProto(queries, &proto_queries);
-  size_t n_calls = 0;
-  for (size_t i = 0; i < groups.size(); ++i) n_calls += group_rows(i) > 0 ? 1 : 0;
-  absl::BlockingCounter pending(static_cast<int>(n_calls));
-  for (size_t i = 0; i < groups.size(); ++i) {
-    calls[i] = std::make_unique<Call>();
-    if (group_rows(i) == 0) continue;  // routed: nothing for this worker
-    Call* c = calls[i].get();
-    c->ctx.set_deadline(absl::ToChronoTime(call_deadline));
-    for (const ShardLocation* s : groups[i].shards) c->request.add_shard_ids(s->shard_id);
-    if (routed == nullptr) {
-      *c->request.mutable_queries() = proto_queries;
-    } else {
-      rpc::ToProto(Matrix::Gather(queries, rows_of[i]), c->request.mutable_queries());
-    }
-    c->request.set_k(static_cast<uint32_t>(k));
-    if (subset != nullptr) *c->request.mutable_subset() = *subset;
-    groups[i].worker.stub->async()->SearchShards(&c->ctx, &c->request, &c->response,
-                                                 [c, &pending](grpc::Status s) {
-                                                   c->status = std::move(s);
-                                                   pending.DecrementCount();
-                                                 });
-  }
-  pending.Wait();
+  if (need == nullptr) rpc::ToProto(queries, &proto_queries);
 
-  // Gather: check every answer, then merge.
-  std::vector<KNeighborsResult> parts(groups.size());
-  std::vector<std::string> errors;
-  absl::StatusCode code = absl::StatusCode::kUnavailable;
-  const absl::Time now = absl::Now();
-  for (size_t i = 0; i < groups.size(); ++i) {
-    const WorkerGroup& g = groups[i];
-    if (group_rows(i) == 0) continue;
-    std::vector<std::string> ids;
-    for (const ShardLocation* s : g.shards) ids.push_back(s->shard_id);
-    const absl::Status st = rpc::FromGrpcStatus(calls[i]->status);
-    if (!st.ok()) {
-      if (!(client_deadline_binds && st.code() == absl::StatusCode::kDeadlineExceeded)) {
-        workers_->ReportCallFailure(g.worker.id, st);
+  while (!pending.empty()) {
+    // Choose a live replica per shard, spreading rows over the workers.
+    std::map<std::string, std::vector<size_t>> by_worker;
+    std::map<std::string, uint64_t> assigned;
+    std::vector<std::string> unavailable;
+    for (size_t s : pending) {
+      const std::string* best = nullptr;
+      for (const std::string& w : shards[s]->worker_ids) {
+        if (state->failed_workers.count(w) > 0 || tried[s].count(w) > 0 ||
+            !workers_->IsAlive(w)) {
+          continue;
+        }
+        if (best == nullptr || assigned[w] < assigned[*best]) best = &w;
       }
-      const bool lost = st.code() == absl::StatusCode::kNotFound;
-      if (lost && options_.on_shards_lost) options_.on_shards_lost(ids);
-      // A lost shard or an unreachable worker is UNAVAILABLE (retryable once the shard is
-      // re-sent); any other answer keeps the worker's own code.
-      const absl::StatusCode this_code = lost ? absl::StatusCode::kUnavailable : st.code();
-      if (errors.empty() || this_code != absl::StatusCode::kUnavailable) code = this_code;
-      errors.push_back(absl::StrCat(DescribeShards(ids, g.worker),
-                                    this_code == absl::StatusCode::kUnavailable
-                                        ? " is unavailable: "
-                                        : " failed: ",
-                                    absl::StatusCodeToString(st.code()), ": ", st.message()));
-      continue;
-    }
-    workers_->ReportCallSuccess(g.worker.id, now);
-    absl::StatusOr<KNeighborsResult> r =
-        rpc::FromProto(calls[i]->response.neighbors(), "SearchShardsResponse.neighbors");
-    if (r.ok() && (r->num_queries != group_rows(i) || r->k > k)) {
-      r = absl::InternalError(absl::StrFormat("answered %d queries x %d neighbours for %d x %d",
-                                              r->num_queries, r->k, group_rows(i), k));
-    }
-    if (!r.ok()) {
-      errors.push_back(absl::StrCat(DescribeShards(ids, g.worker),
-                                    " sent a malformed answer: ", r.status().message()));
-      code = absl::StatusCode::kInternal;
-      continue;
-    }
-    for (int64_t id : r->indices) {
-      if (id < 0 || id >= id_end) {
-        return absl::InternalError(absl::StrCat(DescribeShards(ids, g.worker),
-                                                " returned global index ", id, " outside [0, ",
-                                                id_end, ")"));
+      if (best != nullptr) {
+        by_worker[*best].push_back(s);
+        assigned[*best] += shards[s]->rows;
+        continue;
       }
+      if (state->allow_partial) {
+        state->missing.insert(shards[s]->shard_id);
+        continue;
+      }
+      // Why each copy could not answer: its own failure, or its worker's state.
+      std::vector<std::string> why = failures[s];
+      for (const std::string& w : shards[s]->worker_ids) {
+        if (tried[s].count(w) > 0) continue;
+        absl::StatusOr<WorkerHandle> h = workers_->Get(w);
+        why.push_back(absl::StrCat(h.ok() ? h->Describe() : absl::StrCat("worker ", w), ": ",
+                                   !h.ok()                      ? "unknown"
+                                   : !workers_->IsAlive(w)      ? "dead"
+                                                                : "failed earlier in this search"));
+      }
+      unavailable.push_back(absl::StrCat(
+          "shard ", shards[s]->shard_id, " is unavailable: ",
+          why.empty() ? NoLiveReplica(*shards[s], *workers_)
+                      : absl::StrCat("no copy could answer (", absl::StrJoin(why, "; "), ")")));
     }
-    parts[i] = *std::move(r);
-  }
-  if (!errors.empty()) return absl::Status(code, absl::StrJoin(errors, "; "));
+    if (!unavailable.empty()) return absl::UnavailableError(absl::StrJoin(unavailable, "; "));
 
-  // The one merge of partial answers (core), then into the caller's buffers.
-  if (routed == nullptr) {
-    std::vector<const KNeighborsResult*> part_ptrs;
-    for (const KNeighborsResult& part : parts) part_ptrs.push_back(&part);
-    absl::StatusOr<KNeighborsResult> merged = MergeKNeighbors(part_ptrs, k_out, pool_);
-    if (!merged.ok()) {
-      return absl::InternalError(absl::StrCat("the workers' answers: ", merged.status().message()));
-    }
-    std::copy(merged->distances.begin(), merged->distances.end(), distances);
-    std::copy(merged->indices.begin(), merged->indices.end(), indices);
-    return absl::OkStatus();
-  }
-  // Routed: queries grouped by the set of groups that answered them. A query answered by one
-  // group takes that group's list as is; the others merge their groups' lists.
-  std::vector<std::vector<size_t>> pos(groups.size());  // chunk row -> row in parts[g]
-  for (size_t g = 0; g < groups.size(); ++g) {
-    pos[g].assign(queries.rows(), 0);
-    for (size_t r = 0; r < rows_of[g].size(); ++r) pos[g][static_cast<size_t>(rows_of[g][r])] = r;
-  }
-  std::map<uint64_t, std::vector<size_t>> by_mask;
-  for (size_t q = 0; q < routed->size(); ++q) by_mask[(*routed)[q]].push_back(q);
-  for (const auto& [mask, qs] : by_mask) {
-    std::vector<size_t> members;
-    for (size_t g = 0; g < groups.size(); ++g) {
-      if ((mask >> g) & 1) members.push_back(g);
-    }
-    if (members.size() == 1) {
-      const KNeighborsResult& part = parts[members[0]];
-      if (part.k != k_out) {
-        return absl::InternalError(absl::StrFormat(
-            "the workers' answers: %d neighbours for a query that needs %d", part.k, k_out));
+    // When the client's deadline is the nearer one, a worker that runs out of time is not at
+    // fault: that must not mark it dead for everyone else, nor be retried.
+    const absl::Time own_deadline = absl::Now() + options_.rpc_deadline;
+    const bool client_deadline_binds = deadline < own_deadline;
+    const absl::Time call_deadline = std::min(deadline, own_deadline);
+    std::vector<std::unique_ptr<Call>> calls;
+    for (auto& [worker_id, list] : by_worker) {
+      absl::StatusOr<WorkerHandle> w = workers_->Get(worker_id);
+      if (!w.ok()) continue;  // cannot happen: IsAlive said it is known
+      auto c = std::make_unique<Call>();
+      c->worker = *std::move(w);
+      c->shards = std::move(list);
+      if (need != nullptr) {
+        for (size_t q = 0; q < n; ++q) {
+          bool any = false;
+          for (size_t s : c->shards) any = any || needs(q, s);
+          if (any) c->rows.push_back(static_cast<int64_t>(q));
+        }
       }
+      calls.push_back(std::move(c));
+    }
+    if (calls.size() != by_worker.size()) {
+      return absl::InternalError("a live worker vanished from the pool");
+    }
+    absl::Mutex mu;
+    size_t remaining = calls.size();
+    for (const auto& call : calls) {
+      Call* c = call.get();
+      c->ctx.set_deadline(absl::ToChronoTime(call_deadline));
+      for (size_t s : c->shards) c->request.add_shard_ids(shards[s]->shard_id);
+      if (need == nullptr) {
+        *c->request.mutable_queries() = proto_queries;
+      } else {
+        rpc::ToProto(Matrix::Gather(queries, c->rows), c->request.mutable_queries());
+      }
+      c->request.set_k(static_cast<uint32_t>(k));
+      if (subset != nullptr) *c->request.mutable_subset() = *subset;
+      c->worker.stub->async()->SearchShards(&c->ctx, &c->request, &c->response,
+                                            [c, &mu, &remaining](grpc::Status st) {
+                                              absl::MutexLock lock(&mu);
+                                              c->status = std::move(st);
+                                              c->done = true;
+                                              --remaining;
+                                            });
+    }
+    // Wait; meanwhile a call to a worker the pool declares dead (missed heartbeats: a partition
+    // or a hung process) is cancelled, so that its shards go to a replica within the deadline.
+    {
+      absl::MutexLock lock(&mu);
+      while (!mu.AwaitWithTimeout(absl::Condition(+[](size_t* r) { return *r == 0; }, &remaining),
+                                  options_.liveness_poll)) {
+        for (const auto& c : calls) {
+          if (!c->done && !c->cancelled_dead && !workers_->IsAlive(c->worker.id)) {
+            c->cancelled_dead = true;
+            c->ctx.TryCancel();
+          }
+        }
+      }
+    }
+
+    // Gather: keep the answers, queue the shards of failed workers for their other replicas.
+    std::vector<size_t> retry;
+    std::vector<std::string> errors;
+    absl::StatusCode code = absl::StatusCode::kOk;
+    const absl::Time now = absl::Now();
+    for (const auto& call : calls) {
+      Call& c = *call;
+      std::vector<std::string> ids;
+      for (size_t s : c.shards) ids.push_back(shards[s]->shard_id);
+      absl::Status st = rpc::FromGrpcStatus(c.status);
+      if (!st.ok() && c.cancelled_dead) {
+        st = absl::UnavailableError("the worker was declared dead (missed heartbeats) during the call");
+      }
+      if (!st.ok()) {
+        const bool caller_out_of_time =
+            client_deadline_binds && st.code() == absl::StatusCode::kDeadlineExceeded;
+        if (!caller_out_of_time) workers_->ReportCallFailure(c.worker.id, st);
+        const bool lost = st.code() == absl::StatusCode::kNotFound;
+        if (lost && options_.on_shards_lost) options_.on_shards_lost(c.worker.id, ids);
+        if (!caller_out_of_time && WorkerAtFault(st.code()) && absl::Now() < deadline) {
+          // Overload and a lost shard are this call's problem; the others the worker's.
+          if (st.code() != absl::StatusCode::kNotFound &&
+              st.code() != absl::StatusCode::kResourceExhausted) {
+            state->failed_workers.insert(c.worker.id);
+          }
+          for (size_t s : c.shards) {
+            tried[s].insert(c.worker.id);
+            failures[s].push_back(absl::StrCat(c.worker.Describe(), " failed: ",
+                                               absl::StatusCodeToString(st.code()), ": ",
+                                               st.message()));
+            retry.push_back(s);
+          }
+          continue;
+        }
+        if (code == absl::StatusCode::kOk) code = st.code();
+        errors.push_back(absl::StrCat(DescribeShards(ids, c.worker), " failed: ",
+                                      absl::StatusCodeToString(st.code()), ": ", st.message()));
+        continue;
+      }
+      workers_->ReportCallSuccess(c.worker.id, now);
+      const size_t expect = need == nullptr ? n : c.rows.size();
+      absl::StatusOr<KNeighborsResult> r =
+          rpc::FromProto(c.response.neighbors(), "SearchShardsResponse.neighbors");
+      if (r.ok() && (r->num_queries != expect || r->k > k)) {
+        r = absl::InternalError(absl::StrFormat("answered %d queries x %d neighbours for %d x %d",
+                                                r->num_queries, r->k, expect, k));
+      }
+      if (r.ok()) {
+        for (int64_t id : r->indices) {
+          if (id < 0 || id >= id_end) {
+            r = absl::InternalError(absl::StrCat("returned global index ", id, " outside [0, ",
+                                                 id_end, ")"));
+            break;
+          }
+        }
+      }
+      if (!r.ok()) {
+        code = absl::StatusCode::kInternal;
+        errors.push_back(absl::StrCat(DescribeShards(ids, c.worker),
+                                      " sent a malformed answer: ", r.status().message()));
+        continue;
+      }
+      Part part;
+      part.result = *std::move(r);
+      if (need != nullptr) {
+        part.pos.assign(n, -1);
+        for (size_t i = 0; i < c.rows.size(); ++i) {
+          part.pos[static_cast<size_t>(c.rows[i])] = static_cast<int32_t>(i);
+        }
+      }
+      parts.push_back(std::move(part));
+    }
+    if (!errors.empty()) return absl::Status(code, absl::StrJoin(errors, "; "));
+    if (!retry.empty() && absl::Now() >= deadline) {
+      return absl::DeadlineExceededError("the deadline passed before the shards of a failed "
+                                         "worker could be retried on a replica");
+    }
+    pending = std::move(retry);
+  }
+
+  // The one merge of partial answers (core), per set of parts that answered a query.
+  if (parts.empty()) return absl::UnavailableError("no shard answered");
+  std::map<std::vector<uint32_t>, std::vector<size_t>> by_parts;
+  if (need == nullptr) {
+    std::vector<uint32_t> all(parts.size());
+    for (size_t p = 0; p < parts.size(); ++p) all[p] = static_cast<uint32_t>(p);
+    std::vector<size_t>& qs = by_parts[all];
+    for (size_t q = 0; q < n; ++q) qs.push_back(q);
+  } else {
+    std::vector<uint32_t> key;
+    for (size_t q = 0; q < n; ++q) {
+      key.clear();
+      for (size_t p = 0; p < parts.size(); ++p) {
+        if (parts[p].pos[q] >= 0) key.push_back(static_cast<uint32_t>(p));
+      }
+      by_parts[key].push_back(q);
+    }
+  }
+  for (const auto& [members, qs] : by_parts) {
+    if (members.empty()) {
+      return absl::UnavailableError("a query's shards were all left out of the partial answer");
+    }
+    size_t rows_answered = 0;
+    for (uint32_t m : members) rows_answered += parts[m].result.k;
+    if (rows_answered < k_out) {
+      return absl::UnavailableError(absl::StrFormat(
+          "the shards that answered hold %d neighbours of a query that needs %d (missing shards "
+          "%s)", rows_answered, k_out, absl::StrJoin(state->missing, ", ")));
+    }
+    const bool whole = need == nullptr;
+    if (members.size() == 1 && whole) {
+      const KNeighborsResult& r = parts[members[0]].result;
       for (size_t q : qs) {
-        const size_t r = pos[members[0]][q];
-        std::copy_n(part.distances.begin() + r * k_out, k_out, distances + q * k_out);
-        std::copy_n(part.indices.begin() + r * k_out, k_out, indices + q * k_out);
+        std::copy_n(r.distances.begin() + q * r.k, k_out, distances + q * k_out);
+        std::copy_n(r.indices.begin() + q * r.k, k_out, indices + q * k_out);
       }
       continue;
     }
     std::vector<KNeighborsResult> sub(members.size());
     std::vector<const KNeighborsResult*> sub_ptrs;
     for (size_t m = 0; m < members.size(); ++m) {
-      const KNeighborsResult& part = parts[members[m]];
+      const Part& part = parts[members[m]];
+      const size_t pk = part.result.k;
+      if (whole) {
+        sub_ptrs.push_back(&part.result);
+        continue;
+      }
       sub[m].num_queries = qs.size();
-      sub[m].k = part.k;
-      sub[m].distances.resize(qs.size() * part.k);
-      sub[m].indices.resize(qs.size() * part.k);
+      sub[m].k = pk;
+      sub[m].distances.resize(qs.size() * pk);
+      sub[m].indices.resize(qs.size() * pk);
       for (size_t i = 0; i < qs.size(); ++i) {
-        const size_t r = pos[members[m]][qs[i]];
-        std::copy_n(part.distances.begin() + r * part.k, part.k,
-                    sub[m].distances.begin() + i * part.k);
-        std::copy_n(part.indices.begin() + r * part.k, part.k, sub[m].indices.begin() + i * part.k);
+        const size_t r = static_cast<size_t>(part.pos[qs[i]]);
+        std::copy_n(part.result.distances.begin() + r * pk, pk, sub[m].distances.begin() + i * pk);
+        std::copy_n(part.result.indices.begin() + r * pk, pk, sub[m].indices.begin() + i * pk);
       }
       sub_ptrs.push_back(&sub[m]);
     }
     absl::StatusOr<KNeighborsResult> merged = MergeKNeighbors(sub_ptrs, k_out, pool_);
     if (!merged.ok()) {
       return absl::InternalError(absl::StrCat("the workers' answers: ", merged.status().message()));
+    }
+    if (whole) {
+      std::copy(merged->distances.begin(), merged->distances.end(), distances);
+      std::copy(merged->indices.begin(), merged->indices.end(), indices);
+      continue;
     }
     for (size_t i = 0; i < qs.size(); ++i) {
       std::copy_n(merged->distances.begin() + i * k_out, k_out, distances + qs[i] * k_out);

@@ -16,11 +16,21 @@
 // the merged answer is the same, bit for bit; each worker still gets one call per chunk, with
 // the subset of the chunk's queries routed to it.
 //
-// Failure: a batch needs every shard. A shard on a dead or unknown worker fails the batch before
-// any call is sent, and a failed call fails it afterwards: UNAVAILABLE naming the shard(s) and
-// the worker ("shard digits-model@1/2 on worker w3 (127.0.0.1:4567) is unavailable: ...").
-// DEADLINE_EXCEEDED and CANCELLED keep their codes. A worker answering NOT_FOUND for a shard
-// (it restarted and lost it) is reported to `on_shards_lost` so the shard can be re-sent.
+// Replicas and failure: a shard may live on several workers (ShardLocation::worker_ids, in the
+// order to try them). Each chunk picks, for every shard, a live replica (spreading rows evenly
+// over the workers) and sends one call per chosen worker. A call that fails because of its
+// worker (UNAVAILABLE, NOT_FOUND: it lost the shard, RESOURCE_EXHAUSTED: it is overloaded,
+// DEADLINE_EXCEEDED on the coordinator's own per-call deadline, or cancelled here because the
+// pool declared the worker dead while the call waited: a partition) is retried at once for the
+// same shards on their other replicas, within the caller's deadline; the answer stays exact,
+// because every copy of a shard holds the same rows. A worker that failed is not tried again in
+// the same search. A shard with no live replica left fails the batch UNAVAILABLE naming the shard
+// and why each replica could not answer ("shard m@1/2 is unavailable: worker w3 (127.0.0.1:4567)
+// failed: UNAVAILABLE: ..."), never a silently partial answer: unless the caller passes
+// `missing_shards` (allow_partial), and then the shards left out are listed there and the
+// answer covers the others. DEADLINE_EXCEEDED on the caller's own deadline and any other error
+// (a malformed request, a worker's INTERNAL) end the batch with their codes. A worker answering
+// NOT_FOUND for a shard (it restarted without it) is reported to `on_shards_lost`.
 //
 // Ownership: borrows the WorkerPool and ThreadPool (both outlive it).
 // Thread safety: const methods; any number of batches may run at once.
@@ -31,6 +41,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -48,7 +59,8 @@ namespace knncluster::coordinator {
 // Where one shard of a model lives.
 struct ShardLocation {
   std::string shard_id;
-  std::string worker_id;
+  // The workers holding a copy, in the order a search tries them (dead ones are skipped).
+  std::vector<std::string> worker_ids;
   int64_t first_global_index = 0;
   uint64_t rows = 0;
   // Spatial shards: the global index of each row, ascending (then first_global_index is 0 and
@@ -82,8 +94,13 @@ struct ScatterGatherOptions {
   size_t max_query_bytes = 2 << 20;
   // Approximate bytes of neighbours per response (16 bytes per neighbour).
   size_t max_response_bytes = 16 << 20;
-  // Called with the ids of shards a worker no longer holds (NOT_FOUND); may be empty.
-  std::function<void(const std::vector<std::string>& shard_ids)> on_shards_lost;
+  // How often a batch waiting on its calls checks the pool for workers declared dead (and
+  // cancels their calls, to retry the shards on replicas).
+  absl::Duration liveness_poll = absl::Milliseconds(100);
+  // Called with a worker's id and the ids of shards it no longer holds (NOT_FOUND); may be
+  // empty.
+  std::function<void(const std::string& worker_id, const std::vector<std::string>& shard_ids)>
+      on_shards_lost;
 };
 
 class ScatterGather {
@@ -96,9 +113,14 @@ class ScatterGather {
   // REQUIRES: k >= 1; queries validated (width, finite) by the caller; shards non-empty.
   // With `subset` (may be null; grid search, sharded mode), each worker searches its shards' rows
   // less subset->excluded through an index built for subset->index_params.
+  // `missing_shards`: null requires every shard (UNAVAILABLE otherwise); non-null allows a
+  // partial answer and receives the ids of the shards left out (sorted; empty when none). Even
+  // then the shards answering must hold at least k rows.
   absl::StatusOr<KNeighborsResult> SearchRdist(absl::Span<const ShardLocation> shards,
                                                MatrixView queries, size_t k, absl::Time deadline,
-                                               const v1::FoldSubset* subset = nullptr) const;
+                                               const v1::FoldSubset* subset = nullptr,
+                                               std::vector<std::string>* missing_shards =
+                                                   nullptr) const;
 
   // As SearchRdist, then true distances with metric.RdistToDist. With `routing` (may be null;
   // used when k <= routing->k and every shard has a box), each query goes only to the workers
@@ -106,26 +128,32 @@ class ScatterGather {
   absl::StatusOr<KNeighborsResult> Search(absl::Span<const ShardLocation> shards,
                                           MatrixView queries, size_t k, const Minkowski& metric,
                                           absl::Time deadline,
-                                          const RoutingGrid* routing = nullptr) const;
+                                          const RoutingGrid* routing = nullptr,
+                                          std::vector<std::string>* missing_shards =
+                                              nullptr) const;
 
   // Queries per call for this width and k (at least 1).
   size_t ChunkRows(size_t cols, size_t k) const;
 
  private:
-  struct WorkerGroup {
-    WorkerHandle worker;
-    std::vector<const ShardLocation*> shards;
+  // What one search learns across its chunks.
+  struct SearchState {
+    bool allow_partial = false;
+    std::set<std::string> failed_workers;  // not tried again in this search
+    std::set<std::string> missing;         // allow_partial: shards left out
   };
   absl::StatusOr<KNeighborsResult> SearchImpl(absl::Span<const ShardLocation> shards,
                                               MatrixView queries, size_t k, absl::Time deadline,
                                               const RoutingGrid* routing, const Minkowski* metric,
-                                              const v1::FoldSubset* subset) const;
-  // routed: null sends every query to every group; else routed[q] is the bit mask of the groups
-  // query q goes to (never 0).
-  absl::Status SearchChunk(absl::Span<const WorkerGroup> groups, MatrixView queries, size_t k,
-                           size_t k_out, int64_t id_end, absl::Time deadline,
-                           const std::vector<uint64_t>* routed, const v1::FoldSubset* subset,
-                           double* distances, int64_t* indices) const;
+                                              const v1::FoldSubset* subset,
+                                              std::vector<std::string>* missing_shards) const;
+  // One chunk over `shards`. need: null sends every query to every shard's worker; else query q
+  // needs shard s when bit s of need[q * words + s / 64] is set (every query needs one at least).
+  absl::Status SearchChunk(absl::Span<const ShardLocation* const> shards, MatrixView queries,
+                           size_t k, size_t k_out, int64_t id_end, absl::Time deadline,
+                           const std::vector<uint64_t>* need, size_t words,
+                           const v1::FoldSubset* subset, SearchState* state, double* distances,
+                           int64_t* indices) const;
 
   WorkerPool* const workers_;
   ThreadPool* const pool_;

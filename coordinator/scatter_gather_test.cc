@@ -3,11 +3,13 @@
 #include <cmath>
 #include <memory>
 #include <random>
+#include <thread>
 
 #include <grpcpp/client_context.h>
 
 #include "coordinator/fake_worker_testing.h"
 #include "coordinator/worker_pool.h"
+#include "core/base/status_macros.h"
 #include "core/estimators/params.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -64,17 +66,21 @@ class ScatterGatherTest : public ::testing::Test {
     queries_ = TiedData(57, 5, 8);
   }
 
-  // Four shards over three workers (w0 holds two).
-  std::vector<ShardLocation> Place(const NeighborsParams& params) {
+  // Four shards over three workers (w0 holds two); with `replicas` 2, shard s also lives on the
+  // worker after its owner (w0 -> w1 -> w2 -> w0).
+  std::vector<ShardLocation> Place(const NeighborsParams& params, int replicas = 1) {
     const size_t cuts[] = {0, 80, 150, 151, 301};
     const char* owners[] = {"w0", "w1", "w0", "w2"};
     std::vector<ShardLocation> out;
     for (size_t s = 0; s < 4; ++s) {
       const std::string id = "m@" + std::to_string(++generation_) + "/" + std::to_string(s);
-      Load(*pool_->Get(owners[s]), id, data_, cuts[s], cuts[s + 1], params);
       ShardLocation loc;
       loc.shard_id = id;
-      loc.worker_id = owners[s];
+      for (int r = 0; r < replicas; ++r) {
+        const std::string w = "w" + std::to_string((owners[s][1] - '0' + r) % 3);
+        Load(*pool_->Get(w), id, data_, cuts[s], cuts[s + 1], params);
+        loc.worker_ids.push_back(w);
+      }
       loc.first_global_index = static_cast<int64_t>(cuts[s]);
       loc.rows = cuts[s + 1] - cuts[s];
       out.push_back(std::move(loc));
@@ -131,7 +137,8 @@ TEST_F(ScatterGatherTest, StoppedWorkerFailsTheBatchNamingShardAndWorker) {
   workers_[1]->Stop();
   auto got = sg.SearchRdist(shards, queries_, 3, absl::InfiniteFuture());
   ASSERT_EQ(got.status().code(), absl::StatusCode::kUnavailable) << got.status();
-  EXPECT_THAT(got.status().message(), HasSubstr("shard " + shards[1].shard_id + " on worker w1 ("));
+  EXPECT_THAT(got.status().message(), HasSubstr("shard " + shards[1].shard_id + " is unavailable"));
+  EXPECT_THAT(got.status().message(), HasSubstr("worker w1 ("));
   EXPECT_FALSE(pool_->IsAlive("w1"));
   // Now known dead: fails before any call, still naming the shard.
   got = sg.SearchRdist(shards, queries_, 3, absl::InfiniteFuture());
@@ -143,7 +150,7 @@ TEST_F(ScatterGatherTest, StoppedWorkerFailsTheBatchNamingShardAndWorker) {
 TEST_F(ScatterGatherTest, LostShardIsReported) {
   std::vector<std::string> lost;
   ScatterGatherOptions so;
-  so.on_shards_lost = [&](const std::vector<std::string>& ids) { lost = ids; };
+  so.on_shards_lost = [&](const std::string&, const std::vector<std::string>& ids) { lost = ids; };
   ScatterGather sg(pool_.get(), nullptr, so);
   const std::vector<ShardLocation> shards = Place(NeighborsParams());
   workers_[2]->service().Clear();  // as if it restarted
@@ -152,6 +159,97 @@ TEST_F(ScatterGatherTest, LostShardIsReported) {
   EXPECT_THAT(got.status().message(), HasSubstr(shards[3].shard_id));
   EXPECT_EQ(lost, std::vector<std::string>{shards[3].shard_id});
   EXPECT_TRUE(pool_->IsAlive("w2"));  // NOT_FOUND is the shard's problem, not the worker's
+}
+
+
+Minkowski Euclid() { return *Minkowski::Create(2); }
+
+// The oracle: a single-process index over rows [begin, end) of data (ids = row numbers).
+absl::StatusOr<KNeighborsResult> Oracle(const Matrix& data, size_t begin, size_t end,
+                                        MatrixView queries, int k) {
+  std::vector<int64_t> ids;
+  for (size_t i = begin; i < end; ++i) ids.push_back(static_cast<int64_t>(i));
+  auto rows = std::make_shared<const Matrix>(Matrix::Gather(data, ids));
+  KNN_ASSIGN_OR_RETURN(auto index, BuildIndex(rows, ids, NeighborsParams().index_options()));
+  return index->KNeighbors(queries, k, nullptr);  // true distances (p = 2)
+}
+
+TEST_F(ScatterGatherTest, ReplicasAnswerExactlyWhenAWorkerStops) {
+  ScatterGatherOptions so;
+  so.max_query_bytes = 7 * 5 * sizeof(double);  // many chunks
+  ScatterGather sg(pool_.get(), nullptr, so);
+  const std::vector<ShardLocation> shards = Place(NeighborsParams(), /*replicas=*/2);
+  workers_[1]->Stop();  // holds copies of shards 0, 1 and 2
+  for (int k : {1, 5, 301}) {
+    auto want = Oracle(data_, 0, data_.rows(), queries_, k);
+    auto got = sg.Search(shards, queries_, k, Euclid(), absl::InfiniteFuture());
+    ASSERT_TRUE(want.ok() && got.ok()) << got.status();
+    EXPECT_EQ(got->indices, want->indices) << "k=" << k;
+    EXPECT_EQ(got->distances, want->distances) << "k=" << k;
+  }
+  EXPECT_FALSE(pool_->IsAlive("w1"));
+}
+
+TEST_F(ScatterGatherTest, HungWorkerDeclaredDeadIsCancelledAndItsShardsRetried) {
+  ScatterGatherOptions so;
+  so.liveness_poll = absl::Milliseconds(20);
+  ScatterGather sg(pool_.get(), nullptr, so);
+  const std::vector<ShardLocation> shards = Place(NeighborsParams(), /*replicas=*/2);
+  workers_[2]->service().SetSearchDelay(absl::Seconds(60));  // a partition: calls just hang
+  // The liveness loop's verdict, 300 ms into the call.
+  std::thread verdict([&] {
+    absl::SleepFor(absl::Milliseconds(300));
+    pool_->ReportCallFailure("w2", absl::UnavailableError("missed heartbeats"));
+  });
+  const absl::Time start = absl::Now();
+  auto got = sg.Search(shards, queries_, 5, Euclid(), start + absl::Seconds(30));
+  verdict.join();
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  auto want = Oracle(data_, 0, data_.rows(), queries_, 5);
+  ASSERT_TRUE(want.ok());
+  EXPECT_EQ(got->indices, want->indices);
+  EXPECT_EQ(got->distances, want->distances);
+}
+
+TEST_F(ScatterGatherTest, NoLiveCopyFailsNamingTheShardUnlessPartialIsAllowed) {
+  ScatterGather sg(pool_.get(), nullptr, {});
+  const std::vector<ShardLocation> shards = Place(NeighborsParams());
+  workers_[2]->Stop();  // the only copy of shard 3: rows [151, 301)
+  auto got = sg.SearchRdist(shards, queries_, 5, absl::InfiniteFuture());
+  ASSERT_EQ(got.status().code(), absl::StatusCode::kUnavailable) << got.status();
+  EXPECT_THAT(got.status().message(), HasSubstr("shard " + shards[3].shard_id));
+  // Partial: the answer over the other shards, exactly, and the missing shard named. (Twice:
+  // the second time the worker is known dead before any call.)
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    std::vector<std::string> missing;
+    got = sg.Search(shards, queries_, 5, Euclid(), absl::InfiniteFuture(), nullptr, &missing);
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(missing, std::vector<std::string>{shards[3].shard_id});
+    auto want = Oracle(data_, 0, 151, queries_, 5);
+    ASSERT_TRUE(want.ok());
+    EXPECT_EQ(got->indices, want->indices);
+    EXPECT_EQ(got->distances, want->distances);
+  }
+  // Complete answers list nothing.
+  workers_[2] = nullptr;
+  std::vector<std::string> missing = {"stale"};
+  const std::vector<ShardLocation> three(shards.begin(), shards.begin() + 3);
+  got = sg.SearchRdist(three, queries_, 5, absl::InfiniteFuture(), nullptr, &missing);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_TRUE(missing.empty());
+}
+
+TEST_F(ScatterGatherTest, EveryCopyDownFailsNamingTheShardAndEachReplica) {
+  ScatterGather sg(pool_.get(), nullptr, {});
+  const std::vector<ShardLocation> shards = Place(NeighborsParams(), /*replicas=*/2);
+  workers_[1]->Stop();
+  workers_[2]->Stop();  // shard 1 lives on w1 and w2
+  auto got = sg.SearchRdist(shards, queries_, 5, absl::InfiniteFuture());
+  ASSERT_EQ(got.status().code(), absl::StatusCode::kUnavailable) << got.status();
+  EXPECT_THAT(got.status().message(), HasSubstr("shard " + shards[1].shard_id + " is unavailable"));
+  EXPECT_THAT(got.status().message(), HasSubstr("worker w1 ("));
+  EXPECT_THAT(got.status().message(), HasSubstr("worker w2 ("));
 }
 
 }  // namespace

@@ -46,7 +46,8 @@ absl::Status WorkerPool::AddStatic(const std::string& address) {
 
 absl::Status WorkerPool::Register(const std::string& id, const std::string& address,
                                   uint32_t cores, uint64_t memory_bytes, absl::Time now,
-                                  uint64_t memory_budget_bytes) {
+                                  uint64_t memory_budget_bytes,
+                                  std::vector<std::string> shard_ids) {
   if (id.empty()) return absl::InvalidArgumentError("worker_id: must not be empty");
   if (address.empty()) return absl::InvalidArgumentError("address: must not be empty");
   std::shared_ptr<v1::Worker::Stub> stub;
@@ -65,8 +66,9 @@ absl::Status WorkerPool::Register(const std::string& id, const std::string& addr
   e.info.cores = cores;
   e.info.memory_bytes = memory_bytes;
   e.info.memory_budget_bytes = memory_budget_bytes;
-  // A (re)started worker holds nothing until it says otherwise.
-  e.info.reported_shards = std::vector<std::string>();
+  // A (re)started worker holds what it says it holds: nothing when new, the shards restored
+  // from its data directory after a restart.
+  e.info.reported_shards = std::move(shard_ids);
   e.info.shards_reported_at = now;
   e.stub = std::move(stub);
   return absl::OkStatus();

@@ -79,9 +79,12 @@ class WorkerPool {
   absl::Status AddStatic(const std::string& address);
 
   // Membership.Register: adds the worker or updates it (a new address gets a new channel). The
-  // worker is alive from now. InvalidArgument naming the field for an empty id or address.
+  // worker is alive from now and holds `shard_ids` (a worker restarted on its data directory
+  // reports the shards it restored; ModelManager::Repair then finds them where they are placed
+  // and re-sends nothing). InvalidArgument naming the field for an empty id or address.
   absl::Status Register(const std::string& id, const std::string& address, uint32_t cores,
-                        uint64_t memory_bytes, absl::Time now, uint64_t memory_budget_bytes = 0);
+                        uint64_t memory_bytes, absl::Time now, uint64_t memory_budget_bytes = 0,
+                        std::vector<std::string> shard_ids = {});
 
   // Membership.Heartbeat: false when the worker is unknown (it must register again).
   bool Heartbeat(const std::string& id, std::vector<std::string> shard_ids, uint64_t rss_bytes,

@@ -90,6 +90,8 @@ absl::StatusOr<absl::Duration> MembershipClient::Register() {
   request.set_cores(options_.cores);
   request.set_memory_bytes(options_.memory_bytes);
   request.set_memory_budget_bytes(options_.memory_budget_bytes);
+  // After a restart: the shards restored from the data directory, so they stay placed here.
+  for (std::string& id : store_->ShardIds()) request.add_shard_ids(std::move(id));
   v1::RegisterResponse response;
   const grpc::Status status = Call(
       [&](grpc::ClientContext* context) { return stub_->Register(context, request, &response); });

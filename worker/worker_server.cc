@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "core/base/durable_file.h"
 #include "core/base/status_macros.h"
 #include "core/base/thread_pool.h"
 #include "knncluster/v1/worker.grpc.pb.h"
@@ -18,6 +19,7 @@
 #include "rpc/limits.h"
 #include "worker/dataset_cache.h"
 #include "worker/membership_client.h"
+#include "worker/shard_files.h"
 #include "worker/shard_store.h"
 #include "worker/subset_index_cache.h"
 #include "worker/worker_internal.h"
@@ -82,6 +84,13 @@ absl::Status WorkerServer::Start() {
   if (!options_.coordinator_address.empty()) {
     KNN_RETURN_IF_ERROR(HostOf(options_.coordinator_address, "coordinator_address").status());
   }
+  if (!options_.data_dir.empty()) {
+    // First, so that a foreign or newer directory is left untouched. Version 0 (a directory
+    // from before FORMAT existed) holds only worker_id: nothing to upgrade.
+    KNN_RETURN_IF_ERROR(
+        CheckDataDirFormat(options_.data_dir, "knncluster-worker", kWorkerDataDirVersion)
+            .status());
+  }
   KNN_ASSIGN_OR_RETURN(worker_id_, LoadOrCreateWorkerId(options_.data_dir));
 
   memory_budget_bytes_ = options_.memory_budget_bytes;
@@ -92,6 +101,7 @@ absl::Status WorkerServer::Start() {
 
   pool_ = std::make_unique<ThreadPool>(options_.threads);
   store_ = std::make_unique<ShardStore>();
+  files_ = std::make_unique<ShardFiles>(options_.data_dir);
   // Shards count against the same budget as the cached datasets.
   datasets_ = std::make_unique<DatasetCache>(
       memory_budget_bytes_, [store = store_.get()] { return store->TotalBytes(); });
@@ -102,6 +112,7 @@ absl::Status WorkerServer::Start() {
   context.datasets = datasets_.get();
   context.subset_indexes = subset_indexes_.get();
   context.pool = pool_.get();
+  context.files = files_.get();
   context.testing_job_delay = options_.testing_job_delay;
   context.testing_search_delay = options_.testing_search_delay;
   rpc::AdmissionOptions admission;
@@ -112,6 +123,23 @@ absl::Status WorkerServer::Start() {
   context.admission = admission_.get();
   context.memory_budget_bytes = memory_budget_bytes_;
   service_ = std::make_unique<WorkerService>(std::move(context));
+
+  // The shards kept in the data directory, before serving (and before registering, so that the
+  // coordinator hears of them at once).
+  KNN_ASSIGN_OR_RETURN(
+      const int restored,
+      files_->RestoreAll([this](StoredShard shard) { return service_->RestoreShard(std::move(shard)); }));
+  service_->set_shards_restored(static_cast<uint32_t>(restored));
+  if (options_.log) {
+    if (restored > 0) {
+      options_.log(absl::StrCat("restored ", restored, " shard(s) from ", options_.data_dir,
+                                "/shards"));
+    }
+    for (const std::string& line : files_->quarantined()) {
+      options_.log(absl::StrCat("quarantined unreadable shard file ", line,
+                                " (the coordinator will send the shard again)"));
+    }
+  }
 
   // Both are process-wide switches of gRPC, read when a server is built.
   grpc::EnableDefaultHealthCheckService(true);

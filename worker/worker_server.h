@@ -47,6 +47,7 @@ namespace knncluster::worker {
 
 class DatasetCache;
 class MembershipClient;
+class ShardFiles;
 class ShardStore;
 class SubsetIndexCache;
 class WorkerService;
@@ -56,8 +57,9 @@ struct WorkerOptions {
   std::string listen_address = "127.0.0.1:0";
   // HOST:PORT the coordinator should use to reach this worker; empty: bound_address().
   std::string advertise_address;
-  // Directory that keeps the worker's stable id (file `worker_id`); created if missing.
-  // Required: two workers must never share one.
+  // Directory that keeps the worker's stable id (file `worker_id`) and its shards (shards/, see
+  // shard_files.h); created if missing. Required: two workers must never share one. A worker
+  // restarted on it holds every shard it held (those whose files read back intact).
   std::string data_dir;
   // The coordinator's HOST:PORT to register with and heartbeat to; empty: none (a static
   // worker list on the coordinator).
@@ -105,7 +107,9 @@ class WorkerServer {
   WorkerServer(const WorkerServer&) = delete;
   WorkerServer& operator=(const WorkerServer&) = delete;
 
-  // Loads (or creates) the worker id, starts serving, and starts the membership client when a
+  // Loads (or creates) the worker id, checks the data directory's FORMAT (FailedPrecondition for a
+  // newer or foreign one), restores the shards kept there (unreadable files are quarantined and
+  // logged), starts serving, and starts the membership client when a
   // coordinator is configured (registration is retried in the background, so the coordinator
   // may come up later). InvalidArgument for bad options, Unavailable when the address cannot be
   // bound, FailedPrecondition when called twice.
@@ -140,6 +144,7 @@ class WorkerServer {
   std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<rpc::AdmissionControl> admission_;
   std::unique_ptr<ShardStore> store_;
+  std::unique_ptr<ShardFiles> files_;
   std::unique_ptr<DatasetCache> datasets_;
   std::unique_ptr<SubsetIndexCache> subset_indexes_;
   std::unique_ptr<WorkerService> service_;

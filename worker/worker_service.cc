@@ -29,6 +29,7 @@
 #include "rpc/grid_convert.h"
 #include "rpc/status.h"
 #include "worker/dataset_cache.h"
+#include "worker/shard_files.h"
 #include "worker/shard_store.h"
 #include "worker/subset_index_cache.h"
 #include "worker/worker_internal.h"
@@ -104,6 +105,38 @@ absl::Status ValidateHeader(const v1::ShardHeader& h, std::vector<int64_t>* ids)
     }
   }
   return absl::OkStatus();
+}
+
+// Builds a shard's index over `values` (rows x cols, row-major) with `ids`, and stores it.
+// Returns the resolved algorithm and the build time.
+absl::StatusOr<std::pair<Algorithm, double>> BuildAndStore(const v1::ShardHeader& header,
+                                                           const IndexOptions& options,
+                                                           std::vector<int64_t> ids,
+                                                           std::vector<double> values,
+                                                           ShardStore* store) {
+  const size_t rows = static_cast<size_t>(header.rows());
+  const size_t cols = static_cast<size_t>(header.cols());
+  if (ids.empty()) {  // the contiguous range [first_global_index, + rows), validated
+    ids.resize(rows);
+    std::iota(ids.begin(), ids.end(), header.first_global_index());
+  }
+  const absl::Time start = absl::Now();
+  // BuildIndex builds on this thread: there is no parallel build in the core, and building is
+  // cheap next to searching.
+  // The index is the one copy of the rows the worker keeps (fold-subset searches gather from its
+  // stored_rows()): a tree copies them into its own order, and the staging buffer is freed as
+  // BuildIndex returns; brute force shares it.
+  KNN_ASSIGN_OR_RETURN(
+      std::unique_ptr<const NeighborIndex> built,
+      BuildIndex(std::make_shared<const Matrix>(rows, cols, std::move(values)), std::move(ids),
+                 options));
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  std::shared_ptr<const NeighborIndex> index(std::move(built));
+  const Algorithm algorithm = index->algorithm();
+  const uint64_t bytes = EstimateIndexBytes(*index, options.leaf_size);
+  store->Put(header.shard_id(), std::move(index), bytes);
+  ReleaseFreedMemory();  // any replaced shard (and a tree's staging buffer)
+  return std::make_pair(algorithm, seconds);
 }
 
 // SearchShards' subset: the key, the excluded global ids and the index options.
@@ -213,6 +246,7 @@ WorkerService::WorkerService(WorkerServiceContext context)
       datasets_(context.datasets),
       subset_indexes_(context.subset_indexes),
       pool_(context.pool),
+      files_(context.files),
       testing_job_delay_(context.testing_job_delay),
       testing_search_delay_(context.testing_search_delay),
       admission_(context.admission),
@@ -304,33 +338,51 @@ absl::Status WorkerService::DoLoadShard(grpc::ServerContext* context,
         absl::StrFormat("rows: expected %d rows (header.rows), got %d", rows, received));
   }
   if (context->IsCancelled()) return Cancelled("LoadShard");
-  if (ids.empty()) {  // the contiguous range [first_global_index, + rows), validated above
-    ids.resize(rows);
-    std::iota(ids.begin(), ids.end(), header.first_global_index());
+  // Durable before the shard is acknowledged: a worker restarted on its data directory holds
+  // every shard it answered OK for. The rows are written as received (before an index reorders
+  // them), so a restored shard is built from the same input.
+  if (files_ != nullptr) {
+    KNN_RETURN_IF_ERROR(files_->Write(header, values));
   }
-
-  const absl::Time start = absl::Now();
-  // BuildIndex builds on this thread: there is no parallel build in the core, and building is
-  // cheap next to searching.
-  // The index is the one copy of the rows the worker keeps (fold-subset searches gather from its
-  // stored_rows()): a tree copies them into its own order, and the staging buffer is freed as
-  // BuildIndex returns; brute force shares it.
-  KNN_ASSIGN_OR_RETURN(
-      std::unique_ptr<const NeighborIndex> built,
-      BuildIndex(std::make_shared<const Matrix>(rows, cols, std::move(values)), std::move(ids),
-                 options));
-  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
-  std::shared_ptr<const NeighborIndex> index(std::move(built));
-  const Algorithm algorithm = index->algorithm();
-  const uint64_t bytes = EstimateIndexBytes(*index, options.leaf_size);
-  store_->Put(header.shard_id(), std::move(index), bytes);
-  ReleaseFreedMemory();  // any replaced shard (and a tree's staging buffer)
+  absl::StatusOr<std::pair<Algorithm, double>> built =
+      BuildAndStore(header, options, std::move(ids), std::move(values), store_);
+  if (!built.ok()) {
+    // Not held, so not kept either (a shard of this id held before keeps serving from memory;
+    // after a restart the coordinator re-sends it).
+    if (files_ != nullptr) files_->Remove(header.shard_id()).IgnoreError();
+    return built.status();
+  }
+  const Algorithm algorithm = built->first;
+  const double seconds = built->second;
+  shard_loads_.fetch_add(1, std::memory_order_relaxed);
 
   response->set_shard_id(header.shard_id());
   response->set_rows(rows);
   response->set_algorithm(AlgorithmName(algorithm));
   response->set_build_seconds(seconds);
   return absl::OkStatus();
+}
+
+absl::Status WorkerService::RestoreShard(StoredShard shard) {
+  const v1::ShardHeader& header = shard.header;
+  std::vector<int64_t> ids;
+  KNN_RETURN_IF_ERROR(ValidateHeader(header, &ids));
+  KNN_ASSIGN_OR_RETURN(NeighborsParams params,
+                       rpc::FromProto(header.index_params(), "header.index_params"));
+  if (shard.values.size() != header.rows() * header.cols()) {
+    return absl::DataLossError(absl::StrFormat("shard \"%s\": expected %d x %d values, got %d",
+                                               header.shard_id(), header.rows(), header.cols(),
+                                               shard.values.size()));
+  }
+  for (size_t i = 0; i < shard.values.size(); ++i) {
+    if (!std::isfinite(shard.values[i])) {
+      return absl::DataLossError(absl::StrFormat("shard \"%s\": row %d has a non-finite value",
+                                                 header.shard_id(), i / header.cols()));
+    }
+  }
+  return BuildAndStore(header, params.index_options(), std::move(ids), std::move(shard.values),
+                       store_)
+      .status();
 }
 
 // ---- SearchShards -------------------------------------------------------------------------------
@@ -451,6 +503,7 @@ grpc::Status WorkerService::DropShard(grpc::ServerContext* /*context*/,
   if (status.ok()) {
     response->set_existed(store_->Drop(request->shard_id()));
     if (response->existed()) ReleaseFreedMemory();
+    if (files_ != nullptr) status = files_->Remove(request->shard_id());
   }
   return rpc::ToGrpcStatus(status);
 }
@@ -471,6 +524,11 @@ grpc::Status WorkerService::GetWorkerStatus(grpc::ServerContext* /*context*/,
   response->set_cores(static_cast<uint32_t>(pool_->num_threads()));
   response->set_memory_budget_bytes(datasets_->budget_bytes());
   response->set_cached_datasets(static_cast<uint32_t>(datasets_->size()));
+  response->set_shard_loads(shard_loads_.load(std::memory_order_relaxed));
+  response->set_shards_restored(shards_restored_);
+  if (files_ != nullptr) {
+    for (std::string& line : files_->quarantined()) response->add_quarantined_files(std::move(line));
+  }
   return rpc::ToGrpcStatus(absl::OkStatus());
 }
 

@@ -12,6 +12,9 @@
 //   query. With `subset` (grid search, sharded mode), each shard is searched through an index
 //   over its rows less subset.excluded, built with subset.index_params and kept in the
 //   SubsetIndexCache for the job's next chunk; merged the same way.
+// - Persistence: LoadShard writes the shard's file (ShardFiles) before answering OK; DropShard
+//   removes it; RestoreShard, called by the server at start before it serves, rebuilds a shard
+//   read back from its file through the same checks and build as LoadShard.
 // - DropShard (idempotent), GetWorkerStatus.
 // - PutDataset: header, row chunks, label chunks; checked against the memory budget from the
 //   header (before any row is read), against its content hash at the end, then cached in the
@@ -25,6 +28,8 @@
 #ifndef KNNCLUSTER_WORKER_WORKER_SERVICE_H_
 #define KNNCLUSTER_WORKER_WORKER_SERVICE_H_
 
+#include <atomic>
+#include <cstdint>
 #include <string>
 
 #include "absl/status/status.h"
@@ -39,7 +44,9 @@ class ThreadPool;
 namespace knncluster::worker {
 
 class DatasetCache;
+class ShardFiles;
 class ShardStore;
+struct StoredShard;
 class SubsetIndexCache;
 
 // What the service borrows from its server; every pointer non-null and outliving the service.
@@ -49,6 +56,8 @@ struct WorkerServiceContext {
   DatasetCache* datasets = nullptr;
   SubsetIndexCache* subset_indexes = nullptr;
   ThreadPool* pool = nullptr;
+  // Where shards are persisted; null: nowhere (they are lost with the process).
+  ShardFiles* files = nullptr;
   // For tests: every fold job first sleeps this long (in small steps; CANCELLED if the call is
   // cancelled or its deadline passes meanwhile).
   absl::Duration testing_job_delay = absl::ZeroDuration();
@@ -84,6 +93,12 @@ class WorkerService final : public v1::Worker::Service {
   grpc::Status RunFoldJob(grpc::ServerContext* context, const v1::RunFoldJobRequest* request,
                           v1::RunFoldJobResponse* response) override;
 
+  // Rebuilds a shard read back from the data directory and stores it (not written again). The
+  // same validation as LoadShard: an error means the file's contents are unusable.
+  absl::Status RestoreShard(StoredShard shard);
+  // Recorded for GetWorkerStatus.shards_restored. REQUIRES: before serving.
+  void set_shards_restored(uint32_t n) { shards_restored_ = n; }
+
  private:
   // Admits a call (an empty ticket without admission control).
   absl::StatusOr<rpc::AdmissionControl::Ticket> Admit(const char* method, uint64_t request_bytes);
@@ -103,10 +118,13 @@ class WorkerService final : public v1::Worker::Service {
   DatasetCache* const datasets_;
   SubsetIndexCache* const subset_indexes_;
   ThreadPool* const pool_;
+  ShardFiles* const files_;
   const absl::Duration testing_job_delay_;
   const absl::Duration testing_search_delay_;
   rpc::AdmissionControl* const admission_;
   const uint64_t memory_budget_bytes_;
+  std::atomic<uint64_t> shard_loads_{0};
+  uint32_t shards_restored_ = 0;
 };
 
 }  // namespace knncluster::worker

@@ -16,10 +16,12 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 #include <memory>
 #include <numeric>
 #include <random>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -40,6 +42,7 @@
 #include "knncluster/v1/worker.grpc.pb.h"
 #include "rpc/content_hash.h"
 #include "rpc/grid_convert.h"
+#include "worker/shard_files.h"
 #include "worker/worker_internal.h"
 #include "worker/worker_server.h"
 
@@ -1253,7 +1256,124 @@ TEST_F(WorkerServerTest, RegistersHeartbeatsAndReregisters) {
   ASSERT_EQ(h.shard_ids_size(), 1);
   EXPECT_EQ(h.shard_ids(0), "m/0");
   EXPECT_GT(h.rss_bytes(), 0u);
+  // A registration reports the shards held (here: the one loaded before the second one).
+  EXPECT_EQ(fake.registrations_[0].shard_ids_size(), 0);
+  ASSERT_EQ(fake.registrations_[1].shard_ids_size(), 1);
+  EXPECT_EQ(fake.registrations_[1].shard_ids(0), "m/0");
   coordinator->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+}
+
+// ---- Persistence: shards in the data directory ---------------------------------------------------
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+void WriteAll(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << bytes;
+}
+
+TEST_F(WorkerServerTest, ShardsSurviveARestartAndAnswerBitForBit) {
+  const Matrix data = RandomIntegers(600, 5, 6, 17);  // ties and duplicates
+  const Matrix queries = RandomIntegers(40, 5, 6, 18);
+  LoadTwoShards(data, 250, Params(Algorithm::kKdTree, 2, 7));
+  v1::LoadShardResponse loaded;
+  ASSERT_TRUE(Load("other/0", data.view().Slice(0, 90), {}, 5000, Params(Algorithm::kBallTree, 1),
+                   &loaded)
+                  .ok());
+  v1::SearchShardsResponse before, before_other;
+  ASSERT_TRUE(Search({"m/0", "m/1"}, queries, 9, &before).ok());
+  ASSERT_TRUE(Search({"other/0"}, queries, 4, &before_other).ok());
+  const v1::WorkerStatus first = Status();
+  EXPECT_EQ(first.shard_loads(), 3u);
+  EXPECT_EQ(first.shards_restored(), 0u);
+  EXPECT_TRUE(std::filesystem::exists(data_dir_ + "/shards/" + ShardFiles::FileName("m/0")));
+  EXPECT_EQ(ShardFiles::FileName("m/0"), "m%2F0");
+  EXPECT_EQ(ReadAll(data_dir_ + "/FORMAT"), "knncluster-worker 1\n");
+
+  StartServer(data_dir_);  // the same directory: a restarted worker, nothing re-sent
+  const v1::WorkerStatus second = Status();
+  EXPECT_EQ(second.shard_loads(), 0u);
+  EXPECT_EQ(second.shards_restored(), 3u);
+  EXPECT_EQ(second.quarantined_files_size(), 0);
+  ASSERT_EQ(second.shards_size(), 3);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(second.shards(i).shard_id(), first.shards(i).shard_id());
+    EXPECT_EQ(second.shards(i).rows(), first.shards(i).rows());
+    EXPECT_EQ(second.shards(i).algorithm(), first.shards(i).algorithm());
+    EXPECT_EQ(second.shards(i).memory_bytes(), first.shards(i).memory_bytes());  // budgeted
+  }
+  v1::SearchShardsResponse after, after_other;
+  ASSERT_TRUE(Search({"m/0", "m/1"}, queries, 9, &after).ok());
+  ASSERT_TRUE(Search({"other/0"}, queries, 4, &after_other).ok());
+  EXPECT_EQ(after.SerializeAsString(), before.SerializeAsString());  // bit for bit
+  EXPECT_EQ(after_other.SerializeAsString(), before_other.SerializeAsString());
+
+  // DropShard removes the file too: the next start does not bring it back.
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::DropShardRequest drop;
+  drop.set_shard_id("other/0");
+  v1::DropShardResponse dropped;
+  ASSERT_TRUE(stub_->DropShard(&context, drop, &dropped).ok());
+  EXPECT_FALSE(std::filesystem::exists(data_dir_ + "/shards/" + ShardFiles::FileName("other/0")));
+  StartServer(data_dir_);
+  const v1::WorkerStatus third = Status();
+  EXPECT_EQ(third.shards_restored(), 2u);
+  ASSERT_EQ(third.shards_size(), 2);
+  EXPECT_EQ(third.shards(0).shard_id(), "m/0");
+  EXPECT_EQ(third.shards(1).shard_id(), "m/1");
+}
+
+TEST_F(WorkerServerTest, ACorruptShardFileIsQuarantinedAndNotHeld) {
+  const Matrix data = RandomIntegers(300, 3, 9, 4);
+  LoadTwoShards(data, 100, Params(Algorithm::kBrute, 2));
+  server_->Shutdown();
+  const std::string path = data_dir_ + "/shards/" + ShardFiles::FileName("m/1");
+  std::string bytes = ReadAll(path);
+  bytes[bytes.size() / 2] ^= 0x01;  // one bit of one row
+  WriteAll(path, bytes);
+  WriteAll(data_dir_ + "/shards/m%2F0.tmp-1-2-3-4", "a write a crash cut short");
+
+  StartServer(data_dir_);
+  const v1::WorkerStatus status = Status();
+  EXPECT_EQ(status.shards_restored(), 1u);
+  ASSERT_EQ(status.shards_size(), 1);
+  EXPECT_EQ(status.shards(0).shard_id(), "m/0");
+  ASSERT_EQ(status.quarantined_files_size(), 1);
+  EXPECT_THAT(status.quarantined_files(0), HasSubstr(data_dir_ + "/quarantine/m%2F1."));
+  EXPECT_THAT(status.quarantined_files(0), HasSubstr("checksum"));
+  EXPECT_FALSE(std::filesystem::exists(path));
+  EXPECT_FALSE(std::filesystem::exists(data_dir_ + "/shards/m%2F0.tmp-1-2-3-4"));
+  v1::SearchShardsResponse search;
+  EXPECT_EQ(Search({"m/1"}, data.view().Slice(0, 1), 1, &search).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  // The coordinator sends it again: held and kept as usual.
+  v1::LoadShardResponse response;
+  ASSERT_TRUE(Load("m/1", data.view().Slice(100, 300), {}, 100, Params(Algorithm::kBrute, 2),
+                   &response)
+                  .ok());
+  StartServer(data_dir_);
+  EXPECT_EQ(Status().shards_restored(), 2u);
+  EXPECT_EQ(Status().quarantined_files_size(), 0);
+}
+
+TEST_F(WorkerServerTest, ANewerDataDirectoryIsRefusedClearly) {
+  server_->Shutdown();
+  server_.reset();
+  WriteAll(data_dir_ + "/FORMAT", "knncluster-worker 99\n");
+  WorkerOptions options;
+  options.data_dir = data_dir_;
+  WorkerServer server(options);
+  const absl::Status status = server.Start();
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(status.message()),
+              HasSubstr("data directory format version 99 is newer than this build supports (1)"));
+  EXPECT_THAT(std::string(status.message()), HasSubstr(data_dir_));
 }
 
 TEST_F(WorkerServerTest, RegistersWithACoordinatorThatStartsLater) {

@@ -24,10 +24,13 @@ BIN = None
 class Cluster:
     """A coordinator and `workers` workers, each a real process with its own data directory."""
 
-    def __init__(self, workers, tmp, static=False, worker_args=()):
+    def __init__(self, workers, tmp, static=False, worker_args=(), coordinator_args=(),
+                 heartbeat_ms=200):
         """static: workers start first, without --coordinator, and the coordinator gets their
         addresses with --workers; otherwise workers register with the coordinator.
-        worker_args: extra flags for every worker."""
+        worker_args / coordinator_args: extra flags for every worker / the coordinator.
+        heartbeat_ms: the coordinator's heartbeat interval (a worker silent for 3 of them is
+        dead)."""
         self.tmp = tmp
         self.worker_args = list(worker_args)
         self.procs = []
@@ -36,7 +39,9 @@ class Cluster:
         self.coordinator = None
         static_addrs = [self.add_worker(f"w{i}") for i in range(workers)] if static else []
         argv = [os.path.join(BIN, "knn-coordinator"), "--listen", "127.0.0.1:0",
-                "--data-dir", os.path.join(tmp, "coordinator"), "--heartbeat-interval-ms", "200"]
+                "--data-dir", os.path.join(tmp, "coordinator"),
+                "--heartbeat-interval-ms", str(heartbeat_ms)]
+        argv += list(coordinator_args)
         if static:
             argv += ["--workers", ",".join(static_addrs)]
         self.coordinator = self._start("coordinator", argv)
@@ -303,6 +308,95 @@ class ClusterTest(unittest.TestCase):
         model = [m for m in c.status()["models"] if m["name"] == "m"][0]
         alive = {w["worker_id"] for w in c.status()["workers"] if w["state"] == "WORKER_ALIVE"}
         self.assertTrue(all(s["worker_id"] in alive for s in model["shards"]))
+
+    def test_worker_killed_and_restarted_keeps_its_shards_without_a_resend(self):
+        # A 1 s heartbeat: the worker is back (about 0.1 s) long before it would be dead (3 s).
+        c = Cluster(2, tempfile.mkdtemp(dir=self.tmp), heartbeat_ms=1000)
+        self.clusters.append(c)
+        c.knnctl("fit", *SPLIT, "--split", "train", "-k", "10", "--algorithm", "kd_tree",
+                 "--model", "m")
+        want = c.knnctl("kneighbors", "--model", "m", *SPLIT, "--split", "test")
+        want_pred = c.knnctl("predict", "--model", "m", *SPLIT, "--split", "test")
+        import grpc
+        from knncluster.v1 import worker_pb2, worker_pb2_grpc
+
+        def worker_status(addr):
+            with grpc.insecure_channel(addr) as channel:
+                return worker_pb2_grpc.WorkerStub(channel).GetWorkerStatus(
+                    worker_pb2.GetWorkerStatusRequest(), timeout=10)
+
+        before = worker_status(c.workers["w0"][0])
+        self.assertGreater(len(before.shards), 0)
+        self.assertEqual(before.shard_loads, len(before.shards))
+        placed = {s["shard_id"] for m in c.status()["models"] for s in m["shards"]
+                  if s["worker_id"] == before.worker_id}
+        self.assertEqual(placed, {s.shard_id for s in before.shards})
+
+        other_loads = worker_status(c.workers["w1"][0]).shard_loads
+        # Placements older than the repair grace (2 heartbeats + 1 s): a restarted worker that
+        # reported nothing at registration would have them marked lost by the next repair round.
+        time.sleep(3.5)
+        c.kill_worker("w0")  # SIGKILL: nothing is flushed or said on the way out
+        addr = c.add_worker("w0")  # the same data directory, a new port
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            w = [w for w in c.status()["workers"] if w["worker_id"] == before.worker_id][0]
+            if w["address"] == addr and w["state"] == "WORKER_ALIVE":
+                break
+            time.sleep(0.05)
+        self.assertEqual(w["address"], addr)
+        # Several repair rounds later, nothing was sent again: the shards came from disk.
+        time.sleep(3.5)
+        after = worker_status(addr)
+        self.assertEqual(after.worker_id, before.worker_id)
+        self.assertEqual(after.shard_loads, 0)
+        self.assertEqual(after.shards_restored, len(before.shards))
+        self.assertEqual(list(after.quarantined_files), [])
+        self.assertEqual([(s.shard_id, s.rows, s.memory_bytes) for s in after.shards],
+                         [(s.shard_id, s.rows, s.memory_bytes) for s in before.shards])
+        placed_after = {s["shard_id"] for m in c.status()["models"] for s in m["shards"]
+                        if s["worker_id"] == before.worker_id}
+        self.assertEqual(placed_after, placed)
+        # Nor to the other worker.
+        self.assertEqual(worker_status(c.workers["w1"][0]).shard_loads, other_loads)
+        self.assertEqual(c.knnctl("kneighbors", "--model", "m", *SPLIT, "--split", "test"), want)
+        self.assertEqual(c.knnctl("predict", "--model", "m", *SPLIT, "--split", "test"),
+                         want_pred)
+        with open(os.path.join(c.tmp, "w0.err")) as f:
+            self.assertIn(f"restored {len(before.shards)} shard(s)", f.read())
+
+        # Again, with one bit of one shard file flipped: that file is quarantined, the shard is
+        # not held, and the coordinator's repair sends it again; answers stay exact.
+        c.kill_worker("w0")
+        shard_dir = os.path.join(c.tmp, "w0", "shards")
+        victim = sorted(os.listdir(shard_dir))[0]
+        with open(os.path.join(shard_dir, victim), "r+b") as f:
+            f.seek(os.path.getsize(os.path.join(shard_dir, victim)) // 2)
+            byte = f.read(1)
+            f.seek(-1, os.SEEK_CUR)
+            f.write(bytes([byte[0] ^ 0x20]))
+        addr = c.add_worker("w0")
+        status = worker_status(addr)
+        self.assertEqual(status.shards_restored, len(before.shards) - 1)
+        self.assertEqual(len(status.quarantined_files), 1)
+        self.assertIn("checksum", status.quarantined_files[0])
+        self.assertTrue(os.listdir(os.path.join(c.tmp, "w0", "quarantine")))
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            loads = worker_status(addr).shard_loads + worker_status(c.workers["w1"][0]).shard_loads
+            if loads > other_loads:
+                break
+            time.sleep(0.1)
+        self.assertGreater(loads, other_loads, "the quarantined shard was never sent again")
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            p = c.knnctl("kneighbors", "--model", "m", *SPLIT, "--split", "test", check=False)
+            if p.returncode == 0:
+                break
+            time.sleep(0.1)
+        self.assertEqual(json.loads(p.stdout), want)
+        with open(os.path.join(c.tmp, "w0.err")) as f:
+            self.assertIn("quarantined unreadable shard file", f.read())
 
     def test_restarted_worker_keeps_its_id_at_a_new_address(self):
         c = self.cluster(1)

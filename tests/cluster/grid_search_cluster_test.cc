@@ -4,6 +4,8 @@
 // (core GridSearchCV), which tests/parity and core/model_selection check against scikit-learn.
 #include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <limits>
 #include <memory>
 #include <string>
@@ -54,12 +56,22 @@ class GridSearchClusterTest : public ::testing::Test {
 
   void StartCoordinator() {
     dir_ = TempDir(::testing::UnitTest::GetInstance()->current_test_info()->name());
+    StartCoordinatorOnDir();
+  }
+
+  // A coordinator on dir_ as it is (a restart when one ran there before).
+  void StartCoordinatorOnDir(size_t max_finished = 100) {
+    if (coordinator_ != nullptr) {
+      coordinator_->Shutdown();
+      coordinator_.reset();
+    }
     coordinator::CoordinatorOptions o;
     o.data_dir = dir_ + "/coordinator";
     o.heartbeat_interval_ms = 100;
     o.threads = 2;
     o.grid_search.slots_per_worker = 2;
     o.grid_search.no_worker_timeout = absl::Seconds(20);
+    o.grid_search.max_finished = max_finished;
     coordinator_ = std::make_unique<coordinator::CoordinatorServer>(o);
     ASSERT_TRUE(coordinator_->Start().ok());
     stub_ = v1::Coordinator::NewStub(grpc::CreateChannel(coordinator_->bound_address(),
@@ -583,6 +595,143 @@ TEST_F(GridSearchClusterTest, CancelStopsTheSearch) {
   v1::ListModelsResponse models;
   ASSERT_TRUE(stub_->ListModels(&ctx2, {}, &models).ok());
   EXPECT_EQ(models.models_size(), 0);
+}
+
+// ---- Persistence: a coordinator restarted on its data directory ------------------------------
+
+v1::ListGridSearchesResponse List(v1::Coordinator::Stub* stub) {
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx);
+  v1::ListGridSearchesResponse list;
+  EXPECT_TRUE(stub->ListGridSearches(&ctx, {}, &list).ok());
+  return list;
+}
+
+const v1::GridSearchInfo* FindInfo(const v1::ListGridSearchesResponse& list, const std::string& id) {
+  for (const auto& s : list.searches()) {
+    if (s.id() == id) return &s;
+  }
+  return nullptr;
+}
+
+v1::StartGridSearchRequest SmallRequest() {
+  v1::StartGridSearchRequest r;
+  r.set_dataset("digits");
+  r.set_task(v1::TASK_CLASSIFIER);
+  v1::ParamGrid* g = r.add_param_grid();
+  for (int k : {1, 3, 5}) g->add_n_neighbors(k);
+  for (double p : {1.0, 2.0}) g->add_p(p);
+  r.set_cv(3);
+  r.set_refit(false);
+  r.set_mode(v1::GRID_SEARCH_MODE_REPLICATED);
+  return r;
+}
+
+// A finished search answers List and GetGridSearchResult identically after a restart; a search
+// interrupted by the restart runs again under its id and ends with the single-process answer; a
+// damaged record is quarantined, never misread.
+TEST_F(GridSearchClusterTest, SearchesSurviveACoordinatorRestart) {
+  StartCoordinator();
+  AddWorker();
+  WaitAlive(1);
+  UploadDigits();
+  const v1::StartGridSearchRequest req = SmallRequest();
+  v1::GridSearchResult finished = RunToEnd(req);
+  const std::string done_id = finished.info().id();
+  ASSERT_FALSE(done_id.empty());
+  EXPECT_TRUE(std::filesystem::exists(dir_ + "/coordinator/grid_searches/" + done_id));
+  const v1::GridSearchInfo listed = *FindInfo(List(stub_.get()), done_id);
+
+  // A search still waiting for a worker when the coordinator stops.
+  for (auto& w : workers_) w->Shutdown();
+  WaitAlive(0);
+  v1::StartGridSearchRequest slow = req;
+  slow.set_cv(4);
+  v1::GridSearchInfo interrupted;
+  ASSERT_TRUE(Start(slow, &interrupted).ok());
+
+  StartCoordinatorOnDir();
+  v1::GridSearchResult again;
+  grpc::Status st = Result(done_id, &again);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(again.SerializeAsString(), finished.SerializeAsString());
+  v1::ListGridSearchesResponse list = List(stub_.get());
+  ASSERT_EQ(list.searches_size(), 2);
+  EXPECT_EQ(list.searches(0).id(), done_id);  // oldest first, as before
+  EXPECT_EQ(list.searches(0).SerializeAsString(), listed.SerializeAsString());
+  EXPECT_EQ(list.searches(1).id(), interrupted.id());
+  EXPECT_NE(list.searches(1).state(), v1::GRID_SEARCH_SUCCEEDED);
+  EXPECT_GE(list.searches(1).jobs_requeued(), list.searches(1).jobs_total());
+
+  AddWorker();
+  std::vector<v1::GridSearchInfo> events = Watch(interrupted.id());
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().state(), v1::GRID_SEARCH_SUCCEEDED) << events.back().error();
+  v1::GridSearchResult resumed;
+  ASSERT_TRUE(Result(interrupted.id(), &resumed).ok());
+  auto digits = LoadDigits();
+  ASSERT_TRUE(digits.ok());
+  ExpectSameResults(resumed, Local(slow, std::make_shared<const Matrix>(digits->features),
+                                   digits->targets));
+
+  // Both answer the same after one more restart.
+  for (auto& w : workers_) w->Shutdown();
+  StartCoordinatorOnDir();
+  v1::GridSearchResult third;
+  ASSERT_TRUE(Result(done_id, &third).ok());
+  EXPECT_EQ(third.SerializeAsString(), finished.SerializeAsString());
+  ASSERT_TRUE(Result(interrupted.id(), &third).ok());
+  EXPECT_EQ(third.SerializeAsString(), resumed.SerializeAsString());
+
+  // One flipped bit: the record is quarantined, the search unknown, the other one intact.
+  coordinator_->Shutdown();
+  coordinator_.reset();
+  const std::string path = dir_ + "/coordinator/grid_searches/" + done_id;
+  std::string bytes;
+  {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    bytes = ss.str();
+  }
+  bytes[bytes.size() - 10] ^= 0x04;
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << bytes;
+  }
+  StartCoordinatorOnDir();
+  EXPECT_EQ(Result(done_id, &third).error_code(), grpc::StatusCode::NOT_FOUND);
+  ASSERT_TRUE(Result(interrupted.id(), &third).ok());
+  EXPECT_EQ(third.SerializeAsString(), resumed.SerializeAsString());
+  EXPECT_FALSE(std::filesystem::exists(path));
+  bool quarantined = false;
+  for (const auto& e : std::filesystem::directory_iterator(dir_ + "/coordinator/quarantine")) {
+    quarantined |= e.path().filename().string().rfind(done_id, 0) == 0;
+  }
+  EXPECT_TRUE(quarantined);
+}
+
+// Only the last max_finished finished searches are kept, on disk too.
+TEST_F(GridSearchClusterTest, RetentionDeletesTheFilesOfForgottenSearches) {
+  dir_ = TempDir(::testing::UnitTest::GetInstance()->current_test_info()->name());
+  StartCoordinatorOnDir(/*max_finished=*/1);
+  AddWorker();
+  WaitAlive(1);
+  UploadDigits();
+  const std::string first = RunToEnd(SmallRequest()).info().id();
+  const std::string second = RunToEnd(SmallRequest()).info().id();
+  // The search is seen finished just before the older one is forgotten.
+  for (int i = 0; i < 100 && std::filesystem::exists(dir_ + "/coordinator/grid_searches/" + first);
+       ++i) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/coordinator/grid_searches/" + first));
+  EXPECT_TRUE(std::filesystem::exists(dir_ + "/coordinator/grid_searches/" + second));
+  for (auto& w : workers_) w->Shutdown();
+  StartCoordinatorOnDir(1);
+  v1::ListGridSearchesResponse list = List(stub_.get());
+  ASSERT_EQ(list.searches_size(), 1);
+  EXPECT_EQ(list.searches(0).id(), second);
 }
 
 }  // namespace
