@@ -91,6 +91,9 @@ class ModelManager {
                ScatterGather* search, ThreadPool* pool, ModelManagerOptions options,
                ModelCatalog* catalog = nullptr);
 
+  // Copies a new fit makes of every shard (--replication, at least 1).
+  int replication() const { return options_.replication < 1 ? 1 : options_.replication; }
+
   // Loads the catalog's models into the registry (labels read back from their datasets), so a
   // restarted coordinator serves them without a re-upload or a refit. Call once at start. A
   // record that cannot be used is quarantined; returns one error per such model, naming it.

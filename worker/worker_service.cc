@@ -228,13 +228,14 @@ absl::Status CheckFoldPart(const std::vector<int64_t>& part, size_t rows, const 
 
 // Sleeps `delay` in small steps; Cancelled as soon as the call is cancelled (or its deadline
 // passes).
-absl::Status TestingDelay(grpc::ServerContext* context, absl::Duration delay) {
+absl::Status TestingDelay(grpc::ServerContext* context, absl::Duration delay,
+                          const char* method = "RunFoldJob") {
   const absl::Time end = absl::Now() + delay;
   for (absl::Time now = absl::Now(); now < end; now = absl::Now()) {
-    if (context->IsCancelled()) return Cancelled("RunFoldJob");
+    if (context->IsCancelled()) return Cancelled(method);
     absl::SleepFor(std::min(kDelayStep, end - now));
   }
-  if (context->IsCancelled()) return Cancelled("RunFoldJob");
+  if (context->IsCancelled()) return Cancelled(method);
   return absl::OkStatus();
 }
 }  // namespace
@@ -247,7 +248,16 @@ WorkerService::WorkerService(WorkerServiceContext context)
       pool_(context.pool),
       files_(context.files),
       testing_job_delay_(context.testing_job_delay),
+      testing_search_delay_(context.testing_search_delay),
+      admission_(context.admission),
+      memory_budget_bytes_(context.memory_budget_bytes),
       guard_(std::move(context.guard)) {}
+
+absl::StatusOr<rpc::AdmissionControl::Ticket> WorkerService::Admit(const char* method,
+                                                                   uint64_t request_bytes) {
+  if (admission_ == nullptr) return rpc::AdmissionControl::Ticket();
+  return admission_->Admit(method, request_bytes);
+}
 
 // ---- LoadShard ----------------------------------------------------------------------------------
 
@@ -255,6 +265,8 @@ grpc::Status WorkerService::LoadShard(grpc::ServerContext* context,
                                       grpc::ServerReader<v1::LoadShardRequest>* reader,
                                       v1::LoadShardResponse* response) {
   if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
+  auto ticket = Admit("LoadShard", 0);
+  if (!ticket.ok()) return rpc::ToGrpcStatus(ticket.status());
   return rpc::ToGrpcStatus(DoLoadShard(context, reader, response));
 }
 
@@ -279,6 +291,21 @@ absl::Status WorkerService::DoLoadShard(grpc::ServerContext* context,
 
   const size_t rows = static_cast<size_t>(header.rows());
   const size_t cols = static_cast<size_t>(header.cols());
+  if (memory_budget_bytes_ > 0) {
+    // Each row: its features and its global id; the shard it replaces (same id) is freed.
+    const long double needed = static_cast<long double>(rows) * (cols + 1) * sizeof(double);
+    uint64_t held = store_->TotalBytes();
+    for (const ShardInfo& info : store_->List()) {
+      if (info.shard_id == header.shard_id()) held -= std::min(held, info.memory_bytes);
+    }
+    if (needed + held > static_cast<long double>(memory_budget_bytes_)) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "header.rows: shard \"%s\" (%d rows x %d features) needs %.1f MiB; this worker holds "
+          "%.1f MiB of shards within its budget of %.1f MiB (--memory-budget-mb)",
+          header.shard_id(), rows, cols, static_cast<double>(needed / 1048576.0L),
+          held / 1048576.0, memory_budget_bytes_ / 1048576.0));
+    }
+  }
   // The one staging copy of the rows, filled chunk by chunk.
   std::vector<double> values;
   // Reserve what the header announces, up to 128 MiB; beyond that the buffer grows as rows
@@ -366,6 +393,12 @@ grpc::Status WorkerService::SearchShards(grpc::ServerContext* context,
                                          const v1::SearchShardsRequest* request,
                                          v1::SearchShardsResponse* response) {
   if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
+  auto ticket = Admit("SearchShards", request->ByteSizeLong());
+  if (!ticket.ok()) return rpc::ToGrpcStatus(ticket.status());
+  if (testing_search_delay_ > absl::ZeroDuration()) {
+    absl::Status st = TestingDelay(context, testing_search_delay_, "SearchShards");
+    if (!st.ok()) return rpc::ToGrpcStatus(st);
+  }
   return rpc::ToGrpcStatus(DoSearchShards(context, *request, response));
 }
 
@@ -468,6 +501,8 @@ grpc::Status WorkerService::DropShard(grpc::ServerContext* context,
                                       const v1::DropShardRequest* request,
                                       v1::DropShardResponse* response) {
   if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
+  auto ticket = Admit("DropShard", request->ByteSizeLong());
+  if (!ticket.ok()) return rpc::ToGrpcStatus(ticket.status());
   absl::Status status = ValidateShardId(request->shard_id(), "shard_id");
   if (status.ok()) {
     response->set_existed(store_->Drop(request->shard_id()));
@@ -508,6 +543,8 @@ grpc::Status WorkerService::PutDataset(grpc::ServerContext* context,
                                        grpc::ServerReader<v1::PutDatasetRequest>* reader,
                                        v1::PutDatasetResponse* response) {
   if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
+  auto ticket = Admit("PutDataset", 0);
+  if (!ticket.ok()) return rpc::ToGrpcStatus(ticket.status());
   return rpc::ToGrpcStatus(DoPutDataset(context, reader, response));
 }
 
@@ -640,6 +677,8 @@ grpc::Status WorkerService::RunFoldJob(grpc::ServerContext* context,
                                        const v1::RunFoldJobRequest* request,
                                        v1::RunFoldJobResponse* response) {
   if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
+  auto ticket = Admit("RunFoldJob", request->ByteSizeLong());
+  if (!ticket.ok()) return rpc::ToGrpcStatus(ticket.status());
   return rpc::ToGrpcStatus(DoRunFoldJob(context, *request, response));
 }
 

@@ -35,6 +35,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "knncluster/v1/worker.grpc.pb.h"
+#include "rpc/admission.h"
 #include "rpc/credentials.h"
 
 namespace knncluster {
@@ -64,6 +65,14 @@ struct WorkerServiceContext {
   // Checked first by every handler: with TLS, only the coordinator's certificate may call.
   // Default: everyone (plaintext).
   rpc::CallGuard guard;
+  // For tests: every SearchShards first sleeps this long (the same way).
+  absl::Duration testing_search_delay = absl::ZeroDuration();
+  // Admits LoadShard, SearchShards, DropShard, PutDataset and RunFoldJob (GetWorkerStatus, the
+  // coordinator's liveness probe, is never refused). Null: no limit.
+  rpc::AdmissionControl* admission = nullptr;
+  // What the worker may hold (--memory-budget-mb): a LoadShard whose header announces more
+  // than fits beside the shards already held is refused before any row is read. 0: no check.
+  uint64_t memory_budget_bytes = 0;
 };
 
 class WorkerService final : public v1::Worker::Service {
@@ -95,6 +104,8 @@ class WorkerService final : public v1::Worker::Service {
   void set_shards_restored(uint32_t n) { shards_restored_ = n; }
 
  private:
+  // Admits a call (an empty ticket without admission control).
+  absl::StatusOr<rpc::AdmissionControl::Ticket> Admit(const char* method, uint64_t request_bytes);
   absl::Status DoLoadShard(grpc::ServerContext* context,
                            grpc::ServerReader<v1::LoadShardRequest>* reader,
                            v1::LoadShardResponse* response);
@@ -113,6 +124,9 @@ class WorkerService final : public v1::Worker::Service {
   ThreadPool* const pool_;
   ShardFiles* const files_;
   const absl::Duration testing_job_delay_;
+  const absl::Duration testing_search_delay_;
+  rpc::AdmissionControl* const admission_;
+  const uint64_t memory_budget_bytes_;
   std::atomic<uint64_t> shard_loads_{0};
   uint32_t shards_restored_ = 0;
   const rpc::CallGuard guard_;

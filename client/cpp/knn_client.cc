@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/base/status_macros.h"
 #include "rpc/convert.h"
+#include "rpc/limits.h"
 #include "rpc/status.h"
 
 namespace knncluster::client {
@@ -45,8 +46,8 @@ absl::StatusOr<std::string> ReadPem(const std::string& field, const std::string&
 
 absl::StatusOr<ChannelSetup> MakeChannelSetup(const ClientOptions& options) {
   ChannelSetup setup;
-  setup.args.SetMaxReceiveMessageSize(kMaxMessageBytes);
-  setup.args.SetMaxSendMessageSize(kMaxMessageBytes);
+  // Message limits, keepalive, and retries (backoff with jitter) of the idempotent calls only.
+  rpc::SetClientChannelArgs(kMaxMessageBytes, rpc::IdempotentCoordinatorMethods(), &setup.args);
   // The token goes into a metadata value: gRPC sends printable ASCII only, and a bearer token
   // (RFC 6750) has no spaces.
   for (char c : options.token) {
@@ -136,6 +137,7 @@ absl::StatusOr<v1::DatasetInfo> KnnClient::UploadDataset(const std::string& name
   v1::UploadDatasetRequest header;
   header.mutable_header()->set_name(name);
   header.mutable_header()->set_cols(cols);
+  header.mutable_header()->set_rows(rows);
   header.mutable_header()->set_replace(replace);
   header.mutable_header()->set_labels(!labeled  ? v1::LABELS_NONE
                                       : strings ? v1::LABELS_STRING

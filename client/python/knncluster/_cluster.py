@@ -34,6 +34,33 @@ ENV_TOKEN = "KNNCLUSTER_TOKEN"
 ENV_TLS = "KNNCLUSTER_TLS"
 ENV_TIMEOUT = "KNNCLUSTER_TIMEOUT"
 
+# Channel limits, as rpc/limits.h sets them for the C++ client: the coordinator's default message
+# limit (--max-message-mb), keepalive pings after 20 s idle (the servers accept one every 10 s),
+# and retries with exponential backoff and jitter on UNAVAILABLE for the idempotent methods only.
+MAX_MESSAGE_BYTES = 64 << 20
+IDEMPOTENT_METHODS = ("KNeighbors", "Predict", "PredictProba", "Score", "ListDatasets",
+                      "DescribeDataset", "ListModels", "DescribeModel", "GetClusterStatus",
+                      "ListGridSearches", "GetGridSearchResult")
+
+
+def channel_options():
+    """The gRPC channel options of every Cluster channel."""
+    import json
+    retry = {"methodConfig": [{
+        "name": [{"service": "knncluster.v1.Coordinator", "method": m}
+                 for m in IDEMPOTENT_METHODS],
+        "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.1s", "maxBackoff": "2s",
+                        "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]}
+    return [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.keepalive_time_ms", 20000),
+            ("grpc.keepalive_timeout_ms", 10000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", json.dumps(retry))]
+
+
 # Request budget per message: upload chunks and inline query batches (the server accepts 4 MiB).
 CHUNK_BYTES = 1 << 20
 # Response budget per query batch (distances + indices, or probabilities).
@@ -170,8 +197,7 @@ class Cluster:
         pid = os.getpid()
         with self._lock:
             if self._stub is None or self._pid != pid:  # a forked child opens its own channel
-                options = [("grpc.max_receive_message_length", -1),
-                           ("grpc.max_send_message_length", -1)]
+                options = channel_options()
                 creds = self.channel_credentials()
                 if creds is None:
                     channel = grpc.insecure_channel(self.address, options=options)
@@ -253,7 +279,8 @@ class Cluster:
                 else coordinator_pb2.LABELS_NUMERIC if labels is not None
                 else coordinator_pb2.LABELS_NONE)
         header = coordinator_pb2.UploadDatasetRequest(header=coordinator_pb2.DatasetHeader(
-            name=name, cols=X.shape[1], labels=kind, feature_names=list(feature_names or [])))
+            name=name, cols=X.shape[1], rows=X.shape[0], labels=kind,
+            feature_names=list(feature_names or [])))
         rows_per_chunk = max(1, CHUNK_BYTES // (8 * X.shape[1]))
         n = X.shape[0]
         total_bytes = X.nbytes
