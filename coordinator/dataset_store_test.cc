@@ -609,7 +609,7 @@ TEST_F(DatasetStoreTest, DamagedDatasetsAreQuarantinedAtOpen) {
               HasSubstr(datasets + "flipped/meta: the dataset meta file's checksum does not match"));
   EXPECT_THAT(flipped, HasSubstr("moved to " + dir_ + "/quarantine/flipped-"));
   EXPECT_EQ(store_->load_errors()[2].code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(future, HasSubstr(datasets + "future/meta: dataset meta file format version 3 is "
+  EXPECT_THAT(future, HasSubstr(datasets + "future/meta: dataset meta file format version 4 is "
                                            "newer than this build supports (3)"));
   EXPECT_THAT(truncated, HasSubstr(datasets + "short/features.f64: expected 48 bytes, found 40"));
   EXPECT_THAT(DatasetDirEntries(), ElementsAre("good", "good-a", "good-b"));
