@@ -12,6 +12,7 @@
 #include "core/base/durable_file.h"
 #include "core/base/status_macros.h"
 #include "core/base/thread_pool.h"
+#include "rpc/server_main.h"
 #include "coordinator/coordinator_service.h"
 #include "coordinator/dataset_store.h"
 #include "coordinator/model_manager.h"
@@ -92,6 +93,10 @@ absl::Status CoordinatorServer::Start() {
   model_options.sharding = options_.sharding;
   model_options.replication = options_.replication;
   model_options.load_deadline = options_.load_deadline;
+  model_options.rebuild_wait = options_.rebuild_wait;
+  model_options.log = options_.log ? options_.log : [](const std::string& line) {
+    rpc::LogLine("knn-coordinator", line);
+  };
   KNN_ASSIGN_OR_RETURN(catalog_, ModelCatalog::Open(options_.data_dir));
   models_ = std::make_unique<ModelManager>(store_.get(), workers_.get(), registry_.get(),
                                            search_.get(), pool_.get(), model_options,

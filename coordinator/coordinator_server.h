@@ -18,6 +18,7 @@
 #ifndef KNNCLUSTER_COORDINATOR_COORDINATOR_SERVER_H_
 #define KNNCLUSTER_COORDINATOR_COORDINATOR_SERVER_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -73,6 +74,12 @@ struct CoordinatorOptions {
   absl::Duration rpc_deadline = absl::Seconds(60);
   // Deadline of one whole LoadShard stream.
   absl::Duration load_deadline = absl::Minutes(10);
+  // A training set quarantined at start is rebuilt from a model's shards once the workers
+  // holding them register; how long to wait for them (ModelManagerOptions::rebuild_wait).
+  absl::Duration rebuild_wait = absl::Minutes(5);
+  // Where the coordinator reports what it does on its own (a dataset rebuilt from shards);
+  // null: one line on stderr (rpc::LogLine).
+  std::function<void(const std::string&)> log;
   // Max message size, both directions, on the server and on channels to workers.
   int max_message_bytes = 64 << 20;
   // Admission (rpc/admission.h): Coordinator calls that do work (uploads, fits, queries, imports,

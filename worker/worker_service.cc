@@ -67,6 +67,26 @@ absl::Status Cancelled(const char* what) {
 // lists them (they are in the message already); leaves `ids` empty for a contiguous range, which
 // is materialised only once every row has arrived, so that a header alone claiming billions of
 // rows cannot make the worker allocate for them.
+// A LoadShard labels chunk: only with header.has_labels, finite, at most header.rows in all.
+absl::Status AppendShardLabels(const v1::ShardHeader& h, const v1::ShardLabels& chunk,
+                               size_t message, std::vector<double>* labels) {
+  const std::string field = absl::StrCat("labels[message ", message, "]");
+  if (!h.has_labels()) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": header.has_labels is false"));
+  }
+  if (static_cast<uint64_t>(chunk.values_size()) > h.rows() - labels->size()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: more labels than header.rows = %d", field, h.rows()));
+  }
+  for (int i = 0; i < chunk.values_size(); ++i) {
+    if (!std::isfinite(chunk.values(i))) {
+      return absl::InvalidArgumentError(absl::StrFormat("%s.values[%d]: not finite", field, i));
+    }
+  }
+  labels->insert(labels->end(), chunk.values().begin(), chunk.values().end());
+  return absl::OkStatus();
+}
+
 absl::Status ValidateHeader(const v1::ShardHeader& h, std::vector<int64_t>* ids) {
   KNN_RETURN_IF_ERROR(ValidateShardId(h.shard_id(), "header.shard_id"));
   if (h.rows() < 1) return absl::InvalidArgumentError("header.rows: must be >= 1, got 0");
@@ -312,9 +332,18 @@ absl::Status WorkerService::DoLoadShard(grpc::ServerContext* context,
   // actually arrive, so a header alone cannot claim the machine's memory.
   values.reserve(std::min<size_t>(rows * cols, size_t{16} << 20));
   size_t received = 0;
+  // header.has_labels: the rows' labels, staged only until the shard file is written.
+  std::vector<double> labels;
   for (size_t chunk = 1; reader->Read(&message); ++chunk) {
     if (context->IsCancelled()) return Cancelled("LoadShard");
+    if (message.part_case() == v1::LoadShardRequest::kLabels) {
+      KNN_RETURN_IF_ERROR(AppendShardLabels(header, message.labels(), chunk, &labels));
+      continue;
+    }
     const std::string field = absl::StrCat("rows[message ", chunk, "]");
+    if (!labels.empty() && message.part_case() == v1::LoadShardRequest::kRows) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ": rows after labels"));
+    }
     if (message.part_case() != v1::LoadShardRequest::kRows) {
       return absl::InvalidArgumentError(
           absl::StrCat(field, ": expected a chunk of rows (the header comes once, first)"));
@@ -339,13 +368,18 @@ absl::Status WorkerService::DoLoadShard(grpc::ServerContext* context,
     return absl::InvalidArgumentError(
         absl::StrFormat("rows: expected %d rows (header.rows), got %d", rows, received));
   }
+  if (header.has_labels() && labels.size() != rows) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "labels: expected %d labels (header.rows), got %d", rows, labels.size()));
+  }
   if (context->IsCancelled()) return Cancelled("LoadShard");
   // Durable before the shard is acknowledged: a worker restarted on its data directory holds
   // every shard it answered OK for. The rows are written as received (before an index reorders
   // them), so a restored shard is built from the same input.
   if (files_ != nullptr) {
-    KNN_RETURN_IF_ERROR(files_->Write(header, values));
+    KNN_RETURN_IF_ERROR(files_->Write(header, values, labels));
   }
+  labels = std::vector<double>();  // on disk only
   absl::StatusOr<std::pair<Algorithm, double>> built =
       BuildAndStore(header, options, std::move(ids), std::move(values), store_);
   if (!built.ok()) {

@@ -15,6 +15,10 @@
 // - Persistence: LoadShard writes the shard's file (ShardFiles) before answering OK; DropShard
 //   removes it; RestoreShard, called by the server at start before it serves, rebuilds a shard
 //   read back from its file through the same checks and build as LoadShard.
+// - LoadShard with header.has_labels: label chunks follow the rows; the labels go to the shard
+//   file only and are released once it is written (never indexed, never held).
+// - ReadShard (read_shard.cc): streams a shard back from its file (rows as loaded, global ids,
+//   labels) for the coordinator to rebuild a damaged dataset.
 // - DropShard (idempotent), GetWorkerStatus.
 // - PutDataset: header, row chunks, label chunks; checked against the memory budget from the
 //   header (before any row is read), against its content hash at the end, then cached in the
@@ -91,6 +95,9 @@ class WorkerService final : public v1::Worker::Service {
   grpc::Status GetWorkerStatus(grpc::ServerContext* context,
                                const v1::GetWorkerStatusRequest* request,
                                v1::WorkerStatus* response) override;
+  // In read_shard.cc.
+  grpc::Status ReadShard(grpc::ServerContext* context, const v1::ReadShardRequest* request,
+                         grpc::ServerWriter<v1::ReadShardChunk>* writer) override;
   grpc::Status PutDataset(grpc::ServerContext* context,
                           grpc::ServerReader<v1::PutDatasetRequest>* reader,
                           v1::PutDatasetResponse* response) override;
@@ -114,6 +121,8 @@ class WorkerService final : public v1::Worker::Service {
   absl::Status DoPutDataset(grpc::ServerContext* context,
                             grpc::ServerReader<v1::PutDatasetRequest>* reader,
                             v1::PutDatasetResponse* response);
+  absl::Status DoReadShard(grpc::ServerContext* context, const v1::ReadShardRequest& request,
+                           grpc::ServerWriter<v1::ReadShardChunk>* writer);
   absl::Status DoRunFoldJob(grpc::ServerContext* context, const v1::RunFoldJobRequest& request,
                             v1::RunFoldJobResponse* response);
 
