@@ -21,6 +21,9 @@ constexpr uint64_t kChunkValues = (1 << 20) / sizeof(double);
 grpc::Status WorkerService::ReadShard(grpc::ServerContext* context,
                                       const v1::ReadShardRequest* request,
                                       grpc::ServerWriter<v1::ReadShardChunk>* writer) {
+  if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
+  auto ticket = Admit("ReadShard", request->ByteSizeLong());
+  if (!ticket.ok()) return rpc::ToGrpcStatus(ticket.status());
   return rpc::ToGrpcStatus(DoReadShard(context, *request, writer));
 }
 

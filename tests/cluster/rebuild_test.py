@@ -106,7 +106,7 @@ class RebuildTest(unittest.TestCase):
         proc.wait()
         return [os.path.join(cluster_test.BIN, "knn-coordinator"), "--listen", self.c.coordinator,
                 "--data-dir", os.path.join(self.c.tmp, "coordinator"),
-                "--heartbeat-interval-ms", str(self.heartbeat_ms)]
+                "--heartbeat-interval-ms", str(self.heartbeat_ms), *self.c.coordinator_security()]
 
     def wait_for_model(self, model, timeout=30):
         deadline = time.time() + timeout
