@@ -20,6 +20,7 @@ import struct
 import threading
 import time
 import uuid
+import warnings
 
 import grpc
 import numpy as np
@@ -99,6 +100,10 @@ class Cluster:
         system roots, or a path) when the address is the environment's.
     timeout : float, default=None
         Deadline of each call in seconds; None takes ``KNNCLUSTER_TIMEOUT``, else 300.
+    allow_partial : bool, default=False
+        False: a query needing a shard with no live copy fails (ClusterUnavailableError naming
+        the shard). True: it is answered from the other shards, with a PartialAnswerWarning
+        listing the shards left out (also kept in ``last_missing_shards``). Not pickled.
 
     Creating a Cluster does not connect; the first call does. ``with Cluster(...):`` makes it
     the current cluster of estimators fitted inside the block. A Cluster pickles as its address
@@ -106,7 +111,7 @@ class Cluster:
     its address is the environment's).
     """
 
-    def __init__(self, address=None, token=None, tls=None, *, timeout=None):
+    def __init__(self, address=None, token=None, tls=None, *, timeout=None, allow_partial=False):
         env_address = os.environ.get(ENV_ADDRESS, "").strip()
         if address is None:
             if not env_address:
@@ -134,6 +139,8 @@ class Cluster:
         self.token = token
         self.tls = tls
         self.timeout = float(timeout)
+        self.allow_partial = bool(allow_partial)
+        self.last_missing_shards = []
         self._lock = threading.Lock()
         self._channel = None
         self._stub = None
@@ -331,6 +338,20 @@ class Cluster:
                           RESPONSE_BYTES // max(1, response_row_bytes)))
         return [(b, min(n, b + rows)) for b in range(0, n, rows)] or [(0, 0)]
 
+    def _query(self, method, requests, model):
+        """_map for the queries: sets allow_partial, and warns of the shards a partial answer
+        left out."""
+        for r in requests:
+            r.allow_partial = self.allow_partial
+        responses = self._map(method, requests, model=model)
+        missing = sorted({s for r in responses for s in r.missing_shards})
+        self.last_missing_shards = missing
+        if missing:
+            warnings.warn(exceptions.PartialAnswerWarning(
+                "%s on model %r answered without shards %s (no live copy)"
+                % (method, model, ", ".join(missing))), stacklevel=3)
+        return responses
+
     def kneighbors(self, model, X, k):
         """(distances, indices) of the k nearest training rows of each row of X; X may be the
         name of a dataset on the cluster instead of an array."""
@@ -341,7 +362,7 @@ class Cluster:
             requests = [coordinator_pb2.KNeighborsRequest(
                 model=model, queries=_queries(X[b:e]), k=k)
                 for b, e in self._batches(X, 20 * k)]
-        responses = self._map("KNeighbors", requests, model=model)
+        responses = self._query("KNeighbors", requests, model)
         dist = np.concatenate([np.array(r.neighbors.distances, dtype=np.float64)
                                for r in responses])
         ind = np.concatenate([np.array(r.neighbors.indices, dtype=np.int64) for r in responses])
@@ -352,13 +373,13 @@ class Cluster:
         class_names when it has string classes) or regression targets."""
         requests = [coordinator_pb2.PredictRequest(model=model, queries=_queries(X[b:e]))
                     for b, e in self._batches(X, 64)]
-        responses = self._map("Predict", requests, model=model)
+        responses = self._query("Predict", requests, model)
         return np.concatenate([np.array(r.predictions, dtype=np.float64) for r in responses])
 
     def predict_proba(self, model, X, n_classes):
         requests = [coordinator_pb2.PredictProbaRequest(model=model, queries=_queries(X[b:e]))
                     for b, e in self._batches(X, 9 * max(1, n_classes))]
-        responses = self._map("PredictProba", requests, model=model)
+        responses = self._query("PredictProba", requests, model)
         return np.concatenate([np.array(r.probabilities.values, dtype=np.float64)
                                .reshape(-1, n_classes) for r in responses])
 
@@ -369,7 +390,7 @@ class Cluster:
             return None
         request = coordinator_pb2.ScoreRequest(model=model, queries=_queries(X))
         request.labels.extend(labels)
-        return self.call("Score", request, model=model).score
+        return self._query("Score", [request], model)[0].score
 
     def export_model(self, model):
         """The model file's bytes."""
