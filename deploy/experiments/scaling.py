@@ -19,7 +19,8 @@ Cost model (measured separately, on one worker with --threads 1, before the runs
   search(m)  one worker's SearchShards of one batch over a shard of m rows, less rtt
   merge(N)   the coordinator's merge of N partial answers for one batch (bin/merge_bench)
   overhead   the rest of one batch's time through the coordinator (client, coordinator and
-             protobuf work): a lone predict call on the first cluster less rtt + search + merge
+             protobuf work): a lone predict call on the first cluster, with a model of the
+             smallest shard size m0 = n / 64, less rtt + search(m0) + merge
   latency(N)    = overhead + rtt + search(n / N) + merge(N)
   throughput(N) = B * min(C / latency(N), 1 / max(search(n / N), merge(N)))
 (every batch goes to every worker; with a core per worker the N searches run in parallel, and a
@@ -151,7 +152,7 @@ def agent_main(coordinator, tls_ca=None, token_file=None, tls_server_name=None):
         return cpb.NeighborsParams(n_neighbors=cmd["k"], algorithm=algorithms[cmd["algorithm"]])
 
     def fit(cmd):
-        m = stub.Fit(pb.FitRequest(model=MODEL, dataset=cmd["dataset"], task=cpb.TASK_CLASSIFIER,
+        m = stub.Fit(pb.FitRequest(model=cmd.get("model", MODEL), dataset=cmd["dataset"], task=cpb.TASK_CLASSIFIER,
                                    params=params(cmd), replace=True), timeout=600)
         return {"shards": [s.rows for s in m.shards],
                 "workers": sorted({s.worker_id for s in m.shards})}
@@ -267,10 +268,11 @@ def agent_main(coordinator, tls_ca=None, token_file=None, tls_server_name=None):
                     times.append(time.perf_counter() - t0)
             w.DropShard(wpb.DropShardRequest(shard_id=sid), timeout=30)
             search[str(m)] = max(0.0, low(times) - rtt)
-        # One batch through the coordinator, one call at a time on the idle cluster: what the
-        # sum above leaves out (the client's and the coordinator's own work per call) is the
-        # fixed overhead.
-        req = pb.PredictRequest(model=MODEL, queries=pb.Queries(matrix=queries))
+        # One batch through the coordinator, one call at a time on the idle cluster, with a
+        # model of the smallest shard size: what rtt + search leaves out of it (the client's and
+        # the coordinator's own work per call) is the fixed overhead. (A residual of the full
+        # model would be the difference of two much larger, noisier times.)
+        req = pb.PredictRequest(model=cmd["tiny_model"], queries=pb.Queries(matrix=queries))
         times = []
         for i in range(reps + 2):
             t0 = time.perf_counter()
@@ -554,16 +556,26 @@ def main():
                 # The cost model's inputs, measured on this cluster's first worker.
                 pred_ns = sorted(set(PREDICT_NS) | set(ns))
                 sizes = sorted({n_train // m for m in pred_ns if n_train // m >= max(args.k, 50)})
+                tiny = min(sizes)
+                np.save(os.path.join(tmp, "x_tiny.npy"), X[:tiny])
+                np.save(os.path.join(tmp, "y_tiny.npy"), y[:tiny])
+                agent("upload", timeout=600, name=f"{name}-tiny",
+                      x=os.path.join(tmp, "x_tiny.npy"), y=os.path.join(tmp, "y_tiny.npy"))
+                agent("fit", timeout=600, dataset=f"{name}-tiny", model=f"{MODEL}-tiny",
+                      k=args.k, algorithm=args.algorithm)
                 c = agent("costs", timeout=900, worker=cluster.cost_worker, x=os.path.join(
                     tmp, "x.npy"), queries=os.path.join(tmp, "q.npy"), sizes=sizes,
-                    batch=args.batch, k=args.k, reps=args.reps, algorithm=args.algorithm)
+                    batch=args.batch, k=args.k, reps=args.reps, algorithm=args.algorithm,
+                    tiny_model=f"{MODEL}-tiny")
                 model = {"train_rows": n_train, "dim": X.shape[1], "batch": args.batch,
                          "k": args.k, "algorithm": args.algorithm, "rtt_s": c["rtt_s"],
                          "coordinator_rtt_s": c["coordinator_rtt_s"], "search_s": c["search_s"],
                          "merge_s": merge_costs(args, pred_ns), "measured_at_N": n,
-                         "predict_s": c["predict_s"]}
+                         "overhead_model_rows": tiny, "predict_tiny_s": c["predict_s"]}
+                # The tiny model has n workers' shards of about tiny / n rows: search(tiny)
+                # is an upper bound of its search, so the overhead errs low.
                 model["overhead_s"] = max(0.0, c["predict_s"] - c["rtt_s"] - c["search_s"][
-                    str(n_train // n)] - model["merge_s"][n])
+                    str(tiny)] - model["merge_s"][n])
                 print(f"cost model: rtt {c['rtt_s'] * 1e3:.3f} ms; search(m) ms: " + ", ".join(
                     f"{m}: {s * 1e3:.2f}" for m, s in c["search_s"].items()) + "; merge(N) ms: "
                     + ", ".join(f"{k}: {v * 1e3:.3f}" for k, v in model["merge_s"].items())
