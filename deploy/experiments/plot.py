@@ -3,17 +3,19 @@ and p50 / p99 batch latency (ms). Measured values are points joined by solid lin
 model's prediction is a dashed line. Plain SVG, no plotting library.
 
 Every series is a <g> with an id the test checks: measured-throughput, predicted-throughput,
-measured-p50, measured-p99, predicted-latency (the predicted ones only when a cost model exists).
+measured-p50, measured-p99, predicted-latency (a lone batch), predicted-loaded-latency (under the
+run's C clients); the predicted ones only when a cost model exists.
 """
 import math
 from xml.sax.saxutils import escape
 
-W, H = 980, 440
+W, H = 980, 460
 PANEL_W, PANEL_H = 380, 300
 LEFT, TOP = 80, 60
 GAP = 110
 COLOURS = {"measured-throughput": "#1f77b4", "predicted-throughput": "#1f77b4",
-           "measured-p50": "#2ca02c", "measured-p99": "#d62728", "predicted-latency": "#2ca02c"}
+           "measured-p50": "#2ca02c", "measured-p99": "#d62728", "predicted-latency": "#2ca02c",
+           "predicted-loaded-latency": "#9467bd"}
 
 
 def _nice_max(v):
@@ -96,7 +98,7 @@ def write_svg(path, measured, predicted, title):
     m = sorted(measured, key=lambda r: r["N"])
     p = sorted(predicted, key=lambda r: r["N"])
     tmax = max([r["throughput_qps"] for r in m] + [r["throughput_qps"] for r in p] + [1e-9])
-    lmax = max([r["p99_ms"] for r in m] + [r["latency_ms"] for r in p] + [1e-9])
+    lmax = max([r["p99_ms"] for r in m] + [r["loaded_latency_ms"] for r in p] + [1e-9])
     tp = _Panel(LEFT, ns, tmax, "Throughput", "queries / s")
     lp = _Panel(LEFT + PANEL_W + GAP, ns, lmax, "Batch latency", "ms per predict batch")
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
@@ -117,8 +119,12 @@ def write_svg(path, measured, predicted, title):
                          [(r["N"], r["throughput_qps"]) for r in p], True)
         out += lp.series("predicted-latency", "predicted latency (a core per worker)",
                          [(r["N"], r["latency_ms"]) for r in p], True)
+        out += lp.series("predicted-loaded-latency",
+                         "predicted latency under the C clients (a core per worker)",
+                         [(r["N"], r["loaded_latency_ms"]) for r in p], True)
         legend += [("predicted-throughput", "throughput, cost model (a core per worker)", True),
-                   ("predicted-latency", "latency, cost model (a core per worker)", True)]
+                   ("predicted-latency", "lone-batch latency, cost model", True),
+                   ("predicted-loaded-latency", "latency under C clients, cost model", True)]
     out.append('<g id="legend">')
     y = TOP + PANEL_H + 58
     for i, (sid, label, dashed) in enumerate(legend):

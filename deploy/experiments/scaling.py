@@ -23,6 +23,7 @@ Cost model (measured separately, on one worker with --threads 1, before the runs
              smallest shard size m0 = n / 64, less rtt + search(m0) + merge
   latency(N)    = overhead + rtt + search(n / N) + merge(N)
   throughput(N) = B * min(C / latency(N), 1 / max(search(n / N), merge(N)))
+  loaded latency(N) = C * B / throughput(N)   (Little's law: C clients in a closed loop)
 (every batch goes to every worker; with a core per worker the N searches run in parallel, and a
 worker's core or the coordinator's merge is the bottleneck once C clients keep it busy).
 
@@ -66,7 +67,7 @@ GRPC_ENV = {**os.environ, "GRPC_VERBOSITY": "ERROR"}
 CSV_FIELDS = ["mode", "N", "dataset", "train_rows", "dim", "k", "algorithm", "batch", "clients",
               "seconds", "batches", "throughput_qps", "p50_ms", "p99_ms", "grid_s",
               "grid_candidates", "grid_folds", "shard_rows", "overhead_ms", "rtt_ms", "search_ms",
-              "merge_ms", "pred_latency_ms", "pred_throughput_qps"]
+              "merge_ms", "pred_latency_ms", "pred_loaded_latency_ms", "pred_throughput_qps"]
 
 
 # ---- Data ------------------------------------------------------------------------------------
@@ -438,14 +439,17 @@ def merge_costs(args, ns):
 
 
 def predict(model, n, clients, batch):
-    """(latency s, throughput q/s) of the cost model at N = n, or None outside its range."""
+    """(lone-batch latency s, throughput q/s, latency under the C clients s) of the cost model
+    at N = n, or None outside its range."""
     m = str(model["train_rows"] // n)
     if m not in model["search_s"] or n not in model["merge_s"]:
         return None
     search, merge, rtt = model["search_s"][m], model["merge_s"][n], model["rtt_s"]
     latency = model["overhead_s"] + rtt + search + merge
     throughput = batch * min(clients / latency, 1.0 / max(search, merge, 1e-9))
-    return latency, throughput
+    # With C clients in a closed loop, each batch's latency is C * B / throughput (Little's law):
+    # the lone batch's latency, or longer once the bottleneck queues the clients' batches.
+    return latency, throughput, clients * batch / throughput
 
 
 def load_costs(path):
@@ -612,6 +616,7 @@ def main():
                        merge_ms=round(model["merge_s"].get(n, float("nan")) * 1e3, 4))
             if p:
                 row.update(pred_latency_ms=round(p[0] * 1e3, 4),
+                           pred_loaded_latency_ms=round(p[2] * 1e3, 4),
                            pred_throughput_qps=round(p[1], 3))
         rows.append(row)
         print(f"N = {n}: {row['throughput_qps']:.0f} queries/s, p50 {row['p50_ms']:.2f} ms, "
@@ -631,7 +636,7 @@ def main():
         with open(os.path.join(args.out, "cost_model.csv"), "w", newline="") as f:
             wr = csv.writer(f)
             wr.writerow(["N", "shard_rows", "overhead_ms", "rtt_ms", "search_ms", "merge_ms",
-                         "pred_latency_ms", "pred_throughput_qps"])
+                         "pred_latency_ms", "pred_loaded_latency_ms", "pred_throughput_qps"])
             for n in sorted(set(PREDICT_NS) | set(ns)):
                 p = predict(model, n, args.clients, args.batch)
                 if p is None:
@@ -641,8 +646,9 @@ def main():
                              round(model["rtt_s"] * 1e3, 4),
                              round(model["search_s"][str(m)] * 1e3, 4),
                              round(model["merge_s"][n] * 1e3, 4), round(p[0] * 1e3, 4),
-                             round(p[1], 3)])
-                predicted.append({"N": n, "latency_ms": p[0] * 1e3, "throughput_qps": p[1]})
+                             round(p[2] * 1e3, 4), round(p[1], 3)])
+                predicted.append({"N": n, "latency_ms": p[0] * 1e3, "throughput_qps": p[1],
+                                  "loaded_latency_ms": p[2] * 1e3})
     title = (f"{args.dataset} {n_train} x {X.shape[1]}, k = {args.k}, {args.algorithm}, "
              f"batch {args.batch}, {args.clients} clients, {os.cpu_count()} cores")
     plot.write_svg(os.path.join(args.out, "scaling.svg"), rows, predicted, title)

@@ -50,7 +50,8 @@ def main():
         try:
             v = {k: float(r[k]) for k in ("throughput_qps", "p50_ms", "p99_ms", "grid_s",
                                           "rtt_ms", "search_ms", "merge_ms", "pred_latency_ms",
-                                          "pred_throughput_qps", "overhead_ms")}
+                                          "pred_throughput_qps", "overhead_ms",
+                                          "pred_loaded_latency_ms")}
         except ValueError as e:
             errors.append(f"N = {r['N']}: {e}")
             continue
@@ -73,7 +74,7 @@ def main():
         errors.append(f"scaling.svg: root element {root.tag}")
     series = {g.get("id"): g for g in root.iter(SVG + "g") if g.get("class") == "series"}
     for sid in ("measured-throughput", "measured-p50", "measured-p99", "predicted-throughput",
-                "predicted-latency"):
+                "predicted-latency", "predicted-loaded-latency"):
         if sid not in series:
             errors.append(f"scaling.svg: no series {sid}")
         elif series[sid].find(SVG + "polyline") is None:
