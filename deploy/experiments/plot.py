@@ -11,7 +11,7 @@ from xml.sax.saxutils import escape
 
 W, H = 980, 460
 PANEL_W, PANEL_H = 380, 300
-LEFT, TOP = 80, 60
+LEFT, TOP = 95, 60
 GAP = 110
 COLOURS = {"measured-throughput": "#1f77b4", "predicted-throughput": "#1f77b4",
            "measured-p50": "#2ca02c", "measured-p99": "#d62728", "predicted-latency": "#2ca02c",
@@ -59,7 +59,7 @@ class _Panel:
                f'font-weight="bold">{escape(self.title)}</text>',
                f'<text x="{self.x0 + PANEL_W / 2}" y="{TOP + PANEL_H + 38}" '
                f'text-anchor="middle">workers N (log scale)</text>',
-               f'<text transform="translate({self.x0 - 55},{TOP + PANEL_H / 2}) rotate(-90)" '
+               f'<text transform="translate({self.x0 - 72},{TOP + PANEL_H / 2}) rotate(-90)" '
                f'text-anchor="middle">{escape(self.ylabel)}</text>']
         for n in self.ns:
             x = self.x(n)
