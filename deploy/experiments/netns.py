@@ -68,6 +68,15 @@ def remove_stale_namespaces(prefix):
             delete_namespace(ns)
 
 
+def remove_own_namespaces(prefix):
+    """Every namespace `<prefix>-<this pid>-*` and what runs in it: the last resort of a signal
+    handler, which may interrupt a Network while it is being made."""
+    own = f"{prefix}-{os.getpid()}-"
+    for ns in namespace_names():
+        if ns.startswith(own):
+            delete_namespace(ns)
+
+
 class Network:
     """A bridge namespace and one namespace per host, each with a veth into the bridge.
 

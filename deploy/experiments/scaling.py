@@ -520,6 +520,9 @@ def main():
         if state["cluster"] is not None:
             state["cluster"].close()
             state["cluster"] = None
+        if not args.coordinator:
+            # A signal may come while a cluster is being made, before `state` knows it.
+            netns.remove_own_namespaces(PREFIX)
         shutil.rmtree(tmp, ignore_errors=True)
 
     def on_signal(signum, frame):
