@@ -299,6 +299,13 @@ def agent_main(coordinator, tls_ca=None, token_file=None, tls_server_name=None):
                 out = grid(cmd)
             elif what == "costs":
                 out = costs(cmd)
+            elif what == "delete":
+                # What the run left on a cluster it did not start (external mode).
+                for m in cmd["models"]:
+                    stub.DeleteModel(pb.DeleteModelRequest(model=m), timeout=60)
+                for d in cmd["datasets"]:
+                    stub.DeleteDataset(pb.DeleteDatasetRequest(name=d), timeout=60)
+                out = {}
             else:
                 raise ValueError(f"unknown command {what}")
             out["ok"] = True
@@ -542,11 +549,17 @@ def main():
     name = f"scaling-{args.dataset}-{len(X)}x{X.shape[1]}"
     n_train = len(X)
     print(f"scaling: {name}, {len(Q)} query rows, batch {args.batch}, {args.clients} clients, "
-          f"{args.seconds:g} s per N, k = {args.k}, {args.algorithm}; N = {ns}", flush=True)
+          f"{args.seconds:g} s per N, k = {args.k}, {args.algorithm}; "
+          + (f"the cluster at {args.coordinator}" if args.coordinator else f"N = {ns}"),
+          flush=True)
 
     model = None
     if args.costs_from:
         model = load_costs(args.costs_from)
+        if (model["train_rows"], model["batch"]) != (n_train, args.batch):
+            print(f"scaling: WARNING: {args.costs_from} was measured with {model['train_rows']} "
+                  f"rows and batches of {model['batch']}: no prediction at this run's N",
+                  file=sys.stderr)
     rows = []
     for n in ([0] if args.coordinator else ns):
         t0 = time.monotonic()
@@ -605,6 +618,8 @@ def main():
                 g = agent("grid", timeout=1800, dataset=name, algorithm=args.algorithm,
                           n_neighbors=[int(v) for v in args.grid_neighbors.split(",")],
                           cv=args.grid_cv)
+            if args.coordinator:
+                agent("delete", timeout=120, models=[MODEL], datasets=[name])
         except BaseException:
             cluster.dump_logs()
             raise
