@@ -31,7 +31,7 @@ Writes OUT/scaling.csv (one row per N), OUT/cost_model.csv (the inputs and the p
 N = 1 .. 64), OUT/cost_model.json and OUT/scaling.svg. See deploy/experiments/README.md.
 
   sudo /usr/bin/python3 deploy/experiments/scaling.py --bin build/bin --python build/python \\
-      --workers 1,2,4,8 --dataset generated --rows 200000 --dim 16 --out /tmp/scaling
+      --workers 1,2,4,8 --dataset generated --rows 100000 --dim 16 --out /tmp/scaling
   ... --ci                 # CI-sized: N = 1, 2, 4, small data, a few seconds each
   ... --coordinator 127.0.0.1:50051   # an existing cluster (Kubernetes: kubectl port-forward)
 """
@@ -474,7 +474,7 @@ def main():
                     help="directory holding the generated knncluster.v1 stubs")
     ap.add_argument("--workers", default="1,2,4,8", help="values of N, comma-separated")
     ap.add_argument("--dataset", choices=["digits", "generated"], default="generated")
-    ap.add_argument("--rows", type=int, default=200_000, help="generated: training rows")
+    ap.add_argument("--rows", type=int, default=100_000, help="generated: training rows")
     ap.add_argument("--dim", type=int, default=16, help="generated: dimension")
     ap.add_argument("--queries", type=int, default=5000, help="generated: query rows")
     ap.add_argument("-k", type=int, default=10)
@@ -482,14 +482,14 @@ def main():
                     choices=["auto", "kd_tree", "ball_tree", "brute"])
     ap.add_argument("--batch", type=int, default=100, help="query rows per predict call")
     ap.add_argument("--clients", type=int, default=4, help="concurrent clients")
-    ap.add_argument("--seconds", type=float, default=10.0, help="measured seconds per N")
+    ap.add_argument("--seconds", type=float, default=8.0, help="measured seconds per N")
     ap.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before")
     ap.add_argument("--grid", choices=["on", "off"], default="on")
-    ap.add_argument("--grid-cv", type=int, default=5)
+    ap.add_argument("--grid-cv", type=int, default=3)
     ap.add_argument("--grid-neighbors", default="1,3,5,7,9,11")
     ap.add_argument("--worker-threads", type=int, default=1,
                     help="search threads per worker (1: the core-per-worker model)")
-    ap.add_argument("--reps", type=int, default=20, help="cost model: timed calls per size")
+    ap.add_argument("--reps", type=int, default=30, help="cost model: timed calls per size")
     ap.add_argument("--out", required=False, default="scaling-out")
     ap.add_argument("--coordinator", help="external mode: run against this HOST:PORT")
     ap.add_argument("--costs-from", help="external mode: a local run's cost_model.json")
