@@ -168,8 +168,7 @@ def agent_main(coordinator, tls_ca=None, token_file=None, tls_server_name=None):
             requests.append(pb.PredictRequest(model=MODEL,
                                               queries=pb.Queries(matrix=matrix(Q[b:b + B]))))
         calls, errors, lock = [], [], threading.Lock()
-        t_start = time.monotonic() + 0.0
-        t_count = t_start + cmd["warmup"]
+        t_count = time.monotonic() + cmd["warmup"]
         t_end = t_count + cmd["seconds"]
 
         def client(i):
@@ -546,6 +545,9 @@ def main():
     np.save(os.path.join(tmp, "x.npy"), X)
     np.save(os.path.join(tmp, "y.npy"), y)
     np.save(os.path.join(tmp, "q.npy"), Q)
+    if not 1 <= args.batch <= len(Q):
+        print(f"scaling: --batch must be in [1, {len(Q)}] (the query rows)", file=sys.stderr)
+        return 2
     name = f"scaling-{args.dataset}-{len(X)}x{X.shape[1]}"
     n_train = len(X)
     print(f"scaling: {name}, {len(Q)} query rows, batch {args.batch}, {args.clients} clients, "
