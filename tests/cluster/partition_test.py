@@ -42,6 +42,11 @@ import threading
 import time
 import unittest
 
+# The namespace helpers are shared with the scaling experiments.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "deploy",
+                                "experiments"))
+from netns import SUBNET, Agent, Network, netns_unavailable, remove_stale_namespaces  # noqa: E402
+
 BIN = None
 PYTHON = None  # the directory holding the generated knncluster.v1 stubs
 
@@ -56,7 +61,6 @@ REJOIN_BOUND_S = 30.0
 # How long a worker stays cut off after it was declared dead (KNN_PARTITION_HOLD_S overrides:
 # longer partitions push the stalled TCP connections further into retransmission backoff).
 HOLD_S = float(os.environ.get("KNN_PARTITION_HOLD_S", "2.0"))
-SUBNET = "10.77.0"
 COORDINATOR_IP = f"{SUBNET}.1"
 WORKERS = 3
 PREFIX = "knnp"  # namespace names: knnp-<pid>-<host>
@@ -65,114 +69,11 @@ SPLIT = ["--dataset", "digits", "--test-size", "0.2", "--random-state", "1337"]
 TEST_SPLIT = "digits.test-0.2-1337"
 
 
-def run(*argv, check=True, timeout=30):
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    if check and p.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({p.returncode}): {p.stderr.strip()}")
-    return p
-
-
 def server_flags(binary):
     """INSECURE_FLAGS if `binary` knows them (its --help mentions allow-insecure-remote)."""
     p = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=30)
     knows = re.search(r"allow[-_]insecure[-_]remote", p.stdout + p.stderr)
     return list(INSECURE_FLAGS) if knows else []
-
-
-# ---- Namespaces ------------------------------------------------------------------------------
-
-
-def namespace_names():
-    p = run("ip", "netns", "list", check=False)
-    return [line.split()[0] for line in p.stdout.splitlines() if line.strip()]
-
-
-def delete_namespace(ns):
-    """Kills what still runs in `ns` (only processes this test put there: the name is ours) and
-    removes it; its veth ends go with it."""
-    pids = run("ip", "netns", "pids", ns, check=False).stdout.split()
-    for pid in pids:
-        try:
-            os.kill(int(pid), signal.SIGKILL)
-        except (ProcessLookupError, ValueError):
-            pass
-    run("ip", "netns", "del", ns, check=False)
-
-
-def remove_stale_namespaces():
-    """Namespaces of earlier runs whose process is gone (killed with SIGKILL, say)."""
-    for ns in namespace_names():
-        m = re.fullmatch(rf"{PREFIX}-(\d+)-.*", ns)
-        if m and not os.path.exists(f"/proc/{m.group(1)}"):
-            delete_namespace(ns)
-
-
-class Network:
-    """A bridge namespace and one namespace per host, each with a veth into the bridge.
-
-    host(name) -> (namespace, address). partition(name) takes the host's bridge port down;
-    heal(name) brings it back."""
-
-    def __init__(self, hosts):
-        """hosts: [(name, last octet)]."""
-        self.prefix = f"{PREFIX}-{os.getpid()}"
-        self.bridge_ns = f"{self.prefix}-sw"
-        self.made = []
-        self.hosts = {}
-        self.ports = {}
-        self.closed = False
-        self._add_namespace(self.bridge_ns)
-        ip = ["ip", "-n", self.bridge_ns]
-        run(*ip, "link", "add", "br0", "type", "bridge")
-        run(*ip, "link", "set", "br0", "up")
-        run(*ip, "link", "set", "lo", "up")
-        for i, (name, octet) in enumerate(hosts):
-            ns = f"{self.prefix}-{name}"
-            self._add_namespace(ns)
-            port = f"p{i}"
-            # Both ends are made directly inside their namespaces: no name in the root one.
-            run("ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", port,
-                "netns", self.bridge_ns)
-            run(*ip, "link", "set", port, "master", "br0")
-            run(*ip, "link", "set", port, "up")
-            run("ip", "-n", ns, "addr", "add", f"{SUBNET}.{octet}/24", "dev", "eth0")
-            run("ip", "-n", ns, "link", "set", "eth0", "up")
-            run("ip", "-n", ns, "link", "set", "lo", "up")
-            self.hosts[name] = (ns, f"{SUBNET}.{octet}")
-            self.ports[name] = port
-
-    def _add_namespace(self, ns):
-        run("ip", "netns", "add", ns)
-        self.made.append(ns)
-
-    def exec_argv(self, name, *argv):
-        return ["ip", "netns", "exec", self.hosts[name][0], *argv]
-
-    def partition(self, name):
-        run("ip", "-n", self.bridge_ns, "link", "set", self.ports[name], "down")
-
-    def heal(self, name):
-        run("ip", "-n", self.bridge_ns, "link", "set", self.ports[name], "up")
-
-    def drop_outgoing(self, name, daddr):
-        """One-way partition: `name` can no longer send to `daddr` (nftables, in its namespace)."""
-        nft = ["ip", "netns", "exec", self.hosts[name][0], "nft"]
-        run(*nft, "add", "table", "inet", "knnpart")
-        run(*nft, "add", "chain", "inet", "knnpart", "out",
-            "{ type filter hook output priority 0; }")
-        run(*nft, "add", "rule", "inet", "knnpart", "out", "ip", "daddr", daddr, "drop")
-
-    def allow_outgoing(self, name):
-        run("ip", "netns", "exec", self.hosts[name][0], "nft", "delete", "table", "inet",
-            "knnpart")
-
-    def close(self):
-        """Idempotent; kills the processes left in our namespaces and removes them."""
-        if self.closed:
-            return
-        self.closed = True
-        for ns in reversed(self.made):
-            delete_namespace(ns)
 
 
 # ---- The client agent (runs inside the coordinator's namespace) -------------------------------
@@ -262,52 +163,7 @@ def agent_main(coordinator):
         print(json.dumps(out), flush=True)
 
 
-class Agent:
-    """The test's side of the agent: one command at a time, each answer within `timeout`."""
-
-    def __init__(self, argv, log):
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=log, text=True,
-                                     env={**os.environ, "GRPC_VERBOSITY": "ERROR"})
-
-    def __call__(self, cmd, timeout=60, **kw):
-        self.proc.stdin.write(json.dumps({"cmd": cmd, **kw}) + "\n")
-        self.proc.stdin.flush()
-        answer = []
-        reader = threading.Thread(target=lambda: answer.append(self.proc.stdout.readline()),
-                                  daemon=True)
-        reader.start()
-        reader.join(timeout)
-        if not answer or not answer[0]:
-            raise AssertionError(f"the agent gave no answer to {cmd} within {timeout} s")
-        out = json.loads(answer[0])
-        if not out["ok"]:
-            raise AssertionError(f"agent {cmd}: {out['error']}")
-        return out
-
-    def close(self):
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.close()
-                self.proc.wait(timeout=3)
-            except (subprocess.TimeoutExpired, BrokenPipeError):
-                self.proc.kill()
-                self.proc.wait()
-
-
 # ---- The test --------------------------------------------------------------------------------
-
-
-def netns_unavailable():
-    """Why this machine cannot run the test, or None."""
-    if os.geteuid() != 0:
-        return "needs root (network namespaces)"
-    if shutil.which("ip") is None:
-        return "needs iproute2 (`ip`)"
-    p = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
-    if p.returncode != 0:
-        return f"`ip netns` is unavailable: {p.stderr.strip()}"
-    return None
 
 
 def skip_reason():
@@ -352,14 +208,14 @@ class PartitionTest(unittest.TestCase):
         if reason:
             raise unittest.SkipTest(reason)
         t0 = time.monotonic()
-        remove_stale_namespaces()
+        remove_stale_namespaces(PREFIX)
         atexit.register(cls.cleanup)
         cls.tmpdir = tempfile.TemporaryDirectory()
         cls.tmp = cls.tmpdir.name
         cls.files = []
         try:
             hosts = [("c", 1)] + [(f"w{i}", 10 + i) for i in range(WORKERS)]
-            cls.net = Network(hosts)
+            cls.net = Network(hosts, PREFIX)
             print(f"\nnamespaces up in {time.monotonic() - t0:.2f} s: "
                   f"{', '.join(cls.net.made)}", flush=True)
             coordinator_bin = os.path.join(BIN, "knn-coordinator")
