@@ -216,7 +216,8 @@ Fixture* MakeFixture() {
   entry->labels = labels;
   Placement placement;
   placement.location.shard_id = "m/0";
-  placement.location.worker_id = "gone";
+  placement.replicas.push_back({"gone", absl::InfinitePast(), false});
+  placement.SyncLocation();
   placement.location.rows = kRows;
   entry->shards.push_back(placement);
   auto put = f->registry->Put(entry, /*replace=*/false);

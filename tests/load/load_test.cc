@@ -273,7 +273,7 @@ int Run() {
   };
   if (!Spawn(dir, "coordinator",
              {bin + "/knn-coordinator", "--listen", "127.0.0.1:0", "--data-dir",
-              dir + "/coordinator", "--heartbeat-interval-ms", "500"},
+              dir + "/coordinator", "--heartbeat-interval-ms", "500", "--insecure"},
              &procs[0])) {
     cleanup();
     return 1;
@@ -281,7 +281,7 @@ int Run() {
   for (size_t w = 1; w < procs.size(); ++w) {
     if (!Spawn(dir, absl::StrCat("worker", w),
                {bin + "/knn-worker", "--listen", "127.0.0.1:0", "--data-dir",
-                absl::StrCat(dir, "/w", w), "--coordinator", procs[0].address},
+                absl::StrCat(dir, "/w", w), "--coordinator", procs[0].address, "--insecure"},
                &procs[w])) {
       cleanup();
       return 1;
