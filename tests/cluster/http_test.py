@@ -34,10 +34,13 @@ SPLIT = cluster_test.SPLIT
 class HttpCluster(cluster_test.Cluster):
     """A Cluster whose servers all serve HTTP on an OS-chosen port (self.http[name])."""
 
-    def __init__(self, workers, tmp, coordinator_args=(), **kw):
+    def __init__(self, workers, tmp, coordinator_args=(), heartbeat_ms=1000):
+        # 1 s heartbeats (3 s to be declared dead): the tests compare exact liveness, which must
+        # not flicker on a machine busy with parallel builds and tests.
         self.http = {}
         super().__init__(workers, tmp, worker_args=["--http-port", "0"],
-                         coordinator_args=["--http-port", "0", *coordinator_args], **kw)
+                         coordinator_args=["--http-port", "0", *coordinator_args],
+                         heartbeat_ms=heartbeat_ms)
 
     def _start(self, name, argv):
         addr = super()._start(name, argv)
