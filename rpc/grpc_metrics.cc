@@ -4,6 +4,7 @@
 
 #include <grpcpp/support/status.h>
 
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
 namespace knncluster::rpc {
@@ -73,16 +74,9 @@ class MetricsInterceptorFactory : public grpc::experimental::ServerInterceptorFa
 }  // namespace
 
 std::string GrpcCodeName(int code) {
-  static constexpr const char* kNames[] = {
-      "OK",        "CANCELLED",          "UNKNOWN",        "INVALID_ARGUMENT",
-      "DEADLINE_EXCEEDED", "NOT_FOUND",  "ALREADY_EXISTS", "PERMISSION_DENIED",
-      "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-      "UNIMPLEMENTED", "INTERNAL",       "UNAVAILABLE",    "DATA_LOSS",
-      "UNAUTHENTICATED"};
-  if (code >= 0 && code < static_cast<int>(sizeof(kNames) / sizeof(kNames[0]))) {
-    return kNames[code];
-  }
-  return absl::StrCat("CODE_", code);
+  // gRPC's and Abseil's codes are the same canonical numbers and names (rpc/status.h).
+  std::string name = absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
+  return name.empty() ? absl::StrCat("CODE_", code) : name;
 }
 
 void DeclareGrpcServerMetrics(MetricsRegistry* metrics) {

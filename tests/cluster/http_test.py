@@ -198,9 +198,14 @@ class MetricsTest(unittest.TestCase):
                              grpc_service="knncluster.v1.Worker", grpc_method="SearchShards",
                              grpc_code="OK") for w in ("w0", "w1"))
         self.assertGreaterEqual(searched, 2)
-        self.assertGreater(value(after, "knn_grpc_server_handled_total",
-                                 grpc_service="knncluster.v1.Membership",
-                                 grpc_method="Heartbeat", grpc_code="OK"), 0)
+        heartbeats = dict(grpc_service="knncluster.v1.Membership", grpc_method="Heartbeat",
+                          grpc_code="OK")
+        deadline = time.time() + 10  # one heartbeat interval (1 s) after registering at most
+        while value(after, "knn_grpc_server_handled_total", **heartbeats) == 0 and \
+                time.time() < deadline:
+            time.sleep(0.1)
+            after = self.scrape()
+        self.assertGreater(value(after, "knn_grpc_server_handled_total", **heartbeats), 0)
 
     def test_gauges_match_cluster_status(self):
         status = self.stub.GetClusterStatus(self.pb.GetClusterStatusRequest(), timeout=30)
