@@ -40,6 +40,13 @@ ABSL_FLAG(int, heartbeat_interval_ms, 1000,
           "Heartbeat interval told to workers; a worker silent for 3 intervals is marked dead");
 ABSL_FLAG(int, rpc_deadline_ms, 60000, "Deadline of each search call to a worker, in ms");
 ABSL_FLAG(int, max_message_mb, 64, "Max gRPC message size in MiB, both directions");
+ABSL_FLAG(int, max_concurrent_requests, 256,
+          "Calls that do work (uploads, fits, queries, imports, exports, splits, deletes, grid "
+          "search starts) in flight at once; beyond it a call is refused at once with "
+          "RESOURCE_EXHAUSTED (0: no limit)");
+ABSL_FLAG(int, max_inflight_request_mb, 512,
+          "MiB of requests (queries, and the rows of queried datasets) in flight at once; beyond "
+          "it a call is refused at once with RESOURCE_EXHAUSTED (0: no limit)");
 ABSL_FLAG(int, replication, 1,
           "Copies of every shard, each on a different worker: searches go on through the "
           "other copies when a worker dies (the Kubernetes manifests use 2)");
@@ -116,6 +123,15 @@ int main(int argc, char** argv) {
   options.heartbeat_interval_ms = absl::GetFlag(FLAGS_heartbeat_interval_ms);
   options.rpc_deadline = absl::Milliseconds(absl::GetFlag(FLAGS_rpc_deadline_ms));
   options.max_message_bytes = absl::GetFlag(FLAGS_max_message_mb) << 20;
+  options.max_concurrent_requests = absl::GetFlag(FLAGS_max_concurrent_requests);
+  options.max_inflight_request_bytes =
+      static_cast<uint64_t>(std::max(0, absl::GetFlag(FLAGS_max_inflight_request_mb))) << 20;
+  if (options.max_concurrent_requests < 0 || absl::GetFlag(FLAGS_max_inflight_request_mb) < 0) {
+    absl::FPrintF(stderr,
+                  "knn-coordinator: --max-concurrent-requests and --max-inflight-request-mb must "
+                  "be >= 0 (0: no limit)\n");
+    return 2;
+  }
   options.grid_search.slots_per_worker = absl::GetFlag(FLAGS_grid_search_slots);
   options.replication = absl::GetFlag(FLAGS_replication);
   options.grid_search.job_deadline =
@@ -156,6 +172,7 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  knncluster::rpc::LimitMallocArenas();  // before any thread starts: see server_main.h
   const sigset_t signals = knncluster::rpc::BlockTerminationSignals();
 
   knncluster::coordinator::CoordinatorServer server(options);

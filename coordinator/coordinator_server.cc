@@ -14,12 +14,15 @@
 #include "core/base/durable_file.h"
 #include "core/base/status_macros.h"
 #include "core/base/thread_pool.h"
+#include "rpc/server_main.h"
 #include "coordinator/coordinator_service.h"
 #include "coordinator/dataset_store.h"
 #include "coordinator/model_manager.h"
 #include "coordinator/model_registry.h"
 #include "coordinator/scatter_gather.h"
 #include "coordinator/worker_pool.h"
+#include "rpc/admission.h"
+#include "rpc/limits.h"
 #include "coordinator/grid_search_manager.h"
 #include "coordinator/grid_search_convert.h"
 #include "coordinator/status_page.h"
@@ -117,6 +120,10 @@ absl::Status CoordinatorServer::Start() {
   model_options.sharding = options_.sharding;
   model_options.replication = options_.replication;
   model_options.load_deadline = options_.load_deadline;
+  model_options.rebuild_wait = options_.rebuild_wait;
+  model_options.log = options_.log ? options_.log : [](const std::string& line) {
+    rpc::LogLine("knn-coordinator", rpc::LogLevel::kInfo, line);
+  };
   KNN_ASSIGN_OR_RETURN(catalog_, ModelCatalog::Open(options_.data_dir));
   models_ = std::make_unique<ModelManager>(store_.get(), workers_.get(), registry_.get(),
                                            search_.get(), pool_.get(), model_options,
@@ -132,10 +139,18 @@ absl::Status CoordinatorServer::Start() {
   // Finished searches answer as before; interrupted ones start again.
   KNN_RETURN_IF_ERROR(grid_searches_->Recover());
   for (const std::string& e : grid_searches_->recover_errors()) load_errors_.push_back(e);
+  if (options_.max_concurrent_requests < 0) {
+    return absl::InvalidArgumentError("max_concurrent_requests: must be >= 0 (0: no limit)");
+  }
+  rpc::AdmissionOptions admission;
+  admission.server = "coordinator";
+  admission.max_concurrent = options_.max_concurrent_requests;
+  admission.max_inflight_bytes = options_.max_inflight_request_bytes;
+  admission_ = std::make_unique<rpc::AdmissionControl>(admission);
   const bool tls = options_.security.tls();
   coordinator_service_ = std::make_unique<CoordinatorService>(
       store_.get(), registry_.get(), models_.get(), workers_.get(), grid_searches_.get(),
-      rpc::CallGuard(token, rpc::CallGuard::Peer::kAny, tls));
+      rpc::CallGuard(token, rpc::CallGuard::Peer::kAny, tls), admission_.get());
   membership_service_ = std::make_unique<MembershipService>(
       workers_.get(), rpc::CallGuard("", rpc::CallGuard::Peer::kWorker, tls));
 
@@ -144,8 +159,11 @@ absl::Status CoordinatorServer::Start() {
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(options_.listen_address, server_credentials, &port);
-  builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
-  builder.SetMaxSendMessageSize(options_.max_message_bytes);
+  rpc::SetServerLimits("knn-coordinator", options_.max_message_bytes,
+                       options_.max_concurrent_requests > 0
+                           ? options_.max_concurrent_requests + kAdmissionFreeThreads
+                           : 0,
+                       &builder);
   builder.RegisterService(coordinator_service_.get());
   builder.RegisterService(membership_service_.get());
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;

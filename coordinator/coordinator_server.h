@@ -20,6 +20,7 @@
 #define KNNCLUSTER_COORDINATOR_COORDINATOR_SERVER_H_
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -42,6 +43,9 @@ class Server;
 
 namespace knncluster {
 class ThreadPool;
+namespace rpc {
+class AdmissionControl;
+}  // namespace rpc
 }  // namespace knncluster
 
 namespace knncluster::coordinator {
@@ -54,6 +58,9 @@ class ModelManager;
 class ModelRegistry;
 class ScatterGather;
 class WorkerPool;
+
+// Threads gRPC may run beyond max_concurrent_requests, for the calls admission does not count.
+inline constexpr int kAdmissionFreeThreads = 128;
 
 struct CoordinatorOptions {
   // HOST:PORT to listen on; port 0 lets the OS choose (see bound_address()).
@@ -72,8 +79,21 @@ struct CoordinatorOptions {
   absl::Duration rpc_deadline = absl::Seconds(60);
   // Deadline of one whole LoadShard stream.
   absl::Duration load_deadline = absl::Minutes(10);
+  // A training set quarantined at start is rebuilt from a model's shards once the workers
+  // holding them register; how long to wait for them (ModelManagerOptions::rebuild_wait).
+  absl::Duration rebuild_wait = absl::Minutes(5);
+  // Where the coordinator reports what it does on its own (a dataset rebuilt from shards);
+  // null: one line on stderr (rpc::LogLine).
+  std::function<void(const std::string&)> log;
   // Max message size, both directions, on the server and on channels to workers.
   int max_message_bytes = 64 << 20;
+  // Admission (rpc/admission.h): Coordinator calls that do work (uploads, fits, queries, imports,
+  // exports, splits, deletes, starting a grid search) in flight at once, and the bytes of their
+  // requests (queries naming a dataset count its rows); beyond either the call is refused with
+  // RESOURCE_EXHAUSTED at once. 0: no limit. gRPC's thread quota is set this plus
+  // kAdmissionFreeThreads (for health checks, membership, listings and watches).
+  int max_concurrent_requests = 256;
+  uint64_t max_inflight_request_bytes = uint64_t{512} << 20;
   ShardingOptions sharding;
   // Copies of every shard, each on a different worker (--replication): with R copies a search
   // survives R - 1 dead workers without a failed call.
@@ -125,6 +145,7 @@ class CoordinatorServer {
   // For tests: the parts.
   ModelManager* models_for_testing() { return models_.get(); }
   WorkerPool* workers_for_testing() { return workers_.get(); }
+  rpc::AdmissionControl* admission_for_testing() { return admission_.get(); }
   // What Start found in the data directory and could not use (datasets, models, grid searches),
   // one line each naming the file and where it was moved. For the log.
   const std::vector<std::string>& load_errors() const { return load_errors_; }
@@ -149,6 +170,7 @@ class CoordinatorServer {
   std::unique_ptr<WorkerPool> workers_;
   std::unique_ptr<ModelRegistry> registry_;
   std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<rpc::AdmissionControl> admission_;
   std::unique_ptr<ScatterGather> search_;
   std::unique_ptr<ModelCatalog> catalog_;
   std::unique_ptr<ModelManager> models_;

@@ -103,13 +103,68 @@ void ToProto(const DatasetMeta& meta, v1::DatasetInfo* out) {
 
 CoordinatorService::CoordinatorService(DatasetStore* store, ModelRegistry* registry,
                                        ModelManager* models, WorkerPool* workers,
-                                       GridSearchManager* searches, rpc::CallGuard guard)
+                                       GridSearchManager* searches, rpc::CallGuard guard,
+                                       rpc::AdmissionControl* admission)
     : store_(store),
       registry_(registry),
       models_(models),
       workers_(workers),
       searches_(searches),
-      guard_(std::move(guard)) {}
+      guard_(std::move(guard)),
+      admission_(admission) {}
+
+absl::StatusOr<rpc::AdmissionControl::Ticket> CoordinatorService::Admit(
+    absl::string_view method, uint64_t request_bytes, const v1::Queries* queries) const {
+  if (admission_ == nullptr) return rpc::AdmissionControl::Ticket();
+  uint64_t bytes = request_bytes;
+  if (queries != nullptr && queries->source_case() == v1::Queries::kDataset) {
+    // The rows the call will read (an unknown name is the handler's NotFound, after admission).
+    if (absl::StatusOr<DatasetMeta> meta = store_->Describe(queries->dataset()); meta.ok()) {
+      bytes += meta->rows * meta->cols * sizeof(double);
+    }
+  }
+  return admission_->Admit(method, bytes);
+}
+
+absl::Status CoordinatorService::CheckWorkersCanHold(const std::string& what, uint64_t rows,
+                                                     uint64_t cols,
+                                                     const std::string& replacing) const {
+  uint64_t budget = 0;
+  int live = 0;
+  for (const WorkerSnapshot& w : workers_->Snapshot()) {
+    if (!w.alive) continue;
+    // A live worker that has not told its budget: nothing can be said up front.
+    if (w.memory_budget_bytes == 0) return absl::OkStatus();
+    budget += w.memory_budget_bytes;
+    ++live;
+  }
+  if (live == 0) return absl::OkStatus();  // the fit reports the missing workers itself
+  // Each row of a shard: its features and its global id (the index's own overhead comes on top).
+  auto bytes_of = [](uint64_t r, uint64_t c) {
+    const long double b = static_cast<long double>(r) * (c + 1) * sizeof(double);
+    return b > static_cast<long double>(UINT64_MAX) ? UINT64_MAX : static_cast<uint64_t>(b);
+  };
+  // Every copy of a shard (--replication) is held by another worker; with fewer live workers
+  // than copies, one per worker.
+  auto copies = [live](int replication) {
+    return static_cast<uint64_t>(std::min(std::max(1, replication), live));
+  };
+  const uint64_t needed = bytes_of(rows, cols) * copies(models_->replication());
+  uint64_t held = 0;
+  for (const auto& m : registry_->List()) {
+    if (m->name != replacing) held += bytes_of(m->rows, m->cols) * copies(m->replication);
+  }
+  if (needed > budget || held > budget - needed) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "%s: %d rows x %d features (x %d copies) need %.1f MiB of worker memory; the %d live "
+        "workers' budgets "
+        "(--memory-budget-mb) total %.1f MiB, of which the other models hold %.1f MiB. Add "
+        "workers, raise their --memory-budget-mb, or delete models",
+        what, rows, cols, copies(models_->replication()), needed / 1048576.0, live,
+        budget / 1048576.0, held / 1048576.0));
+  }
+  return absl::OkStatus();
+}
 
 void CoordinatorService::ToProto(const ModelEntry& e, v1::ModelInfo* out) const {
   out->set_name(e.name);
@@ -162,7 +217,8 @@ absl::StatusOr<Matrix> CoordinatorService::ResolveQueries(const v1::Queries& que
 
 // ---- Datasets ------------------------------------------------------------------------------
 
-absl::Status CoordinatorService::DoUpload(grpc::ServerReader<v1::UploadDatasetRequest>* reader,
+absl::Status CoordinatorService::DoUpload(grpc::ServerContext* context,
+                                          grpc::ServerReader<v1::UploadDatasetRequest>* reader,
                                           v1::DatasetInfo* response) {
   v1::UploadDatasetRequest request;
   if (!reader->Read(&request)) {
@@ -180,6 +236,9 @@ absl::Status CoordinatorService::DoUpload(grpc::ServerReader<v1::UploadDatasetRe
   KNN_ASSIGN_OR_RETURN(header.labels, FromProto(h.labels(), "header.labels"));
   header.feature_names.assign(h.feature_names().begin(), h.feature_names().end());
   header.replace = h.replace();
+  // Copied now: `h` refers into `request`, which the chunks below overwrite.
+  const bool check_rows = h.has_rows();
+  const uint64_t expected_rows = h.rows();
   if (header.replace) KNN_RETURN_IF_ERROR(models_->CheckDatasetFree(header.name));
   KNN_ASSIGN_OR_RETURN(std::unique_ptr<DatasetWriter> writer, store_->BeginUpload(header));
   std::vector<std::string> string_labels;
@@ -201,6 +260,17 @@ absl::Status CoordinatorService::DoUpload(grpc::ServerReader<v1::UploadDatasetRe
                                                   ", after ", writer->rows(), " rows)"));
     }
   }
+  // A stream that ended early (the client cancelled or died) must not become a dataset: the
+  // header's row count, when given, says what "complete" is; cancellation says it otherwise.
+  if (context->IsCancelled()) {
+    return absl::CancelledError("the client cancelled the upload; nothing was stored");
+  }
+  if (check_rows && writer->rows() != expected_rows) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "header.rows: the header announced %d rows, the stream carried %d (truncated upload; "
+        "nothing was stored)",
+        expected_rows, writer->rows()));
+  }
   if (header.replace) KNN_RETURN_IF_ERROR(models_->CheckDatasetFree(header.name));
   KNN_ASSIGN_OR_RETURN(DatasetMeta meta, writer->Commit());
   coordinator::ToProto(meta, response);
@@ -211,7 +281,9 @@ grpc::Status CoordinatorService::UploadDataset(grpc::ServerContext* context,
                                                grpc::ServerReader<v1::UploadDatasetRequest>* reader,
                                                v1::DatasetInfo* response) {
   if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
-  return rpc::ToGrpcStatus(DoUpload(reader, response));
+  auto ticket = Admit("UploadDataset", 0);
+  if (!ticket.ok()) return rpc::ToGrpcStatus(ticket.status());
+  return rpc::ToGrpcStatus(DoUpload(context, reader, response));
 }
 
 grpc::Status CoordinatorService::ListDatasets(grpc::ServerContext* context,
@@ -239,6 +311,8 @@ grpc::Status CoordinatorService::DeleteDataset(grpc::ServerContext* context,
                                                const v1::DeleteDatasetRequest* request,
                                                v1::DeleteDatasetResponse*) {
   if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
+  auto ticket = Admit("DeleteDataset", request->ByteSizeLong());
+  if (!ticket.ok()) return rpc::ToGrpcStatus(ticket.status());
   absl::Status st = rpc::ValidateName(request->name(), "name");
   if (st.ok()) st = store_->Describe(request->name()).status();
   if (st.ok()) st = models_->CheckDatasetFree(request->name());
@@ -315,6 +389,8 @@ grpc::Status CoordinatorService::SplitDataset(grpc::ServerContext* context,
                                               const v1::SplitDatasetRequest* request,
                                               v1::SplitDatasetResponse* response) {
   if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
+  auto ticket = Admit("SplitDataset", request->ByteSizeLong());
+  if (!ticket.ok()) return rpc::ToGrpcStatus(ticket.status());
   return rpc::ToGrpcStatus(DoSplit(*request, response));
 }
 
@@ -345,6 +421,9 @@ absl::Status CoordinatorService::DoFit(const v1::FitRequest& request, absl::Time
     }
   }
   spec.replace = request.replace();
+  KNN_ASSIGN_OR_RETURN(DatasetMeta meta, store_->Describe(spec.dataset));
+  KNN_RETURN_IF_ERROR(CheckWorkersCanHold(absl::StrCat("dataset \"", spec.dataset, "\""),
+                                          meta.rows, meta.cols, spec.model));
   KNN_ASSIGN_OR_RETURN(std::shared_ptr<const ModelEntry> entry, models_->Fit(spec, deadline));
   ToProto(*entry, response);
   return absl::OkStatus();
@@ -353,6 +432,8 @@ absl::Status CoordinatorService::DoFit(const v1::FitRequest& request, absl::Time
 grpc::Status CoordinatorService::Fit(grpc::ServerContext* context, const v1::FitRequest* request,
                                      v1::ModelInfo* response) {
   if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
+  auto ticket = Admit("Fit", request->ByteSizeLong());
+  if (!ticket.ok()) return rpc::ToGrpcStatus(ticket.status());
   return rpc::ToGrpcStatus(DoFit(*request, DeadlineOf(context), response));
 }
 
@@ -360,6 +441,8 @@ grpc::Status CoordinatorService::KNeighbors(grpc::ServerContext* context,
                                             const v1::KNeighborsRequest* request,
                                             v1::KNeighborsResponse* response) {
   if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
+  auto ticket = Admit("KNeighbors", request->ByteSizeLong(), &request->queries());
+  if (!ticket.ok()) return rpc::ToGrpcStatus(ticket.status());
   auto run = [&]() -> absl::Status {
     KNN_ASSIGN_OR_RETURN(std::shared_ptr<const ModelEntry> model, FindModel(request->model()));
     KNN_ASSIGN_OR_RETURN(Matrix queries, ResolveQueries(request->queries()));
@@ -379,6 +462,8 @@ grpc::Status CoordinatorService::Predict(grpc::ServerContext* context,
                                          const v1::PredictRequest* request,
                                          v1::PredictResponse* response) {
   if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
+  auto ticket = Admit("Predict", request->ByteSizeLong(), &request->queries());
+  if (!ticket.ok()) return rpc::ToGrpcStatus(ticket.status());
   auto run = [&]() -> absl::Status {
     KNN_ASSIGN_OR_RETURN(std::shared_ptr<const ModelEntry> model, FindModel(request->model()));
     KNN_ASSIGN_OR_RETURN(Matrix queries, ResolveQueries(request->queries()));
@@ -402,6 +487,8 @@ grpc::Status CoordinatorService::PredictProba(grpc::ServerContext* context,
                                               const v1::PredictProbaRequest* request,
                                               v1::PredictProbaResponse* response) {
   if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
+  auto ticket = Admit("PredictProba", request->ByteSizeLong(), &request->queries());
+  if (!ticket.ok()) return rpc::ToGrpcStatus(ticket.status());
   auto run = [&]() -> absl::Status {
     KNN_ASSIGN_OR_RETURN(std::shared_ptr<const ModelEntry> model, FindModel(request->model()));
     KNN_ASSIGN_OR_RETURN(Matrix queries, ResolveQueries(request->queries()));
@@ -468,6 +555,8 @@ grpc::Status CoordinatorService::Score(grpc::ServerContext* context,
                                        const v1::ScoreRequest* request,
                                        v1::ScoreResponse* response) {
   if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
+  auto ticket = Admit("Score", request->ByteSizeLong(), &request->queries());
+  if (!ticket.ok()) return rpc::ToGrpcStatus(ticket.status());
   return rpc::ToGrpcStatus(DoScore(*request, DeadlineOf(context), response));
 }
 
@@ -488,10 +577,13 @@ grpc::Status CoordinatorService::ExportModel(grpc::ServerContext* context,
                                              const v1::ExportModelRequest* request,
                                              grpc::ServerWriter<v1::ModelChunk>* writer) {
   if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
+  auto ticket = Admit("ExportModel", request->ByteSizeLong());
+  if (!ticket.ok()) return rpc::ToGrpcStatus(ticket.status());
   return rpc::ToGrpcStatus(DoExport(*request, writer));
 }
 
-absl::Status CoordinatorService::DoImport(grpc::ServerReader<v1::ImportModelRequest>* reader,
+absl::Status CoordinatorService::DoImport(grpc::ServerContext* context,
+                                          grpc::ServerReader<v1::ImportModelRequest>* reader,
                                           absl::Time deadline, v1::ModelInfo* response) {
   v1::ImportModelRequest request;
   if (!reader->Read(&request) || request.part_case() != v1::ImportModelRequest::kModel) {
@@ -500,15 +592,41 @@ absl::Status CoordinatorService::DoImport(grpc::ServerReader<v1::ImportModelRequ
   }
   const std::string name = request.model();
   KNN_RETURN_IF_ERROR(rpc::ValidateName(name, "model"));
+  // The file holds the training rows, which must fit in the workers: a stream longer than their
+  // budgets together is refused as it arrives, before it can fill the coordinator's memory.
+  uint64_t max_bytes = 0;
+  for (const WorkerSnapshot& w : workers_->Snapshot()) {
+    if (w.alive) max_bytes += w.memory_budget_bytes;
+  }
   std::string bytes;
   while (reader->Read(&request)) {
     if (request.part_case() != v1::ImportModelRequest::kData) {
       return absl::InvalidArgumentError("data: every message after the first must carry data");
     }
+    if (max_bytes > 0 && bytes.size() + request.data().size() > max_bytes) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "data: the model file is larger than the live workers' memory budgets together "
+          "(%.1f MiB, --memory-budget-mb); it cannot be served",
+          max_bytes / 1048576.0));
+    }
     bytes += request.data();
   }
-  KNN_ASSIGN_OR_RETURN(Model model, ParseModel(bytes, absl::StrCat("import of ", name)));
+  if (context->IsCancelled()) {
+    return absl::CancelledError("the client cancelled the import; nothing was stored");
+  }
+  absl::StatusOr<Model> parsed = ParseModel(bytes, absl::StrCat("import of ", name));
+  if (!parsed.ok()) {
+    // The file is the caller's data: a truncated or corrupt one (DATA_LOSS when read from disk)
+    // is INVALID_ARGUMENT here, naming the field.
+    const absl::Status& st = parsed.status();
+    return st.code() == absl::StatusCode::kResourceExhausted
+               ? st
+               : absl::InvalidArgumentError(absl::StrCat("data: ", st.message()));
+  }
+  Model model = *std::move(parsed);
   KNN_RETURN_IF_ERROR(ValidateImportedModel(model));
+  KNN_RETURN_IF_ERROR(CheckWorkersCanHold(absl::StrCat("model \"", name, "\""), model.X.rows(),
+                                          model.X.cols(), name));
   KNN_ASSIGN_OR_RETURN(std::shared_ptr<const ModelEntry> entry,
                        models_->Import(name, std::move(model), deadline));
   ToProto(*entry, response);
@@ -519,7 +637,9 @@ grpc::Status CoordinatorService::ImportModel(grpc::ServerContext* context,
                                              grpc::ServerReader<v1::ImportModelRequest>* reader,
                                              v1::ModelInfo* response) {
   if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
-  return rpc::ToGrpcStatus(DoImport(reader, DeadlineOf(context), response));
+  auto ticket = Admit("ImportModel", 0);
+  if (!ticket.ok()) return rpc::ToGrpcStatus(ticket.status());
+  return rpc::ToGrpcStatus(DoImport(context, reader, DeadlineOf(context), response));
 }
 
 grpc::Status CoordinatorService::ListModels(grpc::ServerContext* context,
@@ -543,6 +663,8 @@ grpc::Status CoordinatorService::DeleteModel(grpc::ServerContext* context,
                                              const v1::DeleteModelRequest* request,
                                              v1::DeleteModelResponse*) {
   if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
+  auto ticket = Admit("DeleteModel", request->ByteSizeLong());
+  if (!ticket.ok()) return rpc::ToGrpcStatus(ticket.status());
   absl::Status st = rpc::ValidateName(request->model(), "model");
   if (st.ok()) st = models_->Delete(request->model());
   return rpc::ToGrpcStatus(st);
@@ -601,6 +723,8 @@ grpc::Status CoordinatorService::StartGridSearch(grpc::ServerContext* context,
                                                  const v1::StartGridSearchRequest* request,
                                                  v1::GridSearchInfo* response) {
   if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
+  auto ticket = Admit("StartGridSearch", request->ByteSizeLong());
+  if (!ticket.ok()) return rpc::ToGrpcStatus(ticket.status());
   auto run = [&]() -> absl::Status {
     if (searches_ == nullptr) return NoSearches();
     KNN_ASSIGN_OR_RETURN(GridSearchSpec spec, SpecFromProto(*request));

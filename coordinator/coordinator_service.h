@@ -24,6 +24,7 @@
 #include "coordinator/worker_pool.h"
 #include "core/base/matrix.h"
 #include "knncluster/v1/coordinator.grpc.pb.h"
+#include "rpc/admission.h"
 #include "rpc/credentials.h"
 
 namespace knncluster::coordinator {
@@ -31,10 +32,15 @@ namespace knncluster::coordinator {
 class CoordinatorService final : public v1::Coordinator::Service {
  public:
   // `searches` may be null (the grid-search calls then answer UNIMPLEMENTED). `guard` is
-  // checked first by every handler (the bearer token); default: every call passes.
+  // checked first by every handler (the bearer token); default: every call passes. `admission`
+  // may be null (no limit); otherwise every call that does work (uploads, fits, queries, imports
+  // and exports, splits, deletes, starting a search) is admitted by it next, and the cheap reads
+  // (List*, Describe*, GetClusterStatus, watching, cancelling and reading searches) are not, so
+  // an overloaded cluster can still be observed.
   CoordinatorService(DatasetStore* store, ModelRegistry* registry, ModelManager* models,
                      WorkerPool* workers, GridSearchManager* searches = nullptr,
-                     rpc::CallGuard guard = rpc::CallGuard());
+                     rpc::CallGuard guard = rpc::CallGuard(),
+                     rpc::AdmissionControl* admission = nullptr);
   CoordinatorService(const CoordinatorService&) = delete;
   CoordinatorService& operator=(const CoordinatorService&) = delete;
 
@@ -96,7 +102,8 @@ class CoordinatorService final : public v1::Coordinator::Service {
   void FillClusterStatus(v1::ClusterStatus* out) const;
 
  private:
-  absl::Status DoUpload(grpc::ServerReader<v1::UploadDatasetRequest>* reader,
+  absl::Status DoUpload(grpc::ServerContext* context,
+                        grpc::ServerReader<v1::UploadDatasetRequest>* reader,
                         v1::DatasetInfo* response);
   absl::Status DoSplit(const v1::SplitDatasetRequest& request, v1::SplitDatasetResponse* response);
   absl::Status DoFit(const v1::FitRequest& request, absl::Time deadline, v1::ModelInfo* response);
@@ -104,12 +111,23 @@ class CoordinatorService final : public v1::Coordinator::Service {
                        v1::ScoreResponse* response);
   absl::Status DoExport(const v1::ExportModelRequest& request,
                         grpc::ServerWriter<v1::ModelChunk>* writer);
-  absl::Status DoImport(grpc::ServerReader<v1::ImportModelRequest>* reader, absl::Time deadline,
+  absl::Status DoImport(grpc::ServerContext* context,
+                        grpc::ServerReader<v1::ImportModelRequest>* reader, absl::Time deadline,
                         v1::ModelInfo* response);
   // Inline rows (validated: shape, finite) or a stored dataset's rows.
   absl::StatusOr<Matrix> ResolveQueries(const v1::Queries& queries) const;
   absl::StatusOr<std::shared_ptr<const ModelEntry>> FindModel(const std::string& name) const;
   void ToProto(const ModelEntry& entry, v1::ModelInfo* out) const;
+
+  // Admits a call whose request is `request_bytes` long plus, for queries naming a dataset, the
+  // rows that will be read; an empty ticket without admission control.
+  absl::StatusOr<rpc::AdmissionControl::Ticket> Admit(absl::string_view method,
+                                                      uint64_t request_bytes,
+                                                      const v1::Queries* queries = nullptr) const;
+  // ResourceExhausted when a model of rows x cols cannot fit beside the other models in the live
+  // workers' memory budgets (--memory-budget-mb); `replacing` is not counted.
+  absl::Status CheckWorkersCanHold(const std::string& what, uint64_t rows, uint64_t cols,
+                                   const std::string& replacing) const;
 
   DatasetStore* const store_;
   ModelRegistry* const registry_;
@@ -117,6 +135,7 @@ class CoordinatorService final : public v1::Coordinator::Service {
   WorkerPool* const workers_;
   GridSearchManager* const searches_;
   const rpc::CallGuard guard_;
+  rpc::AdmissionControl* const admission_;
 };
 
 class MembershipService final : public v1::Membership::Service {

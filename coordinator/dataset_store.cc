@@ -31,8 +31,8 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 
 namespace knncluster::coordinator {
 
-// The meta file, version 2 (written): a durable file (core/base/durable_file.h: magic
-// "KNNDSET\n", u32 version 2, u32 0, u64 payload length, u32 CRC-32 of the payload, u32 CRC-32 of
+// The meta file, version 3 (written): a durable file (core/base/durable_file.h: magic
+// "KNNDSET\n", u32 version 3, u32 0, u64 payload length, u32 CRC-32 of the payload, u32 CRC-32 of
 // the header, payload). Version 1 (read, never written; what builds before version 2 wrote):
 //   magic "KNNDSET\n" (8 bytes) | u32 format version 1 | u64 payload length | payload | u32 CRC-32
 // where the CRC covers every byte before it. Both share the magic and keep the version at byte 8,
@@ -41,15 +41,21 @@ namespace knncluster::coordinator {
 //   str name | u64 rows | u64 cols | u8 label kind (0 none, 1 numeric, 2 string)
 //   | u64 n, n x str class_names | u64 n, n x str feature_names | str view_of
 //   | u64 base_rows (a view: its base's row count; a base: 0)
-// with str = u64 byte length + bytes, all integers little-endian.
+// with str = u64 byte length + bytes, all integers little-endian. Version 3 appends
+//   | u64 n, n x (str file name | u64 size | u32 CRC-32 of the file's bytes)
+// for every data file of the dataset (features.f64 and labels.f64 of a base, indices.i64 of a
+// view), which Open verifies, so that a flipped byte in a data file (whose size is unchanged)
+// quarantines the dataset instead of serving wrong rows. Versions 1 and 2 carry no data
+// checksums: their data files are checked by size only.
 namespace {
 
 namespace fs = std::filesystem;
 
 constexpr char kMetaMagic[8] = {'K', 'N', 'N', 'D', 'S', 'E', 'T', '\n'};
-constexpr uint32_t kMetaVersion = 2;
+constexpr uint32_t kMetaVersion = 3;
 constexpr uint32_t kMetaLegacyVersion = 1;
-constexpr DurableFileFormat kMetaFormat{"KNNDSET\n", kMetaVersion, kMetaVersion,
+constexpr uint32_t kMetaFirstDurableVersion = 2;
+constexpr DurableFileFormat kMetaFormat{"KNNDSET\n", kMetaVersion, kMetaFirstDurableVersion,
                                         "dataset meta file"};
 constexpr char kMetaFile[] = "meta";
 constexpr char kFeaturesFile[] = "features.f64";
@@ -276,7 +282,23 @@ class ByteReader {
   size_t pos_ = 0;
 };
 
-std::string EncodeMeta(const DatasetMeta& m, uint64_t base_rows) {
+using dataset_store_internal::DataFileCrc;
+
+// CRC-32 of the first `size` bytes of an open file, read in blocks.
+absl::StatusOr<uint32_t> FileCrc32(int fd, uint64_t size, const std::string& path) {
+  std::string block;
+  uint32_t crc = 0;
+  for (uint64_t at = 0; at < size;) {
+    block.resize(std::min<uint64_t>(kMaxBlockBytes, size - at));
+    KNN_RETURN_IF_ERROR(PreadAll(fd, block.data(), block.size(), at, path));
+    crc = ExtendCrc32(crc, block);
+    at += block.size();
+  }
+  return crc;
+}
+
+std::string EncodeMeta(const DatasetMeta& m, uint64_t base_rows,
+                       const std::vector<DataFileCrc>& crcs) {
   ByteWriter payload;
   payload.Str(m.name);
   payload.U64(m.rows);
@@ -286,12 +308,19 @@ std::string EncodeMeta(const DatasetMeta& m, uint64_t base_rows) {
   payload.Strs(m.feature_names);
   payload.Str(m.view_of);
   payload.U64(base_rows);
+  payload.U64(crcs.size());
+  for (const DataFileCrc& c : crcs) {
+    payload.Str(c.file);
+    payload.U64(c.size);
+    payload.U32(c.crc);
+  }
   return EncodeDurableFile(kMetaFormat, payload.out());
 }
 
 struct DecodedMeta {
   DatasetMeta meta;
   uint64_t base_rows = 0;
+  std::optional<std::vector<DataFileCrc>> crcs;  // version >= 3 only
 };
 
 absl::StatusOr<DecodedMeta> DecodeMeta(std::string_view bytes, const std::string& path) {
@@ -304,6 +333,7 @@ absl::StatusOr<DecodedMeta> DecodeMeta(std::string_view bytes, const std::string
   uint32_t version;
   KNN_RETURN_IF_ERROR(header.U32("the format version", &version));
   std::string_view payload;
+  DecodedMeta d;
   if (version != kMetaLegacyVersion) {
     // Every check (checksums, length, a version newer than this build) is the durable file's.
     KNN_RETURN_IF_ERROR(ParseDurableFile(path, bytes, kMetaFormat).status());
@@ -329,7 +359,6 @@ absl::StatusOr<DecodedMeta> DecodeMeta(std::string_view bytes, const std::string
     }
     payload = bytes.substr(kHeader, payload_size);
   }
-  DecodedMeta d;
   ByteReader r(payload, path);
   uint8_t kind;
   KNN_RETURN_IF_ERROR(r.Str("name", &d.meta.name));
@@ -340,6 +369,17 @@ absl::StatusOr<DecodedMeta> DecodeMeta(std::string_view bytes, const std::string
   KNN_RETURN_IF_ERROR(r.Strs("feature_names", &d.meta.feature_names));
   KNN_RETURN_IF_ERROR(r.Str("view_of", &d.meta.view_of));
   KNN_RETURN_IF_ERROR(r.U64("base_rows", &d.base_rows));
+  if (version >= 3) {
+    uint64_t n;
+    KNN_RETURN_IF_ERROR(r.U64("data file checksums", &n));
+    if (n > 3) return absl::DataLossError(absl::StrCat(path, ": ", n, " data file checksums"));
+    d.crcs.emplace(n);
+    for (DataFileCrc& c : *d.crcs) {
+      KNN_RETURN_IF_ERROR(r.Str("data file name", &c.file));
+      KNN_RETURN_IF_ERROR(r.U64("data file size", &c.size));
+      KNN_RETURN_IF_ERROR(r.U32("data file checksum", &c.crc));
+    }
+  }
   if (!r.done()) {
     return absl::DataLossError(absl::StrCat(path, ": trailing bytes after the payload"));
   }
@@ -427,8 +467,10 @@ namespace {
 
 // Opens the files of the dataset described by `meta` in `path` and checks their sizes (and, for
 // a view, that every index is a row of `base`).
+// With `crcs` (a version-3 meta), every data file must be listed there and match its CRC-32.
 absl::Status OpenFiles(const std::string& path, const DatasetMeta& meta, uint64_t base_rows,
-                       int* features, int* labels, int* indices) {
+                       const std::vector<DataFileCrc>* crcs, int* features, int* labels,
+                       int* indices) {
   const auto open_sized = [&](const char* file, uint64_t bytes, int* out) -> absl::Status {
     const std::string p = Join(path, file);
     KNN_ASSIGN_OR_RETURN(Fd fd, OpenFile(p, O_RDONLY));
@@ -436,6 +478,21 @@ absl::Status OpenFiles(const std::string& path, const DatasetMeta& meta, uint64_
     if (size != bytes) {
       return absl::DataLossError(absl::StrCat(p, ": expected ", bytes, " bytes, found ", size,
                                               " (the file is corrupt or truncated)"));
+    }
+    if (crcs != nullptr) {
+      const auto it = std::find_if(crcs->begin(), crcs->end(),
+                                   [&](const DataFileCrc& c) { return c.file == file; });
+      if (it == crcs->end()) {
+        return absl::DataLossError(
+            absl::StrCat(Join(path, kMetaFile), ": no checksum for ", file));
+      }
+      KNN_ASSIGN_OR_RETURN(uint32_t crc, FileCrc32(fd.get(), size, p));
+      if (it->size != size || it->crc != crc) {
+        return absl::DataLossError(absl::StrFormat(
+            "%s: checksum mismatch (meta says %d bytes with CRC-32 0x%08x, found %d bytes with "
+            "0x%08x): the file is corrupt",
+            p, it->size, it->crc, size, crc));
+      }
     }
     *out = fd.release();
     return absl::OkStatus();
@@ -470,10 +527,11 @@ absl::Status OpenFiles(const std::string& path, const DatasetMeta& meta, uint64_
 
 absl::StatusOr<std::shared_ptr<DatasetStore::Entry>> DatasetStore::MakeEntry(
     const std::string& path, DatasetMeta meta, uint64_t base_rows,
-    std::shared_ptr<const Entry> base) {
+    std::shared_ptr<const Entry> base, std::optional<std::vector<DataFileCrc>> crcs) {
   auto e = std::make_shared<Entry>();
   int features = -1, labels = -1, indices = -1;
-  absl::Status s = OpenFiles(path, meta, base_rows, &features, &labels, &indices);
+  absl::Status s =
+      OpenFiles(path, meta, base_rows, crcs ? &*crcs : nullptr, &features, &labels, &indices);
   e->features = Fd(features);
   e->labels = Fd(labels);
   e->indices = Fd(indices);
@@ -647,14 +705,23 @@ absl::StatusOr<DatasetMeta> DatasetWriter::CommitImpl() {
     for (const auto& [name, code] : provisional_codes_) meta.class_names.push_back(name);
     provisional_codes_.clear();
   }
-  KNN_RETURN_IF_ERROR(WriteFileSynced(Join(tmp_dir_, kMetaFile), EncodeMeta(meta, 0)));
+  std::vector<DataFileCrc> crcs;
+  for (const auto& [file, fd] : {std::pair<const char*, int>{kFeaturesFile, features_fd_},
+                                 std::pair<const char*, int>{kLabelsFile, labels_fd_}}) {
+    if (fd < 0) continue;
+    const std::string p = Join(tmp_dir_, file);
+    KNN_ASSIGN_OR_RETURN(uint64_t size, FileSize(fd, p));
+    KNN_ASSIGN_OR_RETURN(uint32_t crc, FileCrc32(fd, size, p));
+    crcs.push_back({file, size, crc});
+  }
+  KNN_RETURN_IF_ERROR(WriteFileSynced(Join(tmp_dir_, kMetaFile), EncodeMeta(meta, 0, crcs)));
   KNN_RETURN_IF_ERROR(FsyncDir(tmp_dir_));
   ::close(features_fd_);
   features_fd_ = -1;
   if (labels_fd_ >= 0) ::close(labels_fd_);
   labels_fd_ = -1;
   KNN_ASSIGN_OR_RETURN(std::shared_ptr<DatasetStore::Entry> entry,
-                       DatasetStore::MakeEntry(tmp_dir_, meta, 0, nullptr));
+                       DatasetStore::MakeEntry(tmp_dir_, meta, 0, nullptr, std::nullopt));
 
   absl::MutexLock lock(&store_->mu_);
   KNN_RETURN_IF_ERROR(store_->CheckReplaceable(meta.name, header_.replace));
@@ -767,6 +834,7 @@ absl::Status DatasetStore::Load() {
       return d;
     }();
     if (!meta.ok()) {
+      quarantined_bases_.insert(name);  // perhaps a view: its meta cannot say
       fail(name, meta.status());
       continue;
     }
@@ -774,8 +842,9 @@ absl::Status DatasetStore::Load() {
       views.push_back({name, *std::move(meta)});
       continue;
     }
-    auto entry = MakeEntry(path, std::move(meta->meta), 0, nullptr);
+    auto entry = MakeEntry(path, std::move(meta->meta), 0, nullptr, std::move(meta->crcs));
     if (!entry.ok()) {
+      quarantined_bases_.insert(name);
       fail(name, entry.status());
       continue;
     }
@@ -802,7 +871,8 @@ absl::Status DatasetStore::Load() {
       fail(v.name, bad);
       continue;
     }
-    auto entry = MakeEntry(path, std::move(v.meta.meta), v.meta.base_rows, base_it->second);
+    auto entry = MakeEntry(path, std::move(v.meta.meta), v.meta.base_rows, base_it->second,
+                           std::move(v.meta.crcs));
     if (!entry.ok()) {
       fail(v.name, entry.status());
       continue;
@@ -983,6 +1053,10 @@ absl::StatusOr<DatasetStore::SplitResult> DatasetStore::Split(
     KNN_RETURN_IF_ERROR(
         WriteAll(fd.get(), rows->data(), rows->size() * sizeof(int64_t), indices_path));
     KNN_RETURN_IF_ERROR(Fsync(fd.get(), indices_path));
+    const uint64_t indices_bytes = rows->size() * sizeof(int64_t);
+    const std::vector<DataFileCrc> crcs = {
+        {kIndicesFile, indices_bytes,
+         Crc32(std::string_view(reinterpret_cast<const char*>(rows->data()), indices_bytes))}};
     DatasetMeta meta;
     meta.name = part_name;
     meta.rows = positions.size();
@@ -992,9 +1066,9 @@ absl::StatusOr<DatasetStore::SplitResult> DatasetStore::Split(
     meta.feature_names = src.feature_names;
     meta.view_of = base->meta.name;
     KNN_RETURN_IF_ERROR(
-        WriteFileSynced(Join(*tmp_dir, kMetaFile), EncodeMeta(meta, base->meta.rows)));
+        WriteFileSynced(Join(*tmp_dir, kMetaFile), EncodeMeta(meta, base->meta.rows, crcs)));
     KNN_RETURN_IF_ERROR(FsyncDir(*tmp_dir));
-    return MakeEntry(*tmp_dir, std::move(meta), base->meta.rows, base);
+    return MakeEntry(*tmp_dir, std::move(meta), base->meta.rows, base, std::nullopt);
   };
   std::string train_dir, test_dir;
   std::shared_ptr<Entry> train, test;

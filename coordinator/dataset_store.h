@@ -33,6 +33,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -67,6 +68,15 @@ struct UploadHeader {
 };
 
 class DatasetStore;
+
+namespace dataset_store_internal {
+// The checksum of one data file, as kept in a version-3 meta (see dataset_store.cc).
+struct DataFileCrc {
+  std::string file;
+  uint64_t size = 0;
+  uint32_t crc = 0;
+};
+}  // namespace dataset_store_internal
 
 // An upload in progress: rows are appended to files in a temporary directory of the store;
 // Commit makes the dataset visible atomically (rename); destruction without Commit removes the
@@ -118,8 +128,9 @@ class DatasetWriter {
 class DatasetStore {
  public:
   // Opens `dir` (creating it and its parents if missing) and loads every committed dataset into
-  // the catalog, checking each meta file (magic, format version, CRC-32, name) and the sizes of
-  // its data files (and, for views, their base and the range of every index). A dataset that
+  // the catalog, checking each meta file (magic, format version, CRC-32, name) and the sizes
+  // and (version-3 metas) CRC-32s of its data files (and, for views, their base and the range
+  // of every index). A dataset that
   // fails these checks is not fatal: it is moved to <dir>/quarantine/, the rest are loaded, and
   // the reason, naming the file, is kept in load_errors(). Leftovers of interrupted uploads are
   // removed. FailedPrecondition if another DatasetStore (in any process) has `dir` open.
@@ -172,6 +183,9 @@ class DatasetStore {
 
   // What Open could not load, one status per dataset (naming the file and where it was moved).
   const std::vector<absl::Status>& load_errors() const { return load_errors_; }
+  // The names of the datasets Open quarantined that were not views (bases, or datasets whose
+  // meta could not be read): candidates for a rebuild from a model's shards.
+  const std::set<std::string>& quarantined_bases() const { return quarantined_bases_; }
 
   const std::string& dir() const { return dir_; }
 
@@ -182,10 +196,12 @@ class DatasetStore {
   DatasetStore(std::string dir, int lock_fd);
   absl::Status Load();
   // Opens the files of a dataset written to `path` (checking their sizes, and for a view every
-  // index against base_rows) as an entry not yet in the catalog.
-  static absl::StatusOr<std::shared_ptr<Entry>> MakeEntry(const std::string& path, DatasetMeta meta,
-                                                          uint64_t base_rows,
-                                                          std::shared_ptr<const Entry> base);
+  // index against base_rows) as an entry not yet in the catalog. With `crcs` (from a version-3
+  // meta) every data file's CRC-32 is verified too (DataLoss naming the file on a mismatch).
+  static absl::StatusOr<std::shared_ptr<Entry>> MakeEntry(
+      const std::string& path, DatasetMeta meta, uint64_t base_rows,
+      std::shared_ptr<const Entry> base,
+      std::optional<std::vector<dataset_store_internal::DataFileCrc>> crcs);
   absl::StatusOr<std::shared_ptr<const Entry>> Find(const std::string& name) const;
   // <dir>/datasets/<prefix><name>-<id>, an unused path; MakeTempDir creates one (prefix .tmp-).
   std::string UniquePath(const char* prefix, const std::string& name);
@@ -205,6 +221,7 @@ class DatasetStore {
   const int lock_fd_;
   std::atomic<uint64_t> next_tmp_id_{0};
   std::vector<absl::Status> load_errors_;  // written by Open only
+  std::set<std::string> quarantined_bases_;  // written by Open only
 
   mutable absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<const Entry>> catalog_ ABSL_GUARDED_BY(mu_);

@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/base/crc32.h"
+#include "core/base/durable_file.h"
 #include "core/datasets/dataset.h"
 #include "core/model_selection/split.h"
 #include "gmock/gmock.h"
@@ -496,6 +497,14 @@ TEST_F(DatasetStoreTest, CrashLeftoversAreSweptAtOpen) {
 }
 
 // Meta files written before version 2 (the durable-file format) are read as they are.
+// A version-3 meta payload less its data file checksums (u64 n, n x (str, u64, u32)): the
+// payload of versions 1 and 2.
+std::string StripDataCrcs(const std::string& v3_payload, std::vector<std::string> files) {
+  size_t tail = 8;
+  for (const std::string& f : files) tail += 8 + f.size() + 8 + 4;
+  return v3_payload.substr(0, v3_payload.size() - tail);
+}
+
 TEST_F(DatasetStoreTest, VersionOneMetaFilesStillLoad) {
   ASSERT_TRUE(Upload("old", Matrix(3, 2, {1, 2, 3, 4, 5, 6}), {7, 8, 9}, 2).ok());
   ASSERT_TRUE(store_->Split("old", TestSize::Count(1), 0, true, "old-a", "old-b", false).ok());
@@ -503,11 +512,14 @@ TEST_F(DatasetStoreTest, VersionOneMetaFilesStillLoad) {
   for (const std::string name : {"old", "old-a"}) {
     const std::string path = dir_ + "/datasets/" + name + "/meta";
     std::ifstream in(path, std::ios::binary);
-    std::string v2((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    ASSERT_EQ(v2[8], 2);
-    const std::string payload = v2.substr(32);
+    std::string v3((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    ASSERT_EQ(v3[8], 3);
+    const std::string payload =
+        StripDataCrcs(v3.substr(32), name == "old" ? std::vector<std::string>{"features.f64",
+                                                                              "labels.f64"}
+                                                   : std::vector<std::string>{"indices.i64"});
+    std::string v1 = v3.substr(0, 8);
     // magic | u32 1 | u64 length | payload | u32 CRC-32 of everything before it
-    std::string v1 = v2.substr(0, 8);
     for (int i = 0; i < 4; ++i) v1.push_back(static_cast<char>(i == 0 ? 1 : 0));
     for (int i = 0; i < 8; ++i) v1.push_back(static_cast<char>(payload.size() >> (8 * i)));
     v1 += payload;
@@ -520,6 +532,23 @@ TEST_F(DatasetStoreTest, VersionOneMetaFilesStillLoad) {
   EXPECT_EQ(store_->ReadRows("old", 0, 3)->values(), (std::vector<double>{1, 2, 3, 4, 5, 6}));
   EXPECT_EQ(store_->ReadLabels("old-a")->size(), 2u);
   EXPECT_EQ(store_->Describe("old-a")->view_of, "old");
+}
+
+// Version 2 (a durable file without data file checksums) still loads: sizes are then the only
+// check of the data files.
+TEST_F(DatasetStoreTest, VersionTwoMetaFilesStillLoad) {
+  ASSERT_TRUE(Upload("old", Matrix(3, 2, {1, 2, 3, 4, 5, 6}), {7, 8, 9}, 2).ok());
+  store_.reset();
+  const std::string path = dir_ + "/datasets/old/meta";
+  std::ifstream in(path, std::ios::binary);
+  std::string v3((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_EQ(v3[8], 3);
+  const std::string payload = StripDataCrcs(v3.substr(32), {"features.f64", "labels.f64"});
+  std::ofstream(path, std::ios::binary | std::ios::trunc)
+      << EncodeDurableFile(DurableFileFormat{"KNNDSET\n", 2, 2, "dataset meta file"}, payload);
+  Reopen();
+  EXPECT_TRUE(store_->load_errors().empty());
+  EXPECT_EQ(store_->ReadRows("old", 0, 3)->values(), (std::vector<double>{1, 2, 3, 4, 5, 6}));
 }
 
 TEST_F(DatasetStoreTest, TheDirectoryIsLockedWhileOpen) {
@@ -543,19 +572,21 @@ void FlipByte(const std::string& path, std::streamoff at) {
 TEST_F(DatasetStoreTest, DamagedDatasetsAreQuarantinedAtOpen) {
   ASSERT_TRUE(Upload("good", Matrix(3, 2, {1, 2, 3, 4, 5, 6}), {7, 8, 9}, 2).ok());
   ASSERT_TRUE(Upload("flipped", Matrix(3, 2), {}, 3).ok());
+  ASSERT_TRUE(Upload("bitrot", Matrix(3, 2, {1, 2, 3, 4, 5, 6}), {7, 8, 9}, 2).ok());
   ASSERT_TRUE(Upload("short", Matrix(3, 2), {}, 3).ok());
   ASSERT_TRUE(Upload("future", Matrix(3, 2), {}, 3).ok());
   ASSERT_TRUE(store_->Split("good", TestSize::Count(1), 0, true, "good-a", "good-b", false).ok());
   store_.reset();
   const std::string datasets = dir_ + "/datasets/";
   FlipByte(datasets + "flipped/meta", 40);  // a payload byte
+  FlipByte(datasets + "bitrot/features.f64", 9);  // same size, one bit: only the CRC sees it
   fs::resize_file(datasets + "short/features.f64", 40);
   {
-    // A meta file from a newer build: version 3, with valid checksums, so the version is what
+    // A meta file from a newer build: version 4, with valid checksums, so the version is what
     // fails (the durable file's header: version at byte 8, header CRC at 28 over [0, 28)).
     std::ifstream in(datasets + "future/meta", std::ios::binary);
     std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    bytes[8] = 3;
+    bytes[8] = 4;
     const uint32_t crc = Crc32(std::string_view(bytes).substr(0, 28));
     for (int i = 0; i < 4; ++i) bytes[28 + i] = static_cast<char>(crc >> (8 * i));
     std::ofstream(datasets + "future/meta", std::ios::binary | std::ios::trunc) << bytes;
@@ -565,21 +596,25 @@ TEST_F(DatasetStoreTest, DamagedDatasetsAreQuarantinedAtOpen) {
   for (const DatasetMeta& m : store_->List()) names.push_back(m.name);
   EXPECT_THAT(names, ElementsAre("good", "good-a", "good-b"));
   EXPECT_EQ(store_->ReadLabels("good-a")->size(), 2u);
-  ASSERT_EQ(store_->load_errors().size(), 3u);
-  const std::string flipped = std::string(store_->load_errors()[0].message());
-  const std::string future = std::string(store_->load_errors()[1].message());
-  const std::string truncated = std::string(store_->load_errors()[2].message());
+  ASSERT_EQ(store_->load_errors().size(), 4u);
+  const std::string bitrot = std::string(store_->load_errors()[0].message());
   EXPECT_EQ(store_->load_errors()[0].code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(bitrot, HasSubstr(datasets + "bitrot/features.f64: checksum mismatch"));
+  EXPECT_THAT(store_->quarantined_bases(), ElementsAre("bitrot", "flipped", "future", "short"));
+  const std::string flipped = std::string(store_->load_errors()[1].message());
+  const std::string future = std::string(store_->load_errors()[2].message());
+  const std::string truncated = std::string(store_->load_errors()[3].message());
+  EXPECT_EQ(store_->load_errors()[1].code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(flipped,
               HasSubstr(datasets + "flipped/meta: the dataset meta file's checksum does not match"));
   EXPECT_THAT(flipped, HasSubstr("moved to " + dir_ + "/quarantine/flipped-"));
-  EXPECT_EQ(store_->load_errors()[1].code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(future, HasSubstr(datasets + "future/meta: dataset meta file format version 3 is "
-                                           "newer than this build supports (2)"));
+  EXPECT_EQ(store_->load_errors()[2].code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(future, HasSubstr(datasets + "future/meta: dataset meta file format version 4 is "
+                                           "newer than this build supports (3)"));
   EXPECT_THAT(truncated, HasSubstr(datasets + "short/features.f64: expected 48 bytes, found 40"));
   EXPECT_THAT(DatasetDirEntries(), ElementsAre("good", "good-a", "good-b"));
   EXPECT_EQ(std::distance(fs::directory_iterator(dir_ + "/quarantine"), fs::directory_iterator()),
-            3);
+            4);
   // The names are free again.
   EXPECT_TRUE(Upload("flipped", Matrix(1, 1), {}, 1).ok());
 

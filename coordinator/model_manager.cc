@@ -35,7 +35,8 @@ ModelManager::ModelManager(DatasetStore* store, WorkerPool* workers, ModelRegist
       options_(std::move(options)),
       catalog_(catalog),
       restore_until_(absl::Now() + 3 * workers->options().heartbeat_interval +
-                     absl::Seconds(2)) {}
+                     absl::Seconds(2)),
+      start_(absl::Now()) {}
 
 absl::Status ModelManager::Persist(const std::string& name) const {
   return catalog_ == nullptr ? absl::OkStatus() : catalog_->Sync(*registry_, name);
@@ -61,34 +62,79 @@ absl::StatusOr<std::shared_ptr<const ModelLabels>> ModelManager::ReadModelLabels
   return std::shared_ptr<const ModelLabels>(labels);
 }
 
+absl::Status ModelManager::RestoreRecord(const v1::ModelRecord& record) {
+  KNN_ASSIGN_OR_RETURN(std::shared_ptr<ModelEntry> entry, FromRecord(record));
+  KNN_ASSIGN_OR_RETURN(DatasetMeta meta, store_->Describe(entry->dataset));
+  if (meta.rows != entry->rows || meta.cols != entry->cols) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "its training set %s is %d x %d, the model was fitted on %d x %d", meta.name, meta.rows,
+        meta.cols, entry->rows, entry->cols));
+  }
+  const std::vector<std::string> names(record.class_names().begin(), record.class_names().end());
+  KNN_ASSIGN_OR_RETURN(entry->labels,
+                       ReadModelLabels(entry->task, entry->dataset, entry->rows, names));
+  registry_->AdvanceGeneration(entry->generation);
+  return registry_->Put(std::move(entry), /*replace=*/false).status();
+}
+
+namespace {
+
+// Whether the shards of `record` hold each of its training rows exactly once.
+absl::Status CheckShardsCoverRows(const v1::ModelRecord& record) {
+  std::vector<bool> seen(record.rows(), false);
+  uint64_t covered = 0;
+  const auto mark = [&](int64_t id, const std::string& shard) -> absl::Status {
+    if (id < 0 || static_cast<uint64_t>(id) >= record.rows() || seen[id]) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "shard ", shard, " lists row ", id, " outside the training set or twice"));
+    }
+    seen[id] = true;
+    ++covered;
+    return absl::OkStatus();
+  };
+  for (const v1::ShardRecord& s : record.shards()) {
+    if (s.spatial()) {
+      for (int64_t id : s.global_ids()) KNN_RETURN_IF_ERROR(mark(id, s.shard_id()));
+    } else {
+      for (uint64_t i = 0; i < s.rows(); ++i) {
+        KNN_RETURN_IF_ERROR(mark(s.first_global_index() + static_cast<int64_t>(i), s.shard_id()));
+      }
+    }
+  }
+  if (covered != record.rows()) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "its shards hold %d of the %d training rows", covered, record.rows()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 std::vector<absl::Status> ModelManager::Recover() {
   std::vector<absl::Status> errors;
   if (catalog_ == nullptr) return errors;
   ModelCatalog::Loaded loaded = catalog_->Load();
   errors = std::move(loaded.errors);
   for (const v1::ModelRecord& record : loaded.records) {
-    absl::StatusOr<std::shared_ptr<ModelEntry>> entry = FromRecord(record);
-    absl::Status st = entry.status();
-    if (st.ok()) {
-      absl::StatusOr<DatasetMeta> meta = store_->Describe((*entry)->dataset);
-      st = meta.status();
-      if (st.ok() && (meta->rows != (*entry)->rows || meta->cols != (*entry)->cols)) {
-        st = absl::FailedPreconditionError(absl::StrFormat(
-            "its training set %s is %d x %d, the model was fitted on %d x %d", meta->name,
-            meta->rows, meta->cols, (*entry)->rows, (*entry)->cols));
+    absl::Status st = RestoreRecord(record);
+    if (absl::IsNotFound(st) && store_->quarantined_bases().count(record.dataset()) > 0) {
+      // Its training set was damaged: rebuild it from the shards once their workers register.
+      const absl::Status cover = CheckShardsCoverRows(record);
+      if (cover.ok()) {
+        std::vector<std::string> ids;
+        for (const v1::ShardRecord& s : record.shards()) ids.push_back(s.shard_id());
+        registry_->AddPending(ids);  // not orphans meanwhile: Repair must not drop them
+        Log(absl::StrFormat(
+            "dataset \"%s\" was quarantined: rebuilding it from the %d shards of model \"%s\" "
+            "once their workers register",
+            record.dataset(), record.shards_size(), record.name()));
+        absl::MutexLock lock(&rebuild_mu_);
+        rebuilds_.push_back(record);
+        continue;
       }
-    }
-    if (st.ok()) {
-      const std::vector<std::string> names(record.class_names().begin(),
-                                           record.class_names().end());
-      absl::StatusOr<std::shared_ptr<const ModelLabels>> labels =
-          ReadModelLabels((*entry)->task, (*entry)->dataset, (*entry)->rows, names);
-      st = labels.status();
-      if (st.ok()) (*entry)->labels = *std::move(labels);
-    }
-    if (st.ok()) {
-      registry_->AdvanceGeneration((*entry)->generation);
-      st = registry_->Put(*std::move(entry), /*replace=*/false).status();
+      st = absl::Status(st.code(), absl::StrCat(st.message(), "; the dataset cannot be rebuilt "
+                                                              "from the model's shards: ",
+                                                cover.message()));
     }
     if (!st.ok()) {
       absl::StatusOr<std::string> moved = catalog_->Quarantine(record.name());
@@ -146,6 +192,33 @@ absl::Status ModelManager::LoadShard(const WorkerHandle& worker, const std::stri
     h->set_first_global_index(first);
   }
   rpc::ToProto(params, h->mutable_index_params());
+  // The shard's labels travel with it (the worker keeps them in its shard file only), so that a
+  // damaged training set can be rebuilt from the shards (dataset_rebuild.cc).
+  std::vector<double> labels;
+  if (read_error.ok()) {
+    absl::StatusOr<DatasetMeta> meta = store_->Describe(dataset);
+    if (!meta.ok()) {
+      read_error = meta.status();
+    } else if (meta->labels != LabelKind::kNone) {
+      absl::StatusOr<std::vector<double>> all = store_->ReadLabels(dataset);
+      if (!all.ok()) {
+        read_error = all.status();
+      } else {
+        h->set_has_labels(true);
+        for (const std::string& name : meta->class_names) h->add_class_names(name);
+        labels.reserve(rows);
+        for (uint64_t i = 0; i < rows && read_error.ok(); ++i) {
+          const int64_t id = ids != nullptr ? (*ids)[i] : first + static_cast<int64_t>(i);
+          if (id < 0 || static_cast<uint64_t>(id) >= all->size()) {
+            read_error = absl::InternalError(absl::StrCat("shard ", shard_id, ": row ", id,
+                                                          " is not a row of ", dataset));
+          } else {
+            labels.push_back((*all)[id]);
+          }
+        }
+      }
+    }
+  }
   bool ok = read_error.ok() && writer->Write(header);
   if (!read_error.ok()) ctx.TryCancel();
   const uint64_t chunk = std::max<uint64_t>(1, options_.load_chunk_bytes / (cols * sizeof(double)));
@@ -165,6 +238,13 @@ absl::Status ModelManager::LoadShard(const WorkerHandle& worker, const std::stri
     }
     v1::LoadShardRequest request;
     rpc::ToProto(*m, request.mutable_rows());
+    ok = writer->Write(request);
+  }
+  const uint64_t label_chunk = std::max<uint64_t>(1, options_.load_chunk_bytes / sizeof(double));
+  for (uint64_t begin = 0; ok && read_error.ok() && begin < labels.size(); begin += label_chunk) {
+    const uint64_t end = std::min<uint64_t>(labels.size(), begin + label_chunk);
+    v1::LoadShardRequest request;
+    request.mutable_labels()->mutable_values()->Add(labels.begin() + begin, labels.begin() + end);
     ok = writer->Write(request);
   }
   if (ok && read_error.ok()) writer->WritesDone();
@@ -679,6 +759,7 @@ void ModelManager::CheckWorkers() {
 }
 
 void ModelManager::Repair() {
+  RebuildDatasets();
   const absl::Duration grace = 2 * workers_->options().heartbeat_interval + absl::Seconds(1);
   // 1. Compare what live workers report with the copies they should hold.
   std::map<std::string, std::map<std::string, const Replica*>> placed;  // worker -> shard -> copy

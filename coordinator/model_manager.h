@@ -14,7 +14,9 @@
 #define KNNCLUSTER_COORDINATOR_MODEL_MANAGER_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <map>
 #include <optional>
 #include <string>
 #include <utility>
@@ -22,6 +24,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "coordinator/dataset_store.h"
 #include "coordinator/model_catalog.h"
@@ -56,6 +59,11 @@ struct ModelManagerOptions {
   uint64_t max_routed_bytes = uint64_t{256} << 20;
   uint64_t min_routed_rows_per_shard = 1024;
   size_t max_routing_cells = 32768;
+  // Rebuilding a damaged training set from a model's shards (dataset_rebuild.cc): how long after
+  // the start to wait for the workers holding its shards to register before giving up.
+  absl::Duration rebuild_wait = absl::Minutes(5);
+  // Where the manager reports what it did on its own (a dataset rebuilt, or not); null: nowhere.
+  std::function<void(const std::string&)> log;
 };
 
 struct FitSpec {
@@ -91,10 +99,25 @@ class ModelManager {
                ScatterGather* search, ThreadPool* pool, ModelManagerOptions options,
                ModelCatalog* catalog = nullptr);
 
+  // Copies a new fit makes of every shard (--replication, at least 1).
+  int replication() const { return options_.replication < 1 ? 1 : options_.replication; }
+
   // Loads the catalog's models into the registry (labels read back from their datasets), so a
   // restarted coordinator serves them without a re-upload or a refit. Call once at start. A
   // record that cannot be used is quarantined; returns one error per such model, naming it.
+  // A record whose training set the store quarantined at Open (a base, not a view) and whose
+  // shards cover every training row is not quarantined: it waits for RebuildDatasets.
   std::vector<absl::Status> Recover();
+
+  // For each model waiting on a quarantined training set (see Recover): once a live worker
+  // reports every one of its shards, reads them back (Worker.ReadShard), reassembles the rows in
+  // training-index order with their labels, checks them against the record, writes the dataset
+  // through the store's upload path and restores the model. A model whose shards are not all
+  // reported within options.rebuild_wait of the start, or whose rebuild fails, is quarantined
+  // (its dataset stays in quarantine). Called by Repair; returns how many datasets it rebuilt.
+  int RebuildDatasets();
+  // Models still waiting for RebuildDatasets.
+  std::vector<std::string> PendingRebuilds() const;
   ModelManager(const ModelManager&) = delete;
   ModelManager& operator=(const ModelManager&) = delete;
 
@@ -163,6 +186,15 @@ class ModelManager {
                          const std::string& dataset, int64_t first, uint64_t rows, uint64_t cols,
                          const NeighborsParams& params,
                          const std::vector<int64_t>* ids, const Matrix* training_rows) const;
+  // Recover's work for one record: the entry, its labels from the dataset, into the registry.
+  absl::Status RestoreRecord(const v1::ModelRecord& record);
+  // Rebuilds record.dataset from the shards of record, read from `holders` (shard id -> live
+  // workers reporting it). In dataset_rebuild.cc.
+  absl::Status RebuildDataset(const v1::ModelRecord& record,
+                              const std::map<std::string, std::vector<WorkerHandle>>& holders);
+  void Log(const std::string& line) const {
+    if (options_.log) options_.log(line);
+  }
   // Writes the registry's entry of `name` to the catalog (or removes it); OK without a catalog.
   absl::Status Persist(const std::string& name) const;
   // What a model's predictions need from its training dataset's labels; `class_names`: the
@@ -191,6 +223,10 @@ class ModelManager {
   // Until then Repair does not replace copies on workers that have not registered since the
   // start (they re-register within a heartbeat or two with the shards they kept).
   const absl::Time restore_until_;
+  const absl::Time start_;
+  // Models waiting for their training set to be rebuilt (Recover, RebuildDatasets).
+  mutable absl::Mutex rebuild_mu_;
+  std::vector<v1::ModelRecord> rebuilds_ ABSL_GUARDED_BY(rebuild_mu_);
 };
 
 }  // namespace knncluster::coordinator

@@ -240,6 +240,9 @@ absl::Status ScatterGather::SearchChunk(absl::Span<const ShardLocation* const> s
   }
   std::vector<std::set<std::string>> tried(shards.size());
   std::vector<std::vector<std::string>> failures(shards.size());  // why each replica failed
+  // Shards every copy of which refused with RESOURCE_EXHAUSTED (overload, admission limits): the
+  // answer keeps that code, so the client sees "busy, retry later" rather than "gone".
+  std::vector<bool> only_overloaded(shards.size(), true);
   std::vector<Part> parts;
   // Serialize the queries once; each unrouted call's request copies the proto matrix.
   v1::Matrix proto_queries;
@@ -250,6 +253,7 @@ absl::Status ScatterGather::SearchChunk(absl::Span<const ShardLocation* const> s
     std::map<std::string, std::vector<size_t>> by_worker;
     std::map<std::string, uint64_t> assigned;
     std::vector<std::string> unavailable;
+    bool all_overloaded = true;
     for (size_t s : pending) {
       const std::string* best = nullptr;
       for (const std::string& w : shards[s]->worker_ids) {
@@ -278,12 +282,17 @@ absl::Status ScatterGather::SearchChunk(absl::Span<const ShardLocation* const> s
                                    : !workers_->IsAlive(w)      ? "dead"
                                                                 : "failed earlier in this search"));
       }
+      all_overloaded = all_overloaded && !failures[s].empty() && only_overloaded[s] &&
+                       tried[s].size() == shards[s]->worker_ids.size();
       unavailable.push_back(absl::StrCat(
           "shard ", shards[s]->shard_id, " is unavailable: ",
           why.empty() ? NoLiveReplica(*shards[s], *workers_)
                       : absl::StrCat("no copy could answer (", absl::StrJoin(why, "; "), ")")));
     }
-    if (!unavailable.empty()) return absl::UnavailableError(absl::StrJoin(unavailable, "; "));
+    if (!unavailable.empty()) {
+      return all_overloaded ? absl::ResourceExhaustedError(absl::StrJoin(unavailable, "; "))
+                            : absl::UnavailableError(absl::StrJoin(unavailable, "; "));
+    }
 
     // When the client's deadline is the nearer one, a worker that runs out of time is not at
     // fault: that must not mark it dead for everyone else, nor be retried.
@@ -372,6 +381,7 @@ absl::Status ScatterGather::SearchChunk(absl::Span<const ShardLocation* const> s
           }
           for (size_t s : c.shards) {
             tried[s].insert(c.worker.id);
+            if (st.code() != absl::StatusCode::kResourceExhausted) only_overloaded[s] = false;
             failures[s].push_back(absl::StrCat(c.worker.Describe(), " failed: ",
                                                absl::StatusCodeToString(st.code()), ": ",
                                                st.message()));

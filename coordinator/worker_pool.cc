@@ -7,6 +7,7 @@
 #include <grpcpp/support/channel_arguments.h>
 
 #include "absl/strings/str_cat.h"
+#include "rpc/limits.h"
 
 namespace knncluster::coordinator {
 
@@ -19,8 +20,9 @@ WorkerPool::WorkerPool(WorkerPoolOptions options) : options_(std::move(options))
 
 std::shared_ptr<v1::Worker::Stub> WorkerPool::MakeStub(const std::string& address) const {
   grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(options_.max_message_bytes);
-  args.SetMaxSendMessageSize(options_.max_message_bytes);
+  // Message limits, keepalive (a vanished worker is noticed between calls too), and retries with
+  // backoff and jitter of SearchShards and GetWorkerStatus only (rpc/limits.h).
+  rpc::SetClientChannelArgs(options_.max_message_bytes, rpc::IdempotentWorkerMethods(), &args);
   // Reconnect quickly after a worker restarts at the same address.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);

@@ -1,6 +1,12 @@
 #include "rpc/server_main.h"
 
 #include <pthread.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
+#include <cstdlib>
+#include <thread>
 
 #include <algorithm>
 #include <cstdio>
@@ -42,6 +48,16 @@ int WaitForTerminationSignal(const sigset_t& signals) {
   int signal_number = 0;
   sigwait(&signals, &signal_number);
   return signal_number;
+}
+
+int LimitMallocArenas() {
+#ifdef __GLIBC__
+  if (std::getenv("MALLOC_ARENA_MAX") != nullptr) return 0;
+  const int arenas = std::max(2, static_cast<int>(std::thread::hardware_concurrency()));
+  return mallopt(M_ARENA_MAX, arenas) == 1 ? arenas : 0;
+#else
+  return 0;
+#endif
 }
 
 void LogLine(const char* program, LogLevel level, const std::string& line) {

@@ -22,6 +22,13 @@ sigset_t BlockTerminationSignals();
 // Waits for one of the blocked signals; returns its number.
 int WaitForTerminationSignal(const sigset_t& signals);
 
+// Caps glibc's malloc arenas at max(2, cores) unless MALLOC_ARENA_MAX is set (glibc's default is
+// 8 per core). gRPC's sync servers run each call on whichever thread is free, so with the default
+// every thread soon holds its own arena and freed memory stays spread over them: under a steady
+// load RSS kept creeping up (+11..19% over a minute in tests/load); with the cap it stays flat.
+// Returns the cap set (0: left to the environment or not glibc).
+int LimitMallocArenas();
+
 enum class LogLevel { kInfo, kWarning, kError };
 
 // One line per event on stderr: "<local time with ms> <LEVEL> <program>: <line>", LEVEL being

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "rpc/limits.h"
 #include "rpc/status.h"
 #include "worker/shard_store.h"
 #include "worker/worker_internal.h"
@@ -19,6 +20,9 @@
 namespace knncluster::worker {
 
 namespace {
+// Register and Heartbeat are small (a heartbeat lists shard ids).
+constexpr int kMembershipMaxMessageBytes = 16 << 20;
+
 // gRPC's own reconnect backoff grows to 120 s by default, which would leave a worker unregistered
 // for minutes after a late or restarted coordinator comes up; bound it by our retry backoff.
 std::shared_ptr<grpc::Channel> MembershipChannel(const MembershipOptions& o) {
@@ -28,6 +32,9 @@ std::shared_ptr<grpc::Channel> MembershipChannel(const MembershipOptions& o) {
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, std::max(1, min_ms));
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, std::max(1, min_ms));
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, std::max(1, max_ms));
+  // Keepalive and message limits; Register and Heartbeat are not retried by gRPC: the loop
+  // retries them itself with its own backoff.
+  rpc::SetClientChannelArgs(kMembershipMaxMessageBytes, {}, &args);
   return grpc::CreateCustomChannel(o.coordinator_address, o.credentials, args);
 }
 }  // namespace

@@ -21,6 +21,7 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "shard files store doubles in host order, which must be little-endian");
 
 constexpr DurableFileFormat kShardFormat{"KNNSHRD\n", kShardFileVersion, 1, "shard file"};
+constexpr size_t kLengthBytes = 4;
 constexpr size_t kMaxFileName = 200;
 
 uint64_t Fnv1a64(std::string_view s) {
@@ -32,7 +33,9 @@ uint64_t Fnv1a64(std::string_view s) {
   return h;
 }
 
-absl::StatusOr<StoredShard> ParseShard(const std::string& path, const std::string& payload) {
+// `with_labels`: read the labels too (else their size is checked and they are skipped).
+absl::StatusOr<StoredShard> ParseShard(const std::string& path, const std::string& payload,
+                                       bool with_labels) {
   if (payload.size() < 4) {
     return absl::DataLossError(absl::StrCat(path, ": shard payload shorter than its header"));
   }
@@ -46,15 +49,22 @@ absl::StatusOr<StoredShard> ParseShard(const std::string& path, const std::strin
     return absl::DataLossError(absl::StrCat(path, ": cannot parse the shard header"));
   }
   const uint64_t rows = shard.header.rows(), cols = shard.header.cols();
-  const uint64_t bytes = payload.size() - 4 - n;
-  if (cols == 0 || rows > bytes / sizeof(double) / cols ||
-      rows * cols * sizeof(double) != bytes) {
+  uint64_t bytes = payload.size() - kLengthBytes - n;
+  const uint64_t label_bytes = shard.header.has_labels() ? rows * sizeof(double) : 0;
+  const uint64_t per_row = cols + (shard.header.has_labels() ? 1 : 0);
+  if (cols == 0 || rows > bytes / sizeof(double) / per_row ||
+      (rows * cols * sizeof(double) + label_bytes) != bytes) {
     return absl::DataLossError(absl::StrFormat(
         "%s: expected %d x %d doubles after the shard header, found %d bytes", path, rows, cols,
         bytes));
   }
+  bytes -= label_bytes;
   shard.values.resize(rows * cols);
   std::memcpy(shard.values.data(), payload.data() + 4 + n, bytes);
+  if (with_labels && label_bytes > 0) {
+    shard.labels.resize(rows);
+    std::memcpy(shard.labels.data(), payload.data() + 4 + n + bytes, label_bytes);
+  }
   return shard;
 }
 
@@ -90,8 +100,8 @@ std::string ShardFiles::PathOf(const std::string& shard_id) const {
   return absl::StrCat(shards_dir_, "/", FileName(shard_id));
 }
 
-absl::Status ShardFiles::Write(const v1::ShardHeader& header,
-                               absl::Span<const double> values) const {
+absl::Status ShardFiles::Write(const v1::ShardHeader& header, absl::Span<const double> values,
+                               absl::Span<const double> labels) const {
   std::error_code ec;
   fs::create_directories(shards_dir_, ec);
   if (ec) return absl::InternalError(absl::StrCat("cannot create ", shards_dir_, ": ", ec.message()));
@@ -101,8 +111,25 @@ absl::Status ShardFiles::Write(const v1::ShardHeader& header,
   const std::string_view parts[] = {
       std::string_view(n, 4), head,
       std::string_view(reinterpret_cast<const char*>(values.data()),
-                       values.size() * sizeof(double))};
+                       values.size() * sizeof(double)),
+      std::string_view(reinterpret_cast<const char*>(labels.data()),
+                       labels.size() * sizeof(double))};
   return WriteDurableFile(PathOf(header.shard_id()), kShardFormat, parts);
+}
+
+absl::StatusOr<StoredShard> ShardFiles::Read(const std::string& shard_id) const {
+  const std::string path = PathOf(shard_id);
+  std::error_code ec;
+  if (!fs::exists(path, ec)) {
+    return absl::NotFoundError(absl::StrCat("shard_id: no shard \"", shard_id, "\" on this worker"));
+  }
+  KNN_ASSIGN_OR_RETURN(DurableContents contents, ReadDurableFile(path, kShardFormat));
+  KNN_ASSIGN_OR_RETURN(StoredShard shard, ParseShard(path, contents.payload, true));
+  if (shard.header.shard_id() != shard_id) {
+    return absl::DataLossError(absl::StrCat(path, ": holds shard \"", shard.header.shard_id(),
+                                            "\", not \"", shard_id, "\""));
+  }
+  return shard;
 }
 
 absl::Status ShardFiles::Remove(const std::string& shard_id) const {
@@ -148,7 +175,7 @@ absl::StatusOr<int> ShardFiles::RestoreAll(
       if (!contents.ok()) {
         status = contents.status();
       } else {
-        absl::StatusOr<StoredShard> shard = ParseShard(path, contents->payload);
+        absl::StatusOr<StoredShard> shard = ParseShard(path, contents->payload, false);
         contents->payload = std::string();  // one copy of the rows at a time
         if (!shard.ok()) {
           status = shard.status();

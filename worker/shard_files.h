@@ -3,7 +3,7 @@
 //
 // On disk:
 //   <data-dir>/FORMAT                 "knncluster-worker 1" (core/base/durable_file.h)
-//   <data-dir>/shards/<file name>     one durable file per shard (magic "KNNSHRD\n", version 1)
+//   <data-dir>/shards/<file name>     one durable file per shard (magic "KNNSHRD\n", version 2)
 //   <data-dir>/shards/*.tmp-*         a write cut short by a crash; removed at start
 //   <data-dir>/quarantine/<file name>.<unix seconds>   shard files that could not be read
 // The file name is the shard id with every byte outside [A-Za-z0-9_-] (and a leading '.')
@@ -15,6 +15,10 @@
 //   first_global_index, index_params) | rows * cols f64: the rows, row-major, in the order sent
 // The rows are those LoadShard received, before any index reordered them, so a restored shard is
 // built from exactly the same input.
+// Payload, version 2: version 1's, then, when header.has_labels, rows f64: the rows' labels in
+// the same order (codes into header.class_names for string labels). Version-1 files are still
+// read (they have no labels). Labels are read only by Read (ReadShard), never at restore, so
+// they cost disk and no memory.
 //
 // Ownership: owns nothing but paths. Thread safety: every method may be called from any thread;
 // writes of one shard id are atomic renames, so concurrent LoadShard calls for one id leave one
@@ -38,12 +42,13 @@ namespace knncluster::worker {
 
 // The data directory's layout version (FORMAT) and the shard file's format version.
 inline constexpr uint32_t kWorkerDataDirVersion = 1;
-inline constexpr uint32_t kShardFileVersion = 1;
+inline constexpr uint32_t kShardFileVersion = 2;
 
 // One shard read back from its file.
 struct StoredShard {
   v1::ShardHeader header;
   std::vector<double> values;  // header.rows() * header.cols(), row-major
+  std::vector<double> labels;  // header.rows() when read by Read and header.has_labels; else empty
 };
 
 class ShardFiles {
@@ -59,7 +64,13 @@ class ShardFiles {
 
   // Writes one shard durably (replacing any file of that id). REQUIRES: values.size() ==
   // header.rows() * header.cols(). Internal naming the path on I/O errors.
-  absl::Status Write(const v1::ShardHeader& header, absl::Span<const double> values) const;
+  // `labels` is empty, or (header.has_labels) holds header.rows() values.
+  absl::Status Write(const v1::ShardHeader& header, absl::Span<const double> values,
+                     absl::Span<const double> labels = {}) const;
+
+  // Reads one shard's file, labels included. NotFound when there is none; DataLoss naming the
+  // file when it cannot be parsed or holds another shard.
+  absl::StatusOr<StoredShard> Read(const std::string& shard_id) const;
 
   // Removes a shard's file; OK if there is none.
   absl::Status Remove(const std::string& shard_id) const;

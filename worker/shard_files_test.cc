@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/base/durable_file.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -96,6 +97,50 @@ TEST_F(ShardFilesTest, RoundTripsAndQuarantinesWhatRestoreRejects) {
   EXPECT_EQ(*restored, 1);
   ASSERT_EQ(again.quarantined().size(), 1u);
   EXPECT_THAT(again.quarantined()[0], HasSubstr("belongs in another file"));
+}
+
+// Labels (format version 2) are kept after the rows and read back by Read only: RestoreAll,
+// which rebuilds the index, never holds them. Version-1 files (no labels) are still read.
+TEST_F(ShardFilesTest, LabelsRoundTripThroughReadOnlyAndVersionOneStillReads) {
+  ShardFiles files(dir_);
+  v1::ShardHeader h = Header("m/0", 3, 2);
+  h.set_has_labels(true);
+  h.add_class_names("a");
+  h.add_class_names("b");
+  const std::vector<double> x = {1, 2, 3, 4, 5, 6}, y = {1, 0, 1};
+  ASSERT_TRUE(files.Write(h, x, y).ok());
+  absl::StatusOr<StoredShard> read = files.Read("m/0");
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->header.SerializeAsString(), h.SerializeAsString());
+  EXPECT_EQ(read->values, x);
+  EXPECT_EQ(read->labels, y);
+  EXPECT_EQ(files.Read("m/9").status().code(), absl::StatusCode::kNotFound);
+
+  // Version 1, as builds before labels wrote it: u32 n | header | rows.
+  const v1::ShardHeader old = Header("old", 1, 2);
+  const std::string head = old.SerializeAsString();
+  std::string payload;
+  for (int i = 0; i < 4; ++i) payload.push_back(static_cast<char>(head.size() >> (8 * i)));
+  payload += head;
+  const double row[2] = {7.5, -1};
+  payload.append(reinterpret_cast<const char*>(row), sizeof row);
+  std::ofstream(files.PathOf("old"), std::ios::binary | std::ios::trunc)
+      << EncodeDurableFile(DurableFileFormat{"KNNSHRD\n", 1, 1, "shard file"}, payload);
+  read = files.Read("old");
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->values, (std::vector<double>{7.5, -1}));
+  EXPECT_TRUE(read->labels.empty());
+
+  std::vector<StoredShard> seen;
+  ASSERT_TRUE(files
+                  .RestoreAll([&](StoredShard s) {
+                    seen.push_back(std::move(s));
+                    return absl::OkStatus();
+                  })
+                  .ok());
+  ASSERT_EQ(seen.size(), 2u);
+  for (const StoredShard& s : seen) EXPECT_TRUE(s.labels.empty()) << s.header.shard_id();
+  EXPECT_TRUE(files.quarantined().empty());
 }
 
 }  // namespace

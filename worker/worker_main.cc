@@ -44,6 +44,16 @@ ABSL_FLAG(std::optional<int64_t>, memory_budget_mb, std::nullopt,
           "physical memory; must be >= 1)");
 ABSL_FLAG(int, testing_job_delay_ms, 0,
           "for tests: sleep N ms at the start of every fold job");
+ABSL_FLAG(int, max_concurrent_requests, 512,
+          "LoadShard / SearchShards / DropShard / PutDataset / RunFoldJob calls in flight at once; "
+          "beyond it a call is refused at once with RESOURCE_EXHAUSTED (0: no limit). Keep it "
+          "above the coordinator's --max-concurrent-requests");
+ABSL_FLAG(int, max_inflight_request_mb, 1024,
+          "MiB of requests (query batches) in flight at once; beyond it a call is refused at "
+          "once with RESOURCE_EXHAUSTED (0: no limit)");
+ABSL_FLAG(int, max_message_mb, 64, "Max gRPC message size in MiB, both directions");
+ABSL_FLAG(int, testing_search_delay_ms, 0,
+          "for tests: sleep N ms at the start of every SearchShards call");
 ABSL_FLAG(int, membership_deadline_ms, 2000,
           "Deadline of each Register / Heartbeat call to the coordinator, in milliseconds");
 ABSL_FLAG(std::string, tls_cert, "",
@@ -144,7 +154,23 @@ int main(int argc, char** argv) {
     absl::FPrintF(stderr, "knn-worker: --http-port must be in [0, 65535] (or -1: none)\n");
     return 2;
   }
+  if (absl::GetFlag(FLAGS_max_concurrent_requests) < 0 ||
+      absl::GetFlag(FLAGS_max_inflight_request_mb) < 0 ||
+      absl::GetFlag(FLAGS_max_message_mb) < 4 || absl::GetFlag(FLAGS_max_message_mb) > 1024 ||
+      absl::GetFlag(FLAGS_testing_search_delay_ms) < 0) {
+    absl::FPrintF(stderr,
+                  "knn-worker: --max-concurrent-requests, --max-inflight-request-mb and "
+                  "--testing-search-delay-ms must be >= 0, --max-message-mb in [4, 1024]\n");
+    return 2;
+  }
+  options.max_concurrent_requests = absl::GetFlag(FLAGS_max_concurrent_requests);
+  options.max_inflight_request_bytes =
+      static_cast<uint64_t>(absl::GetFlag(FLAGS_max_inflight_request_mb)) << 20;
+  options.max_receive_message_bytes = absl::GetFlag(FLAGS_max_message_mb) << 20;
+  options.testing_search_delay =
+      absl::Milliseconds(absl::GetFlag(FLAGS_testing_search_delay_ms));
 
+  knncluster::rpc::LimitMallocArenas();  // before any thread starts: see server_main.h
   const sigset_t signals = knncluster::rpc::BlockTerminationSignals();
 
   knncluster::worker::WorkerServer server(options);

@@ -15,6 +15,8 @@
 #include "core/base/status_macros.h"
 #include "core/base/thread_pool.h"
 #include "knncluster/v1/worker.grpc.pb.h"
+#include "rpc/admission.h"
+#include "rpc/limits.h"
 #include "rpc/grpc_metrics.h"
 #include "rpc/ops_http.h"
 #include "worker/dataset_cache.h"
@@ -58,6 +60,12 @@ absl::Status WorkerServer::Start() {
   }
   if (options_.subset_index_cache_entries < 1) {
     return absl::InvalidArgumentError("subset_index_cache_entries: must be >= 1");
+  }
+  if (options_.max_concurrent_requests < 0) {
+    return absl::InvalidArgumentError("max_concurrent_requests: must be >= 0 (0: no limit)");
+  }
+  if (options_.testing_search_delay < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("testing_search_delay: must be >= 0");
   }
   if (options_.testing_job_delay < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("testing_job_delay: must be >= 0");
@@ -127,6 +135,14 @@ absl::Status WorkerServer::Start() {
   context.files = files_.get();
   context.testing_job_delay = options_.testing_job_delay;
   context.guard = rpc::CallGuard("", rpc::CallGuard::Peer::kCoordinator, options_.security.tls());
+  context.testing_search_delay = options_.testing_search_delay;
+  rpc::AdmissionOptions admission;
+  admission.server = "worker";
+  admission.max_concurrent = options_.max_concurrent_requests;
+  admission.max_inflight_bytes = options_.max_inflight_request_bytes;
+  admission_ = std::make_unique<rpc::AdmissionControl>(admission);
+  context.admission = admission_.get();
+  context.memory_budget_bytes = memory_budget_bytes_;
   service_ = std::make_unique<WorkerService>(std::move(context));
 
   DeclareGauges();
@@ -154,7 +170,11 @@ absl::Status WorkerServer::Start() {
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(options_.listen_address, server_credentials, &port);
-  builder.SetMaxReceiveMessageSize(options_.max_receive_message_bytes);
+  rpc::SetServerLimits("knn-worker", options_.max_receive_message_bytes,
+                       options_.max_concurrent_requests > 0
+                           ? options_.max_concurrent_requests + kWorkerAdmissionFreeThreads
+                           : 0,
+                       &builder);
   builder.RegisterService(service_.get());
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(rpc::MakeMetricsInterceptorFactory(metrics_.get()));

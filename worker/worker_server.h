@@ -41,6 +41,9 @@ class Server;
 
 namespace knncluster {
 class ThreadPool;
+namespace rpc {
+class AdmissionControl;
+}  // namespace rpc
 }  // namespace knncluster
 
 namespace knncluster::worker {
@@ -77,8 +80,16 @@ struct WorkerOptions {
   absl::Duration testing_job_delay = absl::ZeroDuration();
   // Deadline of each call to the coordinator (Register, Heartbeat).
   absl::Duration membership_rpc_deadline = absl::Seconds(2);
-  // Largest message the server accepts (a LoadShard chunk, a batch of queries).
+  // Largest message the server accepts (a LoadShard chunk, a batch of queries) and sends.
   int max_receive_message_bytes = 64 << 20;
+  // Admission (rpc/admission.h): LoadShard, SearchShards, DropShard, PutDataset and RunFoldJob
+  // calls in flight at once, and the bytes of their requests; beyond either, RESOURCE_EXHAUSTED
+  // at once. 0: no limit. Above the coordinator's own limit, since each coordinator query
+  // makes one SearchShards call per worker. gRPC's thread quota is this plus 64.
+  int max_concurrent_requests = 512;
+  uint64_t max_inflight_request_bytes = uint64_t{1} << 30;
+  // For tests: every SearchShards first sleeps this long. Zero in production.
+  absl::Duration testing_search_delay = absl::ZeroDuration();
   // How long Shutdown lets calls in flight finish before cancelling them.
   absl::Duration shutdown_grace = absl::Seconds(5);
   // Transport security (rpc/credentials.h). Default: plaintext, loopback only. With TLS the
@@ -93,6 +104,9 @@ struct WorkerOptions {
   // Receives occasional status lines (membership state changes); null: silent.
   std::function<void(const std::string&)> log;
 };
+
+// Threads gRPC may run beyond max_concurrent_requests (health checks, GetWorkerStatus).
+inline constexpr int kWorkerAdmissionFreeThreads = 64;
 
 class WorkerServer {
  public:
@@ -148,6 +162,7 @@ class WorkerServer {
   std::unique_ptr<rpc::MetricsRegistry> metrics_;
   // Destroyed in reverse order: the server first, so no handler runs once the rest goes.
   std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<rpc::AdmissionControl> admission_;
   std::unique_ptr<ShardStore> store_;
   std::unique_ptr<ShardFiles> files_;
   std::unique_ptr<DatasetCache> datasets_;

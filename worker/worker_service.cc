@@ -67,6 +67,26 @@ absl::Status Cancelled(const char* what) {
 // lists them (they are in the message already); leaves `ids` empty for a contiguous range, which
 // is materialised only once every row has arrived, so that a header alone claiming billions of
 // rows cannot make the worker allocate for them.
+// A LoadShard labels chunk: only with header.has_labels, finite, at most header.rows in all.
+absl::Status AppendShardLabels(const v1::ShardHeader& h, const v1::ShardLabels& chunk,
+                               size_t message, std::vector<double>* labels) {
+  const std::string field = absl::StrCat("labels[message ", message, "]");
+  if (!h.has_labels()) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": header.has_labels is false"));
+  }
+  if (static_cast<uint64_t>(chunk.values_size()) > h.rows() - labels->size()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: more labels than header.rows = %d", field, h.rows()));
+  }
+  for (int i = 0; i < chunk.values_size(); ++i) {
+    if (!std::isfinite(chunk.values(i))) {
+      return absl::InvalidArgumentError(absl::StrFormat("%s.values[%d]: not finite", field, i));
+    }
+  }
+  labels->insert(labels->end(), chunk.values().begin(), chunk.values().end());
+  return absl::OkStatus();
+}
+
 absl::Status ValidateHeader(const v1::ShardHeader& h, std::vector<int64_t>* ids) {
   KNN_RETURN_IF_ERROR(ValidateShardId(h.shard_id(), "header.shard_id"));
   if (h.rows() < 1) return absl::InvalidArgumentError("header.rows: must be >= 1, got 0");
@@ -228,13 +248,14 @@ absl::Status CheckFoldPart(const std::vector<int64_t>& part, size_t rows, const 
 
 // Sleeps `delay` in small steps; Cancelled as soon as the call is cancelled (or its deadline
 // passes).
-absl::Status TestingDelay(grpc::ServerContext* context, absl::Duration delay) {
+absl::Status TestingDelay(grpc::ServerContext* context, absl::Duration delay,
+                          const char* method = "RunFoldJob") {
   const absl::Time end = absl::Now() + delay;
   for (absl::Time now = absl::Now(); now < end; now = absl::Now()) {
-    if (context->IsCancelled()) return Cancelled("RunFoldJob");
+    if (context->IsCancelled()) return Cancelled(method);
     absl::SleepFor(std::min(kDelayStep, end - now));
   }
-  if (context->IsCancelled()) return Cancelled("RunFoldJob");
+  if (context->IsCancelled()) return Cancelled(method);
   return absl::OkStatus();
 }
 }  // namespace
@@ -247,7 +268,16 @@ WorkerService::WorkerService(WorkerServiceContext context)
       pool_(context.pool),
       files_(context.files),
       testing_job_delay_(context.testing_job_delay),
+      testing_search_delay_(context.testing_search_delay),
+      admission_(context.admission),
+      memory_budget_bytes_(context.memory_budget_bytes),
       guard_(std::move(context.guard)) {}
+
+absl::StatusOr<rpc::AdmissionControl::Ticket> WorkerService::Admit(const char* method,
+                                                                   uint64_t request_bytes) {
+  if (admission_ == nullptr) return rpc::AdmissionControl::Ticket();
+  return admission_->Admit(method, request_bytes);
+}
 
 // ---- LoadShard ----------------------------------------------------------------------------------
 
@@ -255,6 +285,8 @@ grpc::Status WorkerService::LoadShard(grpc::ServerContext* context,
                                       grpc::ServerReader<v1::LoadShardRequest>* reader,
                                       v1::LoadShardResponse* response) {
   if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
+  auto ticket = Admit("LoadShard", 0);
+  if (!ticket.ok()) return rpc::ToGrpcStatus(ticket.status());
   return rpc::ToGrpcStatus(DoLoadShard(context, reader, response));
 }
 
@@ -279,15 +311,39 @@ absl::Status WorkerService::DoLoadShard(grpc::ServerContext* context,
 
   const size_t rows = static_cast<size_t>(header.rows());
   const size_t cols = static_cast<size_t>(header.cols());
+  if (memory_budget_bytes_ > 0) {
+    // Each row: its features and its global id; the shard it replaces (same id) is freed.
+    const long double needed = static_cast<long double>(rows) * (cols + 1) * sizeof(double);
+    uint64_t held = store_->TotalBytes();
+    for (const ShardInfo& info : store_->List()) {
+      if (info.shard_id == header.shard_id()) held -= std::min(held, info.memory_bytes);
+    }
+    if (needed + held > static_cast<long double>(memory_budget_bytes_)) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "header.rows: shard \"%s\" (%d rows x %d features) needs %.1f MiB; this worker holds "
+          "%.1f MiB of shards within its budget of %.1f MiB (--memory-budget-mb)",
+          header.shard_id(), rows, cols, static_cast<double>(needed / 1048576.0L),
+          held / 1048576.0, memory_budget_bytes_ / 1048576.0));
+    }
+  }
   // The one staging copy of the rows, filled chunk by chunk.
   std::vector<double> values;
   // Reserve what the header announces, up to 128 MiB; beyond that the buffer grows as rows
   // actually arrive, so a header alone cannot claim the machine's memory.
   values.reserve(std::min<size_t>(rows * cols, size_t{16} << 20));
   size_t received = 0;
+  // header.has_labels: the rows' labels, staged only until the shard file is written.
+  std::vector<double> labels;
   for (size_t chunk = 1; reader->Read(&message); ++chunk) {
     if (context->IsCancelled()) return Cancelled("LoadShard");
+    if (message.part_case() == v1::LoadShardRequest::kLabels) {
+      KNN_RETURN_IF_ERROR(AppendShardLabels(header, message.labels(), chunk, &labels));
+      continue;
+    }
     const std::string field = absl::StrCat("rows[message ", chunk, "]");
+    if (!labels.empty() && message.part_case() == v1::LoadShardRequest::kRows) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ": rows after labels"));
+    }
     if (message.part_case() != v1::LoadShardRequest::kRows) {
       return absl::InvalidArgumentError(
           absl::StrCat(field, ": expected a chunk of rows (the header comes once, first)"));
@@ -312,13 +368,18 @@ absl::Status WorkerService::DoLoadShard(grpc::ServerContext* context,
     return absl::InvalidArgumentError(
         absl::StrFormat("rows: expected %d rows (header.rows), got %d", rows, received));
   }
+  if (header.has_labels() && labels.size() != rows) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "labels: expected %d labels (header.rows), got %d", rows, labels.size()));
+  }
   if (context->IsCancelled()) return Cancelled("LoadShard");
   // Durable before the shard is acknowledged: a worker restarted on its data directory holds
   // every shard it answered OK for. The rows are written as received (before an index reorders
   // them), so a restored shard is built from the same input.
   if (files_ != nullptr) {
-    KNN_RETURN_IF_ERROR(files_->Write(header, values));
+    KNN_RETURN_IF_ERROR(files_->Write(header, values, labels));
   }
+  labels = std::vector<double>();  // on disk only
   absl::StatusOr<std::pair<Algorithm, double>> built =
       BuildAndStore(header, options, std::move(ids), std::move(values), store_);
   if (!built.ok()) {
@@ -366,6 +427,12 @@ grpc::Status WorkerService::SearchShards(grpc::ServerContext* context,
                                          const v1::SearchShardsRequest* request,
                                          v1::SearchShardsResponse* response) {
   if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
+  auto ticket = Admit("SearchShards", request->ByteSizeLong());
+  if (!ticket.ok()) return rpc::ToGrpcStatus(ticket.status());
+  if (testing_search_delay_ > absl::ZeroDuration()) {
+    absl::Status st = TestingDelay(context, testing_search_delay_, "SearchShards");
+    if (!st.ok()) return rpc::ToGrpcStatus(st);
+  }
   return rpc::ToGrpcStatus(DoSearchShards(context, *request, response));
 }
 
@@ -468,6 +535,8 @@ grpc::Status WorkerService::DropShard(grpc::ServerContext* context,
                                       const v1::DropShardRequest* request,
                                       v1::DropShardResponse* response) {
   if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
+  auto ticket = Admit("DropShard", request->ByteSizeLong());
+  if (!ticket.ok()) return rpc::ToGrpcStatus(ticket.status());
   absl::Status status = ValidateShardId(request->shard_id(), "shard_id");
   if (status.ok()) {
     response->set_existed(store_->Drop(request->shard_id()));
@@ -508,6 +577,8 @@ grpc::Status WorkerService::PutDataset(grpc::ServerContext* context,
                                        grpc::ServerReader<v1::PutDatasetRequest>* reader,
                                        v1::PutDatasetResponse* response) {
   if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
+  auto ticket = Admit("PutDataset", 0);
+  if (!ticket.ok()) return rpc::ToGrpcStatus(ticket.status());
   return rpc::ToGrpcStatus(DoPutDataset(context, reader, response));
 }
 
@@ -640,6 +711,8 @@ grpc::Status WorkerService::RunFoldJob(grpc::ServerContext* context,
                                        const v1::RunFoldJobRequest* request,
                                        v1::RunFoldJobResponse* response) {
   if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
+  auto ticket = Admit("RunFoldJob", request->ByteSizeLong());
+  if (!ticket.ok()) return rpc::ToGrpcStatus(ticket.status());
   return rpc::ToGrpcStatus(DoRunFoldJob(context, *request, response));
 }
 

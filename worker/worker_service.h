@@ -15,6 +15,10 @@
 // - Persistence: LoadShard writes the shard's file (ShardFiles) before answering OK; DropShard
 //   removes it; RestoreShard, called by the server at start before it serves, rebuilds a shard
 //   read back from its file through the same checks and build as LoadShard.
+// - LoadShard with header.has_labels: label chunks follow the rows; the labels go to the shard
+//   file only and are released once it is written (never indexed, never held).
+// - ReadShard (read_shard.cc): streams a shard back from its file (rows as loaded, global ids,
+//   labels) for the coordinator to rebuild a damaged dataset.
 // - DropShard (idempotent), GetWorkerStatus.
 // - PutDataset: header, row chunks, label chunks; checked against the memory budget from the
 //   header (before any row is read), against its content hash at the end, then cached in the
@@ -35,6 +39,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "knncluster/v1/worker.grpc.pb.h"
+#include "rpc/admission.h"
 #include "rpc/credentials.h"
 
 namespace knncluster {
@@ -64,6 +69,14 @@ struct WorkerServiceContext {
   // Checked first by every handler: with TLS, only the coordinator's certificate may call.
   // Default: everyone (plaintext).
   rpc::CallGuard guard;
+  // For tests: every SearchShards first sleeps this long (the same way).
+  absl::Duration testing_search_delay = absl::ZeroDuration();
+  // Admits LoadShard, SearchShards, DropShard, PutDataset and RunFoldJob (GetWorkerStatus, the
+  // coordinator's liveness probe, is never refused). Null: no limit.
+  rpc::AdmissionControl* admission = nullptr;
+  // What the worker may hold (--memory-budget-mb): a LoadShard whose header announces more
+  // than fits beside the shards already held is refused before any row is read. 0: no check.
+  uint64_t memory_budget_bytes = 0;
 };
 
 class WorkerService final : public v1::Worker::Service {
@@ -82,6 +95,9 @@ class WorkerService final : public v1::Worker::Service {
   grpc::Status GetWorkerStatus(grpc::ServerContext* context,
                                const v1::GetWorkerStatusRequest* request,
                                v1::WorkerStatus* response) override;
+  // In read_shard.cc.
+  grpc::Status ReadShard(grpc::ServerContext* context, const v1::ReadShardRequest* request,
+                         grpc::ServerWriter<v1::ReadShardChunk>* writer) override;
   grpc::Status PutDataset(grpc::ServerContext* context,
                           grpc::ServerReader<v1::PutDatasetRequest>* reader,
                           v1::PutDatasetResponse* response) override;
@@ -95,6 +111,8 @@ class WorkerService final : public v1::Worker::Service {
   void set_shards_restored(uint32_t n) { shards_restored_ = n; }
 
  private:
+  // Admits a call (an empty ticket without admission control).
+  absl::StatusOr<rpc::AdmissionControl::Ticket> Admit(const char* method, uint64_t request_bytes);
   absl::Status DoLoadShard(grpc::ServerContext* context,
                            grpc::ServerReader<v1::LoadShardRequest>* reader,
                            v1::LoadShardResponse* response);
@@ -103,6 +121,8 @@ class WorkerService final : public v1::Worker::Service {
   absl::Status DoPutDataset(grpc::ServerContext* context,
                             grpc::ServerReader<v1::PutDatasetRequest>* reader,
                             v1::PutDatasetResponse* response);
+  absl::Status DoReadShard(grpc::ServerContext* context, const v1::ReadShardRequest& request,
+                           grpc::ServerWriter<v1::ReadShardChunk>* writer);
   absl::Status DoRunFoldJob(grpc::ServerContext* context, const v1::RunFoldJobRequest& request,
                             v1::RunFoldJobResponse* response);
 
@@ -113,6 +133,9 @@ class WorkerService final : public v1::Worker::Service {
   ThreadPool* const pool_;
   ShardFiles* const files_;
   const absl::Duration testing_job_delay_;
+  const absl::Duration testing_search_delay_;
+  rpc::AdmissionControl* const admission_;
+  const uint64_t memory_budget_bytes_;
   std::atomic<uint64_t> shard_loads_{0};
   uint32_t shards_restored_ = 0;
   const rpc::CallGuard guard_;

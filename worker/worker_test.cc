@@ -49,6 +49,7 @@
 namespace knncluster::worker {
 namespace {
 
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 constexpr absl::Duration kDeadline = absl::Seconds(20);
@@ -1327,6 +1328,91 @@ TEST_F(WorkerServerTest, ShardsSurviveARestartAndAnswerBitForBit) {
   ASSERT_EQ(third.shards_size(), 2);
   EXPECT_EQ(third.shards(0).shard_id(), "m/0");
   EXPECT_EQ(third.shards(1).shard_id(), "m/1");
+}
+
+// Labels travel with a shard (after its rows), are kept in its file only, and come back with
+// the rows and their global ids through ReadShard, chunked, also after a restart.
+TEST_F(WorkerServerTest, ReadShardStreamsRowsIdsAndLabelsBackFromTheFile) {
+  const Matrix data = RandomIntegers(9000, 40, 6, 21);  // ~2.7 MiB: several ReadShard chunks
+  std::vector<int64_t> ids(data.rows());
+  std::vector<double> labels(data.rows());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    ids[i] = static_cast<int64_t>(3 * i + 1);
+    labels[i] = static_cast<double>(i % 3);
+  }
+  const auto load = [&](size_t n_labels) {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    v1::LoadShardResponse response;
+    auto writer = stub_->LoadShard(&context, &response);
+    v1::LoadShardRequest request;
+    v1::ShardHeader* header = request.mutable_header();
+    header->set_shard_id("m/0");
+    header->set_rows(data.rows());
+    header->set_cols(data.cols());
+    for (int64_t id : ids) header->add_global_indices(id);
+    *header->mutable_index_params() = Params(Algorithm::kKdTree, 2);
+    header->set_has_labels(true);
+    header->add_class_names("x");
+    header->add_class_names("y");
+    header->add_class_names("z");
+    bool ok = writer->Write(request);
+    for (size_t begin = 0; ok && begin < data.rows(); begin += 1000) {
+      v1::LoadShardRequest chunk;
+      SetMatrix(data.view().Slice(begin, std::min(data.rows(), begin + 1000)),
+                chunk.mutable_rows());
+      ok = writer->Write(chunk);
+    }
+    for (size_t begin = 0; ok && begin < n_labels; begin += 4000) {
+      v1::LoadShardRequest chunk;
+      for (size_t i = begin; i < std::min(n_labels, begin + 4000); ++i) {
+        chunk.mutable_labels()->add_values(labels[i]);
+      }
+      ok = writer->Write(chunk);
+    }
+    writer->WritesDone();
+    return writer->Finish();
+  };
+  const auto read = [&](const std::string& id, std::vector<v1::ReadShardChunk>* chunks) {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    v1::ReadShardRequest request;
+    request.set_shard_id(id);
+    auto reader = stub_->ReadShard(&context, request);
+    v1::ReadShardChunk chunk;
+    while (reader->Read(&chunk)) chunks->push_back(chunk);
+    return reader->Finish();
+  };
+  const grpc::Status short_labels = load(data.rows() - 1);
+  EXPECT_EQ(short_labels.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(short_labels.error_message(), HasSubstr("labels: expected 9000 labels"));
+  ASSERT_TRUE(load(data.rows()).ok());
+  for (int round = 0; round < 2; ++round) {
+    std::vector<v1::ReadShardChunk> chunks;
+    const grpc::Status st = read("m/0", &chunks);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    ASSERT_GT(chunks.size(), 2u);
+    ASSERT_TRUE(chunks[0].has_header());
+    EXPECT_TRUE(chunks[0].header().has_labels());
+    EXPECT_THAT(std::vector<std::string>(chunks[0].header().class_names().begin(),
+                                         chunks[0].header().class_names().end()),
+                ElementsAre("x", "y", "z"));
+    std::vector<double> values, got_labels;
+    std::vector<int64_t> got_ids;
+    for (const v1::ReadShardChunk& c : chunks) {
+      EXPECT_LT(c.ByteSizeLong(), size_t{4} << 20);
+      EXPECT_EQ(c.rows().cols(), data.cols());
+      values.insert(values.end(), c.rows().values().begin(), c.rows().values().end());
+      got_ids.insert(got_ids.end(), c.global_ids().begin(), c.global_ids().end());
+      got_labels.insert(got_labels.end(), c.labels().begin(), c.labels().end());
+    }
+    EXPECT_EQ(values, data.values());
+    EXPECT_EQ(got_ids, ids);
+    EXPECT_EQ(got_labels, labels);
+    StartServer(data_dir_);  // the second round reads what the restarted worker restored
+  }
+  std::vector<v1::ReadShardChunk> none;
+  EXPECT_EQ(read("m/9", &none).error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
 TEST_F(WorkerServerTest, ACorruptShardFileIsQuarantinedAndNotHeld) {

@@ -115,9 +115,12 @@ absl::StatusOr<ModelInfo> FromProto(const v1::ModelInfo& m, const std::string& f
   out.rows = m.rows();
   out.cols = m.cols();
   for (const auto& s : m.shards()) {
-    out.shards.push_back(
-        ShardPlacement{s.shard_id(), s.worker_id(), s.rows(), s.first_global_index()});
+    out.shards.push_back(ShardPlacement{s.shard_id(), s.worker_id(), s.rows(),
+                                        s.first_global_index(),
+                                        {s.replica_worker_ids().begin(),
+                                         s.replica_worker_ids().end()}});
   }
+  out.replication = m.replication();
   out.classes.assign(m.classes().begin(), m.classes().end());
   out.class_names.assign(m.class_names().begin(), m.class_names().end());
   if (m.has_threshold()) out.threshold = m.threshold();
@@ -290,7 +293,9 @@ v1::ModelInfo ToProto(const ModelInfo& m) {
     p->set_worker_id(s.worker_id);
     p->set_rows(s.rows);
     p->set_first_global_index(s.first_global_index);
+    for (const std::string& w : s.replica_worker_ids) p->add_replica_worker_ids(w);
   }
+  out.set_replication(m.replication);
   out.mutable_classes()->Assign(m.classes.begin(), m.classes.end());
   for (const auto& n : m.class_names) out.add_class_names(n);
   if (m.threshold) out.set_threshold(*m.threshold);
@@ -417,6 +422,7 @@ absl::StatusOr<Predictions> Client::Predict(const std::string& model, const Quer
   out.labels.assign(r.labels().begin(), r.labels().end());
   out.scores.assign(r.scores().begin(), r.scores().end());
   if (r.has_threshold()) out.threshold = r.threshold();
+  out.missing_shards.assign(r.missing_shards().begin(), r.missing_shards().end());
   return out;
 }
 
@@ -431,21 +437,26 @@ absl::StatusOr<Probabilities> Client::PredictProba(const std::string& model,
   out.rows = m.rows();
   out.cols = m.cols();
   out.values = m.values();
+  out.missing_shards.assign(r.missing_shards().begin(), r.missing_shards().end());
   return out;
 }
 
 absl::StatusOr<Neighbors> Client::KNeighbors(const std::string& model, const Queries& queries,
                                              std::optional<int> k) {
   KNN_ASSIGN_OR_RETURN(v1::Queries q, ToProto(queries));
-  KNN_ASSIGN_OR_RETURN(KNeighborsResult r, impl_->wire().KNeighbors(model, q, k));
-  return FromCore(r);
+  std::vector<std::string> missing;
+  KNN_ASSIGN_OR_RETURN(KNeighborsResult r, impl_->wire().KNeighbors(model, q, k, &missing));
+  Neighbors out = FromCore(r);
+  out.missing_shards = std::move(missing);
+  return out;
 }
 
 absl::StatusOr<ScoreResult> Client::Score(const std::string& model, const Queries& queries,
                                           absl::Span<const double> labels) {
   KNN_ASSIGN_OR_RETURN(v1::Queries q, ToProto(queries));
   KNN_ASSIGN_OR_RETURN(v1::ScoreResponse r, impl_->wire().Score(model, q, labels));
-  return ScoreResult{r.score(), r.metric(), r.n_samples(), r.n_correct()};
+  return ScoreResult{r.score(), r.metric(), r.n_samples(), r.n_correct(),
+                     {r.missing_shards().begin(), r.missing_shards().end()}};
 }
 
 absl::StatusOr<std::string> Client::ExportModel(const std::string& model) {

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/base/status_macros.h"
 #include "rpc/convert.h"
+#include "rpc/limits.h"
 #include "rpc/status.h"
 
 namespace knncluster::client {
@@ -45,8 +46,8 @@ absl::StatusOr<std::string> ReadPem(const std::string& field, const std::string&
 
 absl::StatusOr<ChannelSetup> MakeChannelSetup(const ClientOptions& options) {
   ChannelSetup setup;
-  setup.args.SetMaxReceiveMessageSize(kMaxMessageBytes);
-  setup.args.SetMaxSendMessageSize(kMaxMessageBytes);
+  // Message limits, keepalive, and retries (backoff with jitter) of the idempotent calls only.
+  rpc::SetClientChannelArgs(kMaxMessageBytes, rpc::IdempotentCoordinatorMethods(), &setup.args);
   // The token goes into a metadata value: gRPC sends printable ASCII only, and a bearer token
   // (RFC 6750) has no spaces.
   for (char c : options.token) {
@@ -136,6 +137,7 @@ absl::StatusOr<v1::DatasetInfo> KnnClient::UploadDataset(const std::string& name
   v1::UploadDatasetRequest header;
   header.mutable_header()->set_name(name);
   header.mutable_header()->set_cols(cols);
+  header.mutable_header()->set_rows(rows);
   header.mutable_header()->set_replace(replace);
   header.mutable_header()->set_labels(!labeled  ? v1::LABELS_NONE
                                       : strings ? v1::LABELS_STRING
@@ -203,16 +205,21 @@ absl::StatusOr<v1::ModelInfo> KnnClient::Fit(const v1::FitRequest& request) {
 
 absl::StatusOr<KNeighborsResult> KnnClient::KNeighbors(const std::string& model,
                                                        const v1::Queries& queries,
-                                                       std::optional<int> k) {
+                                                       std::optional<int> k,
+                                                       std::vector<std::string>* missing_shards) {
   v1::KNeighborsRequest request;
   request.set_model(model);
   *request.mutable_queries() = queries;
   if (k) request.set_k(*k);
+  request.set_allow_partial(options_.allow_partial);
   grpc::ClientContext context;
   KNN_RETURN_IF_ERROR(Prepare(&context));
   v1::KNeighborsResponse response;
   grpc::Status status = stub_->KNeighbors(&context, request, &response);
   if (!status.ok()) return rpc::FromGrpcStatus(status);
+  if (missing_shards != nullptr) {
+    missing_shards->assign(response.missing_shards().begin(), response.missing_shards().end());
+  }
   return rpc::FromProto(response.neighbors(), "neighbors");
 }
 
@@ -221,6 +228,7 @@ absl::StatusOr<v1::PredictResponse> KnnClient::Predict(const std::string& model,
   v1::PredictRequest request;
   request.set_model(model);
   *request.mutable_queries() = queries;
+  request.set_allow_partial(options_.allow_partial);
   KNN_UNARY_CALL(Predict, request, v1::PredictResponse);
 }
 
@@ -229,6 +237,7 @@ absl::StatusOr<v1::PredictProbaResponse> KnnClient::PredictProba(const std::stri
   v1::PredictProbaRequest request;
   request.set_model(model);
   *request.mutable_queries() = queries;
+  request.set_allow_partial(options_.allow_partial);
   KNN_UNARY_CALL(PredictProba, request, v1::PredictProbaResponse);
 }
 
@@ -238,6 +247,7 @@ absl::StatusOr<v1::ScoreResponse> KnnClient::Score(const std::string& model,
   v1::ScoreRequest request;
   request.set_model(model);
   *request.mutable_queries() = queries;
+  request.set_allow_partial(options_.allow_partial);
   request.mutable_labels()->Assign(labels.begin(), labels.end());
   KNN_UNARY_CALL(Score, request, v1::ScoreResponse);
 }

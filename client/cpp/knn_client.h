@@ -61,8 +61,11 @@ class KnnClient {
   absl::Status DeleteDataset(const std::string& name);
   absl::StatusOr<v1::SplitDatasetResponse> SplitDataset(const v1::SplitDatasetRequest& request);
   absl::StatusOr<v1::ModelInfo> Fit(const v1::FitRequest& request);
+  // `missing_shards` (may be null) receives the shards a partial answer left out
+  // (ClientOptions::allow_partial).
   absl::StatusOr<KNeighborsResult> KNeighbors(const std::string& model, const v1::Queries& queries,
-                                              std::optional<int> k);
+                                              std::optional<int> k,
+                                              std::vector<std::string>* missing_shards = nullptr);
   absl::StatusOr<v1::PredictResponse> Predict(const std::string& model, const v1::Queries& queries);
   absl::StatusOr<v1::PredictProbaResponse> PredictProba(const std::string& model,
                                                         const v1::Queries& queries);

@@ -205,6 +205,29 @@ class ReplicationOneTest(ReplicationBase):
             self.assertFalse(lost_rows & set(ind.ravel().tolist()))
         else:
             self.assertEqual(got.neighbors, want_nb.neighbors)
+        # The Python client's allow_partial: a warning naming the missing shards.
+        import warnings
+        import knncluster
+        cl = knncluster.Cluster(self.c.coordinator, allow_partial=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _, ind = cl.kneighbors("m", TEST_SPLIT, 20)
+        partial = [w for w in caught if issubclass(w.category, knncluster.PartialAnswerWarning)]
+        if cl.last_missing_shards:
+            self.assertEqual(cl.last_missing_shards, lost)
+            self.assertEqual(len(partial), 1)
+            for shard in lost:
+                self.assertIn(shard, str(partial[0].message))
+        else:
+            self.assertEqual(ind.ravel().tolist(), list(want_nb.neighbors.indices))
+        # Without it, a clean ClusterUnavailableError naming the shard (or, if the repair loop
+        # has re-sent it meanwhile, the exact answer).
+        strict = knncluster.Cluster(self.c.coordinator)
+        try:
+            _, ind = strict.kneighbors("m", TEST_SPLIT, 20)
+            self.assertEqual(ind.ravel().tolist(), list(want_nb.neighbors.indices))
+        except knncluster.ClusterUnavailableError as e:
+            self.assertIn(f"shard {lost[0]}", str(e))
         # The worker restarts on its data directory: everything answers exactly again.
         self.c.add_worker("w1")
         self.c.wait_alive(2)
@@ -311,9 +334,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
     ap.add_argument("--python", required=True)
+    ap.add_argument("--client-python", required=True, help="the assembled knncluster package")
     args, rest = ap.parse_known_args()
     cluster_test.BIN = os.path.abspath(args.bin)
+    # The client package first: it carries the same generated stubs as knncluster.v1.
     sys.path.insert(0, os.path.abspath(args.python))
+    sys.path.insert(0, os.path.abspath(args.client_python))
     unittest.main(argv=[sys.argv[0], *rest], verbosity=2)
 
 

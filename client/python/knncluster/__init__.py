@@ -11,7 +11,8 @@ KNNCLUSTER_ADDRESS (with KNNCLUSTER_TOKEN and KNNCLUSTER_TLS).
 from ._base import clone
 from ._cluster import Cluster, get_default_cluster, set_default_cluster
 from .exceptions import (ClusterError, ClusterTimeoutError, ClusterUnavailableError,
-                         InvalidArgumentError, ModelNotFoundError, NotFittedError)
+                         InvalidArgumentError, ModelNotFoundError, NotFittedError,
+                         PartialAnswerWarning)
 from .model_selection import (GridSearchCV, KFold, ParameterGrid, StratifiedKFold,
                               train_test_split)
 from .neighbors import KNeighborsClassifier, KNeighborsRegressor, NearestNeighbors
@@ -23,5 +24,5 @@ __all__ = [
     "KNeighborsClassifier", "KNeighborsRegressor", "NearestNeighbors",
     "GridSearchCV", "KFold", "StratifiedKFold", "ParameterGrid", "train_test_split",
     "ClusterError", "ClusterTimeoutError", "ClusterUnavailableError", "InvalidArgumentError",
-    "ModelNotFoundError", "NotFittedError",
+    "ModelNotFoundError", "NotFittedError", "PartialAnswerWarning",
 ]

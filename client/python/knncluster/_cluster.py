@@ -20,6 +20,7 @@ import struct
 import threading
 import time
 import uuid
+import warnings
 
 import grpc
 import numpy as np
@@ -33,6 +34,33 @@ ENV_ADDRESS = "KNNCLUSTER_ADDRESS"
 ENV_TOKEN = "KNNCLUSTER_TOKEN"
 ENV_TLS = "KNNCLUSTER_TLS"
 ENV_TIMEOUT = "KNNCLUSTER_TIMEOUT"
+
+# Channel limits, as rpc/limits.h sets them for the C++ client: the coordinator's default message
+# limit (--max-message-mb), keepalive pings after 20 s idle (the servers accept one every 10 s),
+# and retries with exponential backoff and jitter on UNAVAILABLE for the idempotent methods only.
+MAX_MESSAGE_BYTES = 64 << 20
+IDEMPOTENT_METHODS = ("KNeighbors", "Predict", "PredictProba", "Score", "ListDatasets",
+                      "DescribeDataset", "ListModels", "DescribeModel", "GetClusterStatus",
+                      "ListGridSearches", "GetGridSearchResult")
+
+
+def channel_options():
+    """The gRPC channel options of every Cluster channel."""
+    import json
+    retry = {"methodConfig": [{
+        "name": [{"service": "knncluster.v1.Coordinator", "method": m}
+                 for m in IDEMPOTENT_METHODS],
+        "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.1s", "maxBackoff": "2s",
+                        "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]}
+    return [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.keepalive_time_ms", 20000),
+            ("grpc.keepalive_timeout_ms", 10000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", json.dumps(retry))]
+
 
 # Request budget per message: upload chunks and inline query batches (the server accepts 4 MiB).
 CHUNK_BYTES = 1 << 20
@@ -72,6 +100,10 @@ class Cluster:
         system roots, or a path) when the address is the environment's.
     timeout : float, default=None
         Deadline of each call in seconds; None takes ``KNNCLUSTER_TIMEOUT``, else 300.
+    allow_partial : bool, default=False
+        False: a query needing a shard with no live copy fails (ClusterUnavailableError naming
+        the shard). True: it is answered from the other shards, with a PartialAnswerWarning
+        listing the shards left out (also kept in ``last_missing_shards``). Not pickled.
 
     Creating a Cluster does not connect; the first call does. ``with Cluster(...):`` makes it
     the current cluster of estimators fitted inside the block. A Cluster pickles as its address
@@ -79,7 +111,7 @@ class Cluster:
     its address is the environment's).
     """
 
-    def __init__(self, address=None, token=None, tls=None, *, timeout=None):
+    def __init__(self, address=None, token=None, tls=None, *, timeout=None, allow_partial=False):
         env_address = os.environ.get(ENV_ADDRESS, "").strip()
         if address is None:
             if not env_address:
@@ -107,6 +139,8 @@ class Cluster:
         self.token = token
         self.tls = tls
         self.timeout = float(timeout)
+        self.allow_partial = bool(allow_partial)
+        self.last_missing_shards = []
         self._lock = threading.Lock()
         self._channel = None
         self._stub = None
@@ -170,8 +204,7 @@ class Cluster:
         pid = os.getpid()
         with self._lock:
             if self._stub is None or self._pid != pid:  # a forked child opens its own channel
-                options = [("grpc.max_receive_message_length", -1),
-                           ("grpc.max_send_message_length", -1)]
+                options = channel_options()
                 creds = self.channel_credentials()
                 if creds is None:
                     channel = grpc.insecure_channel(self.address, options=options)
@@ -253,7 +286,8 @@ class Cluster:
                 else coordinator_pb2.LABELS_NUMERIC if labels is not None
                 else coordinator_pb2.LABELS_NONE)
         header = coordinator_pb2.UploadDatasetRequest(header=coordinator_pb2.DatasetHeader(
-            name=name, cols=X.shape[1], labels=kind, feature_names=list(feature_names or [])))
+            name=name, cols=X.shape[1], rows=X.shape[0], labels=kind,
+            feature_names=list(feature_names or [])))
         rows_per_chunk = max(1, CHUNK_BYTES // (8 * X.shape[1]))
         n = X.shape[0]
         total_bytes = X.nbytes
@@ -304,6 +338,20 @@ class Cluster:
                           RESPONSE_BYTES // max(1, response_row_bytes)))
         return [(b, min(n, b + rows)) for b in range(0, n, rows)] or [(0, 0)]
 
+    def _query(self, method, requests, model):
+        """_map for the queries: sets allow_partial, and warns of the shards a partial answer
+        left out."""
+        for r in requests:
+            r.allow_partial = self.allow_partial
+        responses = self._map(method, requests, model=model)
+        missing = sorted({s for r in responses for s in r.missing_shards})
+        self.last_missing_shards = missing
+        if missing:
+            warnings.warn(exceptions.PartialAnswerWarning(
+                "%s on model %r answered without shards %s (no live copy)"
+                % (method, model, ", ".join(missing))), stacklevel=3)
+        return responses
+
     def kneighbors(self, model, X, k):
         """(distances, indices) of the k nearest training rows of each row of X; X may be the
         name of a dataset on the cluster instead of an array."""
@@ -314,7 +362,7 @@ class Cluster:
             requests = [coordinator_pb2.KNeighborsRequest(
                 model=model, queries=_queries(X[b:e]), k=k)
                 for b, e in self._batches(X, 20 * k)]
-        responses = self._map("KNeighbors", requests, model=model)
+        responses = self._query("KNeighbors", requests, model)
         dist = np.concatenate([np.array(r.neighbors.distances, dtype=np.float64)
                                for r in responses])
         ind = np.concatenate([np.array(r.neighbors.indices, dtype=np.int64) for r in responses])
@@ -325,13 +373,13 @@ class Cluster:
         class_names when it has string classes) or regression targets."""
         requests = [coordinator_pb2.PredictRequest(model=model, queries=_queries(X[b:e]))
                     for b, e in self._batches(X, 64)]
-        responses = self._map("Predict", requests, model=model)
+        responses = self._query("Predict", requests, model)
         return np.concatenate([np.array(r.predictions, dtype=np.float64) for r in responses])
 
     def predict_proba(self, model, X, n_classes):
         requests = [coordinator_pb2.PredictProbaRequest(model=model, queries=_queries(X[b:e]))
                     for b, e in self._batches(X, 9 * max(1, n_classes))]
-        responses = self._map("PredictProba", requests, model=model)
+        responses = self._query("PredictProba", requests, model)
         return np.concatenate([np.array(r.probabilities.values, dtype=np.float64)
                                .reshape(-1, n_classes) for r in responses])
 
@@ -342,7 +390,7 @@ class Cluster:
             return None
         request = coordinator_pb2.ScoreRequest(model=model, queries=_queries(X))
         request.labels.extend(labels)
-        return self.call("Score", request, model=model).score
+        return self._query("Score", [request], model)[0].score
 
     def export_model(self, model):
         """The model file's bytes."""

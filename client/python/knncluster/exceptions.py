@@ -43,6 +43,11 @@ class ClusterUnavailableError(ClusterError, ConnectionError):
     """The coordinator, or a worker holding a shard, cannot be reached (UNAVAILABLE)."""
 
 
+class PartialAnswerWarning(UserWarning):
+    """A query answered from some shards only (Cluster(allow_partial=True) while a shard had no
+    live copy); the message lists the shards left out."""
+
+
 class ClusterTimeoutError(ClusterError, TimeoutError):
     """A call ran past its deadline (DEADLINE_EXCEEDED)."""
 

@@ -587,3 +587,63 @@ def test_package_imports_from_the_build_tree():
                                        "coordinator_pb2_grpc.py"))
     assert knncluster.__version__
     assert sklearn.__version__ == "1.2.1"
+
+
+# ---- channel limits: retries of idempotent calls only, keepalive, message size -----------------
+
+class FlakyCoordinator(coordinator_pb2_grpc.CoordinatorServicer):
+    """Answers UNAVAILABLE to the first `failures` calls of each method."""
+
+    def __init__(self, failures):
+        self.failures = failures
+        self.calls = {}
+
+    def _count(self, name, context):
+        self.calls[name] = self.calls.get(name, 0) + 1
+        if self.calls[name] <= self.failures:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "flaky")
+
+    def Predict(self, request, context):
+        self._count("Predict", context)
+        return coordinator_pb2.PredictResponse(predictions=[1.0] * request.queries.matrix.rows)
+
+    def Fit(self, request, context):
+        self._count("Fit", context)
+        return coordinator_pb2.ModelInfo(name=request.model)
+
+
+@pytest.fixture
+def flaky():
+    servicer = FlakyCoordinator(failures=2)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    coordinator_pb2_grpc.add_CoordinatorServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield servicer, "127.0.0.1:%d" % port
+    server.stop(None)
+
+
+def test_idempotent_calls_are_retried_and_fit_is_not(flaky):
+    servicer, address = flaky
+    c = knncluster.Cluster(address, timeout=20)
+    assert len(c.predict("m", np.zeros((3, 4)))) == 3
+    assert servicer.calls["Predict"] == 3  # two UNAVAILABLE, retried with backoff
+    with pytest.raises(knncluster.ClusterUnavailableError):
+        c.call("Fit", coordinator_pb2.FitRequest(model="m", dataset="d"))
+    assert servicer.calls["Fit"] == 1  # never retried
+
+
+def test_channel_options_set_limits_keepalive_and_retry_only_reads():
+    import json
+    options = dict(_cluster.channel_options())
+    assert options["grpc.max_send_message_length"] == 64 << 20
+    assert options["grpc.max_receive_message_length"] == 64 << 20
+    assert options["grpc.keepalive_time_ms"] == 20000
+    assert options["grpc.keepalive_permit_without_calls"] == 1
+    config = json.loads(options["grpc.service_config"])
+    methods = {n["method"] for mc in config["methodConfig"] for n in mc["name"]}
+    assert {"Predict", "KNeighbors", "Score"} <= methods
+    assert not methods & {"Fit", "UploadDataset", "ImportModel", "StartGridSearch",
+                          "DeleteModel", "DeleteDataset", "SplitDataset"}
+    policy = config["methodConfig"][0]["retryPolicy"]
+    assert policy["retryableStatusCodes"] == ["UNAVAILABLE"]

@@ -56,6 +56,10 @@ struct ClientOptions {
   // Sent on every call as "authorization: Bearer <token>"; empty: none. Printable ASCII without
   // spaces. Without TLS the token travels in clear text: use one without TLS on loopback only.
   std::string token;
+  // Queries (KNeighbors, Predict, PredictProba, Score) accept a partial answer when a shard has
+  // no live copy: the answer then covers the other shards and lists the missing ones in
+  // `missing_shards`. Default: such a call fails UNAVAILABLE naming the shard.
+  bool allow_partial = false;
 };
 
 // ---- Parameters ---------------------------------------------------------------------------------
@@ -174,9 +178,10 @@ struct FitRequest {
 };
 
 struct ShardPlacement {
-  std::string shard_id, worker_id;
+  std::string shard_id, worker_id;  // worker_id: the first live copy's worker
   uint64_t rows = 0;
   int64_t first_global_index = 0;
+  std::vector<std::string> replica_worker_ids;  // every copy that is not lost, in search order
 };
 
 struct ModelInfo {
@@ -186,6 +191,7 @@ struct ModelInfo {
   std::string dataset;  // what it was fitted on
   uint64_t rows = 0, cols = 0;
   std::vector<ShardPlacement> shards;
+  uint32_t replication = 1;              // copies wanted of every shard
   std::vector<double> classes;           // classifier: sorted labels (codes with class_names)
   std::vector<std::string> class_names;  // classifier with string labels
   std::optional<double> threshold;       // outlier detector
@@ -197,6 +203,7 @@ struct Predictions {
   std::vector<std::string> labels;  // classifier with string classes: the names
   std::vector<double> scores;       // outlier: the distance to the k-th neighbour
   std::optional<double> threshold;  // outlier
+  std::vector<std::string> missing_shards;  // allow_partial: the shards left out
 };
 
 struct Probabilities {
@@ -204,6 +211,7 @@ struct Probabilities {
   std::vector<std::string> class_names;
   size_t rows = 0, cols = 0;   // queries x classes
   std::vector<double> values;  // row-major
+  std::vector<std::string> missing_shards;  // allow_partial: the shards left out
 
   double at(size_t query, size_t c) const { return values[query * cols + c]; }
 };
@@ -213,6 +221,7 @@ struct Neighbors {
   size_t num_queries = 0, k = 0;
   std::vector<double> distances;  // num_queries x k, row-major; true distances
   std::vector<int64_t> indices;   // training row indices
+  std::vector<std::string> missing_shards;  // allow_partial: the shards left out
 
   double distance(size_t query, size_t j) const { return distances[query * k + j]; }
   int64_t index(size_t query, size_t j) const { return indices[query * k + j]; }
@@ -223,6 +232,7 @@ struct ScoreResult {
   std::string metric;  // "accuracy", "r2", "outlier_fraction"
   uint64_t n_samples = 0;
   uint64_t n_correct = 0;  // classifier
+  std::vector<std::string> missing_shards;  // allow_partial: the shards left out
 };
 
 // ---- Grid search --------------------------------------------------------------------------------
