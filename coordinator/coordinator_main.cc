@@ -62,6 +62,15 @@ ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert");
 ABSL_FLAG(std::string, tls_ca, "",
           "PEM certificate of the cluster's CA: workers' certificates are verified against it, and "
           "so are workers when this coordinator calls them");
+ABSL_FLAG(int, http_port, -1,
+          "Port of the plaintext HTTP server on the --listen host: GET /healthz, /readyz, /metrics "
+          "(Prometheus) and, with --status-page, the status page at /; read-only (other methods get 405), no data. 0 picks a free port (printed "
+          "on the second line of stdout as \"http listening on HOST:PORT\"); -1 (default): none");
+ABSL_FLAG(bool, status_page, false,
+          "With --http-port: serve a read-only HTML status page at / (workers and their health, "
+          "datasets, models with their shards' replicas, grid searches with progress and score "
+          "heatmaps; names only, never data). Off by default: the HTTP port has no "
+          "authentication");
 ABSL_FLAG(bool, insecure, false,
           "Serve plaintext (no TLS): allowed only on a loopback --listen address unless "
           "--allow-insecure-remote. Without TLS flags or --insecure the server refuses to start");
@@ -75,7 +84,12 @@ ABSL_FLAG(std::string, auth_token_file, "",
 
 namespace {
 
-void Log(const std::string& line) { knncluster::rpc::LogLine("knn-coordinator", line); }
+void Log(const std::string& line) {
+  knncluster::rpc::LogLine("knn-coordinator", knncluster::rpc::LogLevel::kInfo, line);
+}
+void LogError(const std::string& line) {
+  knncluster::rpc::LogLine("knn-coordinator", knncluster::rpc::LogLevel::kError, line);
+}
 
 }  // namespace
 
@@ -83,6 +97,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "knn-coordinator --data-dir DIR [--listen HOST:PORT] [--advertise HOST:PORT] "
       "[--workers A,B,C] [--threads N] [--heartbeat-interval-ms MS] [--replication R]\n"
+      "  [--http-port P [--status-page]]\n"
       "  (--tls-cert F --tls-key F --tls-ca F [--auth-token-file F] | --insecure "
       "[--allow-insecure-remote])\n"
       "Keeps the catalog of datasets and models, shards training sets over the workers, fans "
@@ -127,10 +142,16 @@ int main(int argc, char** argv) {
   options.security.insecure = absl::GetFlag(FLAGS_insecure);
   options.security.allow_insecure_remote = absl::GetFlag(FLAGS_allow_insecure_remote);
   options.security.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
+  options.http_port = absl::GetFlag(FLAGS_http_port);
+  options.status_page = absl::GetFlag(FLAGS_status_page);
+  if (options.http_port < -1 || options.http_port > 65535) {
+    absl::FPrintF(stderr, "knn-coordinator: --http-port must be in [0, 65535] (or -1: none)\n");
+    return 2;
+  }
   if (absl::Status status =
           knncluster::rpc::CheckSecurityOptions(options.security, options.listen_address);
       !status.ok()) {
-    absl::FPrintF(stderr, "knn-coordinator: %s\n", status.message());
+    LogError(std::string(status.message()));
     return 2;
   }
   if (options.data_dir.empty()) {
@@ -156,11 +177,20 @@ int main(int argc, char** argv) {
 
   knncluster::coordinator::CoordinatorServer server(options);
   if (absl::Status status = server.Start(); !status.ok()) {
-    absl::FPrintF(stderr, "knn-coordinator: %s\n", status.ToString());
+    LogError(status.ToString());
     return 1;
   }
-  for (const std::string& e : server.load_errors()) Log(absl::StrCat("data directory: ", e));
+  for (const std::string& e : server.load_errors()) knncluster::rpc::LogLine("knn-coordinator", knncluster::rpc::LogLevel::kWarning,
+                             absl::StrCat("data directory: ", e));
   std::printf("listening on %s\n", server.bound_address().c_str());
+  if (server.http_port() >= 0) {
+    const std::string http = absl::StrCat(
+        server.bound_address().substr(0, server.bound_address().rfind(':')), ":",
+        server.http_port());
+    std::printf("http listening on %s\n", http.c_str());
+    Log(absl::StrCat("HTTP (plaintext, read-only: /healthz /readyz /metrics",
+                     options.status_page ? ", status page /" : "", ") on ", http));
+  }
   std::fflush(stdout);
   Log(absl::StrFormat(
       "serving %s on %s%s, data in %s, heartbeat interval %d ms, replication %d%s",

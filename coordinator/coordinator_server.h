@@ -4,7 +4,8 @@
 // (with the standard health service, per-service status for "knncluster.v1.Coordinator" and
 // "knncluster.v1.Membership", and server reflection), and two maintenance threads: liveness (probes silent workers and
 // marks dead ones, every heartbeat interval) and repair (re-sends shards of dead workers, drops
-// orphans).
+// orphans); and the plaintext HTTP port (health, readiness, Prometheus metrics, the optional
+// status page: coordinator/README.md) with the metrics registry behind it.
 //
 // Usage:
 //   CoordinatorServer server(options);
@@ -18,8 +19,10 @@
 #ifndef KNNCLUSTER_COORDINATOR_COORDINATOR_SERVER_H_
 #define KNNCLUSTER_COORDINATOR_COORDINATOR_SERVER_H_
 
+#include <atomic>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -31,6 +34,8 @@
 #include "coordinator/grid_search_manager.h"
 #include "coordinator/sharder.h"
 #include "rpc/credentials.h"
+#include "rpc/http_server.h"
+#include "rpc/metrics.h"
 
 namespace grpc {
 class Server;
@@ -104,6 +109,12 @@ struct CoordinatorOptions {
   // Coordinator service serves anyone with the token, the Membership service only peers with
   // a worker's certificate; channels to workers present this coordinator's certificate.
   rpc::SecurityOptions security;
+  // Port of the plaintext HTTP server (GET /healthz, /readyz, /metrics; rpc/ops_http.h) on the
+  // host of listen_address; 0: the OS picks one (see http_port()); -1: none.
+  int http_port = -1;
+  // Serve the read-only status page (GET / and /status; coordinator/status_page.h) on the HTTP
+  // port: names of workers, datasets, models and grid searches, never their data.
+  bool status_page = false;
 };
 
 class CoordinatorServer {
@@ -126,6 +137,11 @@ class CoordinatorServer {
   // Blocks until the server has shut down.
   void Wait();
 
+  // The HTTP port actually bound; -1 without one.
+  int http_port() const { return http_port_; }
+  // What GET /metrics renders. For tests. REQUIRES: Start() ok.
+  const rpc::MetricsRegistry& metrics() const { return *metrics_; }
+
   // For tests: the parts.
   ModelManager* models_for_testing() { return models_.get(); }
   WorkerPool* workers_for_testing() { return workers_.get(); }
@@ -135,12 +151,21 @@ class CoordinatorServer {
   const std::vector<std::string>& load_errors() const { return load_errors_; }
 
  private:
+  // The coordinator's gauges (README.md), read at every scrape.
+  void DeclareGauges();
+  // GET / and /status (with options_.status_page); nullopt for other paths.
+  std::optional<rpc::HttpResponse> StatusPage(const rpc::HttpRequest& request);
   void LivenessLoop();
   void RepairLoop();
 
   const CoordinatorOptions options_;
   std::string bound_address_;
+  int http_port_ = -1;
+  // Data directory loaded and serving: what /readyz reports.
+  std::atomic<bool> serving_{false};
   std::vector<std::string> load_errors_;
+  // Outlives the grpc::Server (its interceptor counts into it) and the HTTP server.
+  std::unique_ptr<rpc::MetricsRegistry> metrics_;
   std::unique_ptr<DatasetStore> store_;
   std::unique_ptr<WorkerPool> workers_;
   std::unique_ptr<ModelRegistry> registry_;
@@ -156,6 +181,8 @@ class CoordinatorServer {
   absl::Notification stop_;
   std::thread liveness_thread_;
   std::thread repair_thread_;
+  // Last: stopped (and destroyed) first, as its gauges and page read the members above.
+  std::unique_ptr<rpc::HttpServer> http_;
   absl::Mutex shutdown_mu_;
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;
 };

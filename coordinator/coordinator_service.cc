@@ -674,6 +674,11 @@ grpc::Status CoordinatorService::GetClusterStatus(grpc::ServerContext* context,
                                                   const v1::GetClusterStatusRequest*,
                                                   v1::ClusterStatus* response) {
   if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
+  FillClusterStatus(response);
+  return grpc::Status::OK;
+}
+
+void CoordinatorService::FillClusterStatus(v1::ClusterStatus* response) const {
   const std::vector<std::shared_ptr<const ModelEntry>> models = registry_->List();
   std::map<std::string, std::vector<const Placement*>> by_worker;
   for (const auto& m : models) {
@@ -702,7 +707,6 @@ grpc::Status CoordinatorService::GetClusterStatus(grpc::ServerContext* context,
   }
   for (const DatasetMeta& m : store_->List()) coordinator::ToProto(m, response->add_datasets());
   for (const auto& m : models) ToProto(*m, response->add_models());
-  return grpc::Status::OK;
 }
 
 // ---- Grid search ---------------------------------------------------------------------------

@@ -98,6 +98,9 @@ class CoordinatorService final : public v1::Coordinator::Service {
                                    const v1::GetGridSearchResultRequest* request,
                                    v1::GridSearchResult* response) override;
 
+  // GetClusterStatus's answer, without the call's checks: the status page shows exactly this.
+  void FillClusterStatus(v1::ClusterStatus* out) const;
+
  private:
   absl::Status DoUpload(grpc::ServerContext* context,
                         grpc::ServerReader<v1::UploadDatasetRequest>* reader,

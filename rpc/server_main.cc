@@ -60,10 +60,13 @@ int LimitMallocArenas() {
 #endif
 }
 
-void LogLine(const char* program, const std::string& line) {
-  absl::FPrintF(stderr, "%s %s: %s\n",
-                absl::FormatTime("%Y-%m-%dT%H:%M:%E3S", absl::Now(), absl::LocalTimeZone()),
-                program, line);
+void LogLine(const char* program, LogLevel level, const std::string& line) {
+  std::string one_line = line;
+  std::replace(one_line.begin(), one_line.end(), '\n', ' ');
+  const char* name = level == LogLevel::kError ? "ERROR" : level == LogLevel::kWarning ? "WARN" : "INFO";
+  absl::FPrintF(stderr, "%s %s %s: %s\n",
+                absl::FormatTime("%Y-%m-%dT%H:%M:%E3S%Ez", absl::Now(), absl::LocalTimeZone()),
+                name, program, one_line);
 }
 
 }  // namespace knncluster::rpc

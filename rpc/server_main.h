@@ -29,8 +29,11 @@ int WaitForTerminationSignal(const sigset_t& signals);
 // Returns the cap set (0: left to the environment or not glibc).
 int LimitMallocArenas();
 
-// One line on stderr: "<local time with ms> <program>: <line>".
-void LogLine(const char* program, const std::string& line);
+enum class LogLevel { kInfo, kWarning, kError };
+
+// One line per event on stderr: "<local time with ms> <LEVEL> <program>: <line>", LEVEL being
+// INFO, WARN or ERROR; line feeds in `line` become spaces, so an event is always one line.
+void LogLine(const char* program, LogLevel level, const std::string& line);
 
 }  // namespace knncluster::rpc
 

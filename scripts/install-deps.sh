@@ -21,6 +21,8 @@ packages=(
   python3 python3-numpy python3-sklearn python3-faiss libopenblas0-openmp
   # network-partition test (tests/cluster/partition_test.py): namespaces, one-way drops
   iproute2 nftables
+  # the status page test (tests/cluster/http_test.py) opens it in headless Chromium
+  chromium
 )
 # Not from apt: scripts/check-deploy.sh (ctest -L deploy) uses node >= 20 with npm and kubectl,
 # which the project's machine image provides (Debian 12's nodejs is 18; its kubernetes-client

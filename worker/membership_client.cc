@@ -131,6 +131,7 @@ void MembershipClient::Run() {
         continue;
       }
       registered = true;
+      registered_ = true;
       warned = false;
       backoff = options_.min_backoff;
       interval = *result;
@@ -144,10 +145,12 @@ void MembershipClient::Run() {
       Log(absl::StrCat("heartbeat to coordinator ", options_.coordinator_address,
                        " failed: ", reregister.status().ToString(), " (registering again)"));
       registered = false;
+      registered_ = false;
       warned = true;
     } else if (*reregister) {
       Log("the coordinator asked this worker to register again");
       registered = false;
+      registered_ = false;
     }
   }
 }

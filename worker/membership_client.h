@@ -13,6 +13,7 @@
 #define KNNCLUSTER_WORKER_MEMBERSHIP_CLIENT_H_
 
 #include <cstdint>
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -66,6 +67,8 @@ class MembershipClient {
   void Start();
   // Stops and joins the thread; idempotent.
   void Stop();
+  // Whether the last Register or Heartbeat succeeded (the worker's readiness, /readyz).
+  bool registered() const { return registered_.load(std::memory_order_relaxed); }
 
  private:
   void Run();
@@ -87,6 +90,7 @@ class MembershipClient {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   grpc::ClientContext* in_flight_ ABSL_GUARDED_BY(mu_) = nullptr;  // cancelled by Stop
   std::thread thread_;
+  std::atomic<bool> registered_{false};
 };
 
 }  // namespace knncluster::worker

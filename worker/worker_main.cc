@@ -64,6 +64,10 @@ ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert");
 ABSL_FLAG(std::string, tls_ca, "",
           "PEM certificate of the cluster's CA: callers' certificates are verified against it, and "
           "so is the coordinator's when registering");
+ABSL_FLAG(int, http_port, -1,
+          "Port of the plaintext HTTP server on the --listen host: GET /healthz, /readyz, /metrics "
+          "(Prometheus); read-only (other methods get 405), no data. 0 picks a free port (printed "
+          "on the second line of stdout as \"http listening on HOST:PORT\"); -1 (default): none");
 ABSL_FLAG(bool, insecure, false,
           "Serve plaintext (no TLS): allowed only on a loopback --listen address unless "
           "--allow-insecure-remote. Without TLS flags or --insecure the server refuses to start");
@@ -73,14 +77,19 @@ ABSL_FLAG(bool, allow_insecure_remote, false,
 
 namespace {
 
-void Log(const std::string& line) { knncluster::rpc::LogLine("knn-worker", line); }
+void Log(const std::string& line) {
+  knncluster::rpc::LogLine("knn-worker", knncluster::rpc::LogLevel::kInfo, line);
+}
+void LogError(const std::string& line) {
+  knncluster::rpc::LogLine("knn-worker", knncluster::rpc::LogLevel::kError, line);
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "knn-worker --data-dir DIR [--listen HOST:PORT] [--advertise HOST:PORT] "
-      "[--coordinator HOST:PORT] [--threads N] [--memory-budget-mb N]\n"
+      "[--coordinator HOST:PORT] [--threads N] [--memory-budget-mb N] [--http-port P]\n"
       "  (--tls-cert F --tls-key F --tls-ca F | --insecure [--allow-insecure-remote])\n"
       "Holds shards of training sets, builds KD-tree / ball-tree / brute-force indexes over them "
       "and answers partial top-k searches for the knncluster coordinator; for grid search it "
@@ -113,7 +122,7 @@ int main(int argc, char** argv) {
   if (absl::Status status =
           knncluster::rpc::CheckSecurityOptions(options.security, options.listen_address);
       !status.ok()) {
-    absl::FPrintF(stderr, "knn-worker: %s\n", status.message());
+    LogError(std::string(status.message()));
     return 2;
   }
   if (options.data_dir.empty()) {
@@ -140,6 +149,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.testing_job_delay = absl::Milliseconds(absl::GetFlag(FLAGS_testing_job_delay_ms));
+  options.http_port = absl::GetFlag(FLAGS_http_port);
+  if (options.http_port < -1 || options.http_port > 65535) {
+    absl::FPrintF(stderr, "knn-worker: --http-port must be in [0, 65535] (or -1: none)\n");
+    return 2;
+  }
   if (absl::GetFlag(FLAGS_max_concurrent_requests) < 0 ||
       absl::GetFlag(FLAGS_max_inflight_request_mb) < 0 ||
       absl::GetFlag(FLAGS_max_message_mb) < 4 || absl::GetFlag(FLAGS_max_message_mb) > 1024 ||
@@ -161,10 +175,18 @@ int main(int argc, char** argv) {
 
   knncluster::worker::WorkerServer server(options);
   if (absl::Status status = server.Start(); !status.ok()) {
-    absl::FPrintF(stderr, "knn-worker: %s\n", status.ToString());
+    LogError(status.ToString());
     return 1;
   }
   std::printf("listening on %s\n", server.bound_address().c_str());
+  if (server.http_port() >= 0) {
+    const std::string http = absl::StrCat(
+        server.bound_address().substr(0, server.bound_address().rfind(':')), ":",
+        server.http_port());
+    std::printf("http listening on %s\n", http.c_str());
+    Log(absl::StrCat("HTTP (plaintext, read-only: /healthz /readyz /metrics",
+                     "", ") on ", http));
+  }
   std::fflush(stdout);
   Log(absl::StrFormat(
       "worker %s serving %s on %s (advertised as %s), search threads: %s, "

@@ -17,6 +17,8 @@
 #include "knncluster/v1/worker.grpc.pb.h"
 #include "rpc/admission.h"
 #include "rpc/limits.h"
+#include "rpc/grpc_metrics.h"
+#include "rpc/ops_http.h"
 #include "worker/dataset_cache.h"
 #include "worker/membership_client.h"
 #include "worker/shard_files.h"
@@ -90,6 +92,27 @@ absl::Status WorkerServer::Start() {
                        rpc::MakePeerChannelCredentials(options_.security));
   KNN_ASSIGN_OR_RETURN(worker_id_, LoadOrCreateWorkerId(options_.data_dir));
 
+  metrics_ = std::make_unique<rpc::MetricsRegistry>();
+  rpc::DeclareGrpcServerMetrics(metrics_.get());
+  rpc::DeclareProcessMetrics(metrics_.get());
+  if (options_.http_port >= 0) {
+    // Before the shards are restored, so that /healthz answers while they load (/readyz does
+    // not until the worker serves).
+    rpc::HttpServerOptions http_options;
+    http_options.host = host;
+    http_options.port = options_.http_port;
+    http_ = std::make_unique<rpc::HttpServer>(
+        http_options, rpc::MakeOpsHandler(metrics_.get(), [this]() -> absl::Status {
+          if (!serving_) return absl::UnavailableError("not serving");
+          if (membership_ != nullptr && !membership_->registered()) {
+            return absl::UnavailableError("not registered with the coordinator");
+          }
+          return absl::OkStatus();
+        }));
+    KNN_RETURN_IF_ERROR(http_->Start());
+    http_port_ = http_->port();
+  }
+
   memory_budget_bytes_ = options_.memory_budget_bytes;
   if (memory_budget_bytes_ == 0) {
     const uint64_t physical = PhysicalMemoryBytes();
@@ -122,6 +145,8 @@ absl::Status WorkerServer::Start() {
   context.memory_budget_bytes = memory_budget_bytes_;
   service_ = std::make_unique<WorkerService>(std::move(context));
 
+  DeclareGauges();
+
   // The shards kept in the data directory, before serving (and before registering, so that the
   // coordinator hears of them at once).
   KNN_ASSIGN_OR_RETURN(
@@ -151,6 +176,9 @@ absl::Status WorkerServer::Start() {
                            : 0,
                        &builder);
   builder.RegisterService(service_.get());
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(rpc::MakeMetricsInterceptorFactory(metrics_.get()));
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port == 0) {
     server_.reset();
@@ -176,8 +204,42 @@ absl::Status WorkerServer::Start() {
     membership_ = std::make_unique<MembershipClient>(std::move(m), store_.get());
     membership_->Start();
   }
+  serving_ = true;
   started_ = true;
   return absl::OkStatus();
+}
+
+void WorkerServer::DeclareGauges() {
+  using rpc::GaugeSample;
+  auto one = [](double v) { return std::vector<GaugeSample>{{{}, v}}; };
+  metrics_->DeclareGauge("knn_worker_shards", "Shards this worker holds.",
+                         [this, one] { return one(static_cast<double>(store_->size())); });
+  metrics_->DeclareGauge("knn_worker_rows", "Training rows in the shards this worker holds.",
+                         [this, one] {
+                           double rows = 0;
+                           for (const ShardInfo& s : store_->List()) rows += s.rows;
+                           return one(rows);
+                         });
+  metrics_->DeclareGauge("knn_worker_shard_bytes",
+                         "Memory of the shards this worker holds (data, ids, indexes), in bytes.",
+                         [this, one] { return one(static_cast<double>(store_->TotalBytes())); });
+  metrics_->DeclareGauge("knn_worker_cached_datasets",
+                         "Datasets cached for grid-search fold jobs.",
+                         [this, one] { return one(static_cast<double>(datasets_->size())); });
+  metrics_->DeclareGauge("knn_worker_cached_dataset_bytes",
+                         "Memory charged for the cached grid-search datasets, in bytes.",
+                         [this, one] { return one(static_cast<double>(datasets_->cached_bytes())); });
+  metrics_->DeclareGauge("knn_worker_memory_budget_bytes",
+                         "What this worker may use for data (--memory-budget-mb), in bytes.",
+                         [this, one] { return one(static_cast<double>(memory_budget_bytes_)); });
+  metrics_->DeclareGauge("knn_worker_registered",
+                         "1 while registered with the coordinator (heartbeats answered), else 0; "
+                         "1 without a coordinator once serving.",
+                         [this, one] {
+                           const bool up = serving_ && (membership_ == nullptr ||
+                                                        membership_->registered());
+                           return one(up ? 1 : 0);
+                         });
 }
 
 uint64_t WorkerServer::SubsetIndexBuildsForTesting() const { return subset_indexes_->puts(); }
@@ -188,10 +250,12 @@ void WorkerServer::Shutdown() {
     if (!started_ || shut_down_) return;
     shut_down_ = true;
   }
+  serving_ = false;
   if (membership_ != nullptr) membership_->Stop();
   // NOT_SERVING first, so health probes see the drain before connections close.
   server_->GetHealthCheckService()->SetServingStatus(false);
   server_->Shutdown(absl::ToChronoTime(absl::Now() + options_.shutdown_grace));
+  if (http_ != nullptr) http_->Shutdown();
 }
 
 void WorkerServer::Wait() {

@@ -2,7 +2,8 @@
 // (all cores by default), the ShardStore, the DatasetCache and SubsetIndexCache of grid search,
 // the WorkerService, the membership client (when a coordinator is configured) and the
 // grpc::Server, which also serves the standard health service (per-service status for
-// "knncluster.v1.Worker") and server reflection.
+// "knncluster.v1.Worker") and server reflection, and the plaintext HTTP port (health, readiness,
+// Prometheus metrics: worker/README.md lists them) with the metrics registry behind it.
 //
 // Usage:
 //   WorkerOptions options;
@@ -19,6 +20,7 @@
 #ifndef KNNCLUSTER_WORKER_WORKER_SERVER_H_
 #define KNNCLUSTER_WORKER_WORKER_SERVER_H_
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -30,6 +32,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "rpc/credentials.h"
+#include "rpc/http_server.h"
+#include "rpc/metrics.h"
 
 namespace grpc {
 class Server;
@@ -94,6 +98,9 @@ struct WorkerOptions {
   // (which must be a worker's, CN knn-worker-*, for Membership to accept it).
   // auth_token_file is not used by workers.
   rpc::SecurityOptions security;
+  // Port of the plaintext HTTP server (GET /healthz, /readyz, /metrics; rpc/ops_http.h) on the
+  // host of listen_address; 0: the OS picks one (see http_port()); -1: none.
+  int http_port = -1;
   // Receives occasional status lines (membership state changes); null: silent.
   std::function<void(const std::string&)> log;
 };
@@ -120,6 +127,10 @@ class WorkerServer {
   const std::string& bound_address() const { return bound_address_; }
   // What the worker registers as its address.
   const std::string& advertise_address() const { return advertise_address_; }
+  // The HTTP port actually bound; -1 without one. REQUIRES: Start() ok.
+  int http_port() const { return http_port_; }
+  // What GET /metrics renders. For tests. REQUIRES: Start() ok.
+  const rpc::MetricsRegistry& metrics() const { return *metrics_; }
   // The stable id from the data directory. REQUIRES: Start() ok.
   const std::string& worker_id() const { return worker_id_; }
   // The memory budget in effect (options.memory_budget_bytes, or its default). REQUIRES: Start()
@@ -136,11 +147,19 @@ class WorkerServer {
   void Wait();
 
  private:
+  // The worker's gauges (README.md), read at every scrape.
+  void DeclareGauges();
+
   const WorkerOptions options_;
   std::string worker_id_;
   std::string bound_address_;
   std::string advertise_address_;
   uint64_t memory_budget_bytes_ = 0;
+  int http_port_ = -1;
+  // Serving (and, with a coordinator, registered): what /readyz reports.
+  std::atomic<bool> serving_{false};
+  // Outlives the grpc::Server (its interceptor counts into it) and the HTTP server.
+  std::unique_ptr<rpc::MetricsRegistry> metrics_;
   // Destroyed in reverse order: the server first, so no handler runs once the rest goes.
   std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<rpc::AdmissionControl> admission_;
@@ -151,6 +170,8 @@ class WorkerServer {
   std::unique_ptr<WorkerService> service_;
   std::unique_ptr<MembershipClient> membership_;
   std::unique_ptr<grpc::Server> server_;
+  // Last: stopped (and destroyed) first, as its gauges read the members above.
+  std::unique_ptr<rpc::HttpServer> http_;
 
   absl::Mutex mu_;
   bool started_ ABSL_GUARDED_BY(mu_) = false;

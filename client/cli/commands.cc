@@ -15,7 +15,6 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "client/cli/heatmap_svg.h"
 #include "client/cli/param_spec.h"
 #include "client/cli/png_writer.h"
 #include "client/cli/progress.h"
@@ -25,6 +24,7 @@
 #include "core/estimators/model_io.h"
 #include "core/index/metric.h"
 #include "core/model_selection/grid_search.h"
+#include "core/model_selection/heatmap_svg.h"
 
 namespace knncluster::cli {
 namespace {
@@ -121,10 +121,18 @@ absl::StatusOr<Model::Task> TaskFrom(const std::string& task) {
 
 // ---- Grid search: cv_results_ as scikit-learn shapes it, the table, the heatmap ----------------
 
-// scikit-learn's parameter names, sorted (ParameterGrid's and cv_results_' order).
-constexpr const char* kParamKeys[] = {"algorithm", "leaf_size", "n_neighbors", "p", "weights"};
-
-bool IsNumericKey(const std::string& key) { return key != "algorithm" && key != "weights"; }
+// The cv_results_ helpers live with the heatmap (core/model_selection/heatmap_svg.h).
+std::vector<std::string> KeysOf(const CvResults& cv, size_t c) { return GridKeysOf(cv, c); }
+std::vector<std::string> VaryingKeys(const CvResults& cv) { return GridVaryingKeys(cv); }
+bool HasKey(const CvResults& cv, size_t c, const std::string& key) {
+  return GridHasKey(cv, c, key);
+}
+std::string ParamValueText(const NeighborsParams& p, const std::string& key) {
+  return GridParamText(p, key);
+}
+std::string ParamsSubsetText(const NeighborsParams& p, const std::vector<std::string>& keys) {
+  return GridParamsText(p, keys);
+}
 
 Json ParamValueJson(const NeighborsParams& p, const std::string& key) {
   if (key == "algorithm") return AlgorithmName(p.algorithm);
@@ -134,57 +142,10 @@ Json ParamValueJson(const NeighborsParams& p, const std::string& key) {
   return WeightsName(p.weights);
 }
 
-std::string ParamValueText(const NeighborsParams& p, const std::string& key) {
-  if (key == "algorithm") return AlgorithmName(p.algorithm);
-  if (key == "leaf_size") return absl::StrCat(p.leaf_size);
-  if (key == "n_neighbors") return absl::StrCat(p.n_neighbors);
-  if (key == "p") return Minkowski::Create(p.p).value().ToString();
-  return WeightsName(p.weights);
-}
-
-double ParamValueOrder(const NeighborsParams& p, const std::string& key) {
-  if (key == "leaf_size") return p.leaf_size;
-  if (key == "n_neighbors") return p.n_neighbors;
-  return p.p;
-}
-
-// The keys candidate c's grid sets (all of them when the results carry no keys).
-std::vector<std::string> KeysOf(const CvResults& cv, size_t c) {
-  if (c < cv.param_keys.size()) return cv.param_keys[c];
-  return std::vector<std::string>(std::begin(kParamKeys), std::end(kParamKeys));
-}
-
-// Every key some candidate's grid sets, in scikit-learn's order.
-std::vector<std::string> VaryingKeys(const CvResults& cv) {
-  std::vector<std::string> out;
-  for (const char* key : kParamKeys) {
-    for (size_t c = 0; c < cv.params.size(); ++c) {
-      const auto keys = KeysOf(cv, c);
-      if (std::find(keys.begin(), keys.end(), key) != keys.end()) {
-        out.push_back(key);
-        break;
-      }
-    }
-  }
-  return out;
-}
-
-bool HasKey(const CvResults& cv, size_t c, const std::string& key) {
-  const auto keys = KeysOf(cv, c);
-  return std::find(keys.begin(), keys.end(), key) != keys.end();
-}
-
 Json ParamsSubsetJson(const NeighborsParams& p, const std::vector<std::string>& keys) {
   Json j = Json::object();
   for (const std::string& key : keys) j[key] = ParamValueJson(p, key);
   return j;
-}
-
-std::string ParamsSubsetText(const NeighborsParams& p, const std::vector<std::string>& keys) {
-  if (keys.empty()) return "the base parameters";
-  return absl::StrJoin(keys, ", ", [&](std::string* s, const std::string& key) {
-    absl::StrAppend(s, key, "=", ParamValueText(p, key));
-  });
 }
 
 // cv_results_ in scikit-learn's key order; `params` lists only the keys each candidate's grid
@@ -254,104 +215,6 @@ Json BestJson(const CvResults& cv) {
           {"best_estimator_params", ParamsJson(cv.best_params)},
           {"scoring", ScoringName(cv.scoring)},
           {"neighbor_searches", cv.neighbor_searches}};
-}
-
-// The heatmap of mean test scores over keys x and y (picked when not given: the two keys with
-// the most distinct values). A cell several candidates share (another key varies too) shows the
-// best of them.
-absl::StatusOr<Heatmap> MakeHeatmap(const CvResults& cv, std::string x, std::string y) {
-  const std::vector<std::string> keys = VaryingKeys(cv);
-  if (keys.empty()) {
-    return absl::InvalidArgumentError(
-        "--heatmap: the grid varies no parameter (give --param KEY=VALUES)");
-  }
-  auto distinct = [&](const std::string& key) {
-    std::vector<std::string> seen;
-    for (size_t c = 0; c < cv.params.size(); ++c) {
-      if (!HasKey(cv, c, key)) continue;
-      const std::string v = ParamValueText(cv.params[c], key);
-      if (std::find(seen.begin(), seen.end(), v) == seen.end()) seen.push_back(v);
-    }
-    return seen.size();
-  };
-  auto check = [&](const std::string& flag, const std::string& key) -> absl::Status {
-    if (std::find(keys.begin(), keys.end(), key) != keys.end()) return absl::OkStatus();
-    return absl::InvalidArgumentError(absl::StrCat(flag, ": \"", key,
-                                                   "\" is not a parameter the grid varies (",
-                                                   absl::StrJoin(keys, ", "), ")"));
-  };
-  auto most = [&](const std::string& except) {
-    std::string best;
-    size_t best_n = 0;
-    for (const std::string& key : keys) {
-      if (key == except) continue;
-      if (distinct(key) > best_n) best = key, best_n = distinct(key);
-    }
-    return best;
-  };
-  if (!x.empty()) KNN_RETURN_IF_ERROR(check("--heatmap-x", x));
-  if (!y.empty()) KNN_RETURN_IF_ERROR(check("--heatmap-y", y));
-  if (!x.empty() && x == y) {
-    return absl::InvalidArgumentError("--heatmap-y: must differ from --heatmap-x");
-  }
-  if (x.empty()) x = most(y);
-  if (y.empty()) y = most(x);  // empty when the grid varies one key: one row
-
-  // Each axis's values: numbers ascending, names in the order the grid lists them.
-  auto axis = [&](const std::string& key) {
-    std::vector<std::pair<double, std::string>> values;
-    for (size_t c = 0; c < cv.params.size(); ++c) {
-      if (!HasKey(cv, c, key)) continue;
-      std::pair<double, std::string> v{
-          IsNumericKey(key) ? ParamValueOrder(cv.params[c], key) : static_cast<double>(values.size()),
-          ParamValueText(cv.params[c], key)};
-      bool found = false;
-      for (const auto& e : values) found = found || e.second == v.second;
-      if (!found) values.push_back(v);
-    }
-    std::stable_sort(values.begin(), values.end(),
-                     [](const auto& a, const auto& b) { return a.first < b.first; });
-    std::vector<std::string> labels;
-    for (auto& v : values) labels.push_back(std::move(v.second));
-    return labels;
-  };
-  Heatmap h;
-  h.x_name = x;
-  h.y_name = y;
-  h.x_labels = axis(x);
-  h.y_labels = y.empty() ? std::vector<std::string>{"all"} : axis(y);
-  h.values.assign(h.y_labels.size(), std::vector<double>(h.x_labels.size(), NAN));
-  size_t shared = 0;
-  for (size_t c = 0; c < cv.params.size(); ++c) {
-    if (!HasKey(cv, c, x) || (!y.empty() && !HasKey(cv, c, y))) continue;
-    const auto col = std::find(h.x_labels.begin(), h.x_labels.end(),
-                               ParamValueText(cv.params[c], x)) - h.x_labels.begin();
-    const auto row = y.empty() ? 0
-                               : std::find(h.y_labels.begin(), h.y_labels.end(),
-                                           ParamValueText(cv.params[c], y)) - h.y_labels.begin();
-    double& cell = h.values[row][col];
-    if (std::isnan(cell)) {
-      cell = cv.mean_test_score[c];
-    } else {
-      ++shared;
-      cell = std::max(cell, cv.mean_test_score[c]);
-    }
-  }
-  const std::string scoring = ScoringName(cv.scoring);
-  const size_t folds = cv.split_test_scores.empty() ? 0 : cv.split_test_scores[0].size();
-  h.title = absl::StrCat("GridSearchCV: mean ", scoring, " over ", x, y.empty() ? "" : " x ", y);
-  h.subtitle = absl::StrFormat("%d-fold cross-validation; best %s at %s", folds,
-                               Num(cv.best_score),
-                               ParamsSubsetText(cv.best_params, KeysOf(cv, cv.best_index)));
-  if (shared > 0) {
-    std::vector<std::string> others;
-    for (const std::string& key : keys) {
-      if (key != x && key != y) others.push_back(key);
-    }
-    absl::StrAppend(&h.subtitle, "; each cell the best over ", absl::StrJoin(others, ", "));
-  }
-  h.value_name = absl::StrCat("mean ", scoring);
-  return h;
 }
 
 absl::Status WriteTextFile(const std::string& flag, const std::string& path,
@@ -789,7 +652,7 @@ absl::StatusOr<Output> GridSearchOutput(Engine* engine, const GridSearchOutcome&
     absl::StrAppendFormat(&out.text, "best model refit on all rows: %s\n", r.refit_model);
   }
   if (!options.heatmap.empty()) {
-    KNN_ASSIGN_OR_RETURN(Heatmap h, MakeHeatmap(cv, options.heatmap_x, options.heatmap_y));
+    KNN_ASSIGN_OR_RETURN(Heatmap h, CvResultsHeatmap(cv, options.heatmap_x, options.heatmap_y));
     KNN_ASSIGN_OR_RETURN(std::string svg, HeatmapSvg(h));
     KNN_RETURN_IF_ERROR(WriteTextFile("--heatmap", options.heatmap, svg));
     out.json["heatmap"] = {{"file", options.heatmap}, {"x", h.x_name},

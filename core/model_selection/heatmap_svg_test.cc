@@ -1,4 +1,4 @@
-#include "client/cli/heatmap_svg.h"
+#include "core/model_selection/heatmap_svg.h"
 
 #include <cmath>
 #include <string>
@@ -6,7 +6,7 @@
 
 #include "gtest/gtest.h"
 
-namespace knncluster::cli {
+namespace knncluster {
 namespace {
 
 size_t Count(const std::string& s, const std::string& what) {
@@ -159,4 +159,4 @@ TEST(HeatmapSvgTest, ShapeErrors) {
 }
 
 }  // namespace
-}  // namespace knncluster::cli
+}  // namespace knncluster

@@ -1,16 +1,31 @@
-#include "client/cli/heatmap_svg.h"
+#include "core/model_selection/heatmap_svg.h"
 
 #include <algorithm>
 #include <array>
 #include <charconv>
 #include <cmath>
+#include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "core/base/status_macros.h"
+#include "core/index/metric.h"
+#include "core/index/neighbor_index.h"
 
-namespace knncluster::cli {
+namespace knncluster {
 namespace {
+
+bool IsNumericKey(const std::string& key) { return key != "algorithm" && key != "weights"; }
+
+double ParamValueOrder(const NeighborsParams& p, const std::string& key) {
+  if (key == "leaf_size") return p.leaf_size;
+  if (key == "n_neighbors") return p.n_neighbors;
+  return p.p;
+}
+
 
 // viridis at five stops: perceptually uniform, readable in grey and by most colour-blind eyes.
 constexpr std::array<std::array<double, 3>, 5> kStops = {{{68, 1, 84},
@@ -215,4 +230,148 @@ absl::StatusOr<std::string> HeatmapSvg(const Heatmap& h) {
   return s;
 }
 
-}  // namespace knncluster::cli
+// ---- cv_results_ as a heatmap ----------------------------------------------------------------
+
+const char* const kGridParamKeys[5] = {"algorithm", "leaf_size", "n_neighbors", "p", "weights"};
+
+std::string ShortestDecimal(double v) {
+  char buf[64];
+  auto r = std::to_chars(buf, buf + sizeof(buf), v);
+  return std::string(buf, r.ptr);
+}
+
+std::string GridParamText(const NeighborsParams& p, const std::string& key) {
+  if (key == "algorithm") return AlgorithmName(p.algorithm);
+  if (key == "leaf_size") return absl::StrCat(p.leaf_size);
+  if (key == "n_neighbors") return absl::StrCat(p.n_neighbors);
+  if (key == "p") return Minkowski::Create(p.p).value().ToString();
+  return WeightsName(p.weights);
+}
+
+std::vector<std::string> GridKeysOf(const CvResults& cv, size_t c) {
+  if (c < cv.param_keys.size()) return cv.param_keys[c];
+  return std::vector<std::string>(std::begin(kGridParamKeys), std::end(kGridParamKeys));
+}
+
+std::vector<std::string> GridVaryingKeys(const CvResults& cv) {
+  std::vector<std::string> out;
+  for (const char* key : kGridParamKeys) {
+    for (size_t c = 0; c < cv.params.size(); ++c) {
+      const auto keys = GridKeysOf(cv, c);
+      if (std::find(keys.begin(), keys.end(), key) != keys.end()) {
+        out.push_back(key);
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+bool GridHasKey(const CvResults& cv, size_t c, const std::string& key) {
+  const auto keys = GridKeysOf(cv, c);
+  return std::find(keys.begin(), keys.end(), key) != keys.end();
+}
+
+std::string GridParamsText(const NeighborsParams& p, const std::vector<std::string>& keys) {
+  if (keys.empty()) return "the base parameters";
+  return absl::StrJoin(keys, ", ", [&](std::string* s, const std::string& key) {
+    absl::StrAppend(s, key, "=", GridParamText(p, key));
+  });
+}
+
+absl::StatusOr<Heatmap> CvResultsHeatmap(const CvResults& cv, std::string x, std::string y) {
+  const std::vector<std::string> keys = GridVaryingKeys(cv);
+  if (keys.empty()) {
+    return absl::InvalidArgumentError(
+        "--heatmap: the grid varies no parameter (give --param KEY=VALUES)");
+  }
+  auto distinct = [&](const std::string& key) {
+    std::vector<std::string> seen;
+    for (size_t c = 0; c < cv.params.size(); ++c) {
+      if (!GridHasKey(cv, c, key)) continue;
+      const std::string v = GridParamText(cv.params[c], key);
+      if (std::find(seen.begin(), seen.end(), v) == seen.end()) seen.push_back(v);
+    }
+    return seen.size();
+  };
+  auto check = [&](const std::string& flag, const std::string& key) -> absl::Status {
+    if (std::find(keys.begin(), keys.end(), key) != keys.end()) return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrCat(flag, ": \"", key,
+                                                   "\" is not a parameter the grid varies (",
+                                                   absl::StrJoin(keys, ", "), ")"));
+  };
+  auto most = [&](const std::string& except) {
+    std::string best;
+    size_t best_n = 0;
+    for (const std::string& key : keys) {
+      if (key == except) continue;
+      if (distinct(key) > best_n) best = key, best_n = distinct(key);
+    }
+    return best;
+  };
+  if (!x.empty()) KNN_RETURN_IF_ERROR(check("--heatmap-x", x));
+  if (!y.empty()) KNN_RETURN_IF_ERROR(check("--heatmap-y", y));
+  if (!x.empty() && x == y) {
+    return absl::InvalidArgumentError("--heatmap-y: must differ from --heatmap-x");
+  }
+  if (x.empty()) x = most(y);
+  if (y.empty()) y = most(x);  // empty when the grid varies one key: one row
+
+  // Each axis's values: numbers ascending, names in the order the grid lists them.
+  auto axis = [&](const std::string& key) {
+    std::vector<std::pair<double, std::string>> values;
+    for (size_t c = 0; c < cv.params.size(); ++c) {
+      if (!GridHasKey(cv, c, key)) continue;
+      std::pair<double, std::string> v{
+          IsNumericKey(key) ? ParamValueOrder(cv.params[c], key) : static_cast<double>(values.size()),
+          GridParamText(cv.params[c], key)};
+      bool found = false;
+      for (const auto& e : values) found = found || e.second == v.second;
+      if (!found) values.push_back(v);
+    }
+    std::stable_sort(values.begin(), values.end(),
+                     [](const auto& a, const auto& b) { return a.first < b.first; });
+    std::vector<std::string> labels;
+    for (auto& v : values) labels.push_back(std::move(v.second));
+    return labels;
+  };
+  Heatmap h;
+  h.x_name = x;
+  h.y_name = y;
+  h.x_labels = axis(x);
+  h.y_labels = y.empty() ? std::vector<std::string>{"all"} : axis(y);
+  h.values.assign(h.y_labels.size(), std::vector<double>(h.x_labels.size(), NAN));
+  size_t shared = 0;
+  for (size_t c = 0; c < cv.params.size(); ++c) {
+    if (!GridHasKey(cv, c, x) || (!y.empty() && !GridHasKey(cv, c, y))) continue;
+    const auto col = std::find(h.x_labels.begin(), h.x_labels.end(),
+                               GridParamText(cv.params[c], x)) - h.x_labels.begin();
+    const auto row = y.empty() ? 0
+                               : std::find(h.y_labels.begin(), h.y_labels.end(),
+                                           GridParamText(cv.params[c], y)) - h.y_labels.begin();
+    double& cell = h.values[row][col];
+    if (std::isnan(cell)) {
+      cell = cv.mean_test_score[c];
+    } else {
+      ++shared;
+      cell = std::max(cell, cv.mean_test_score[c]);
+    }
+  }
+  const std::string scoring = ScoringName(cv.scoring);
+  const size_t folds = cv.split_test_scores.empty() ? 0 : cv.split_test_scores[0].size();
+  h.title = absl::StrCat("GridSearchCV: mean ", scoring, " over ", x, y.empty() ? "" : " x ", y);
+  h.subtitle = absl::StrFormat("%d-fold cross-validation; best %s at %s", folds,
+                               ShortestDecimal(cv.best_score),
+                               GridParamsText(cv.best_params, GridKeysOf(cv, cv.best_index)));
+  if (shared > 0) {
+    std::vector<std::string> others;
+    for (const std::string& key : keys) {
+      if (key != x && key != y) others.push_back(key);
+    }
+    absl::StrAppend(&h.subtitle, "; each cell the best over ", absl::StrJoin(others, ", "));
+  }
+  h.value_name = absl::StrCat("mean ", scoring);
+  return h;
+}
+
+}  // namespace knncluster
