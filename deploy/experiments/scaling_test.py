@@ -36,8 +36,14 @@ def main():
     for name in ("scaling.csv", "scaling.svg", "cost_model.csv", "cost_model.json"):
         if os.path.exists(os.path.join(a.out, name)):
             os.remove(os.path.join(a.out, name))
-    p = subprocess.run(["/usr/bin/python3", os.path.join(HERE, "scaling.py"), "--ci", "--bin",
-                        a.bin, "--python", a.python, "--out", a.out], timeout=280)
+    # Popen, for the child's pid: its namespaces are named knns-<pid>-*.
+    p = subprocess.Popen(["/usr/bin/python3", os.path.join(HERE, "scaling.py"), "--ci", "--bin",
+                          a.bin, "--python", a.python, "--out", a.out])
+    try:
+        p.wait(timeout=280)
+    except subprocess.TimeoutExpired:
+        p.terminate()
+        p.wait(timeout=30)
     if p.returncode != 0:
         print(f"scaling_test: FAILED: scaling.py exited {p.returncode}", file=sys.stderr)
         return 1
