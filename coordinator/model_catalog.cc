@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 #include "core/base/durable_file.h"
@@ -188,8 +189,7 @@ ModelCatalog::Loaded ModelCatalog::Load() {
   std::error_code ec;
   for (const fs::directory_entry& f : fs::directory_iterator(dir_, ec)) {
     const std::string file = f.path().filename().string();
-    if (file.size() > sizeof(kSuffix) - 1 &&
-        file.compare(file.size() - (sizeof(kSuffix) - 1), std::string::npos, kSuffix) == 0) {
+    if (file.size() > sizeof(kSuffix) - 1 && absl::EndsWith(file, kSuffix)) {
       paths.push_back(f.path().string());
     }
   }
@@ -206,10 +206,7 @@ ModelCatalog::Loaded ModelCatalog::Load() {
       st = absl::DataLossError(absl::StrCat(path, ": not a model record"));
     }
     if (st.ok()) {
-      const std::string expected =
-          fs::path(path).filename().string().substr(0, fs::path(path).filename().string().size() -
-                                                           (sizeof(kSuffix) - 1));
-      if (record.name() != expected) {
+      if (PathOf(record.name()) != path) {
         st = absl::DataLossError(absl::StrCat(path, ": the record names model \"", record.name(),
                                               "\""));
       }
