@@ -4,15 +4,30 @@
 // the cluster, uploads the data and fits the models first.
 //
 //   cluster_bench --coordinator HOST:PORT --data DIR --datasets uniform3d,blobs16d
+//                 [--batches 1,100,10000] [--ops kneighbors,predict] [--inflight 1]
+//                 [--budget SECONDS] [--rounds 3] [--cluster-only]
+//
+// Each case alternates the two sides `rounds` times (budget / rounds seconds each), so that a
+// machine that speeds up or slows down during the run (a shared VM) affects both alike; it
+// reports each side's median over the rounds and the median of the per-round ratios.
+// `--inflight N`: N callers at once, each issuing batches back to back (in-process: N threads on
+// the same all-core pool; cluster: N threads on one client). 1 measures one caller waiting for
+// each answer (latency-bound); more measures what the system sustains. --cluster-only skips the
+// in-process side (for profiling the cluster).
 // Prints one JSON object per case on stdout.
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "client/cpp/knn_client.h"
 #include "core/base/thread_pool.h"
@@ -28,40 +43,84 @@ double Seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
-// Runs fn on consecutive batches of `batch` queries until `budget` seconds have passed (at least
-// `min_calls` calls); returns queries per second and the median seconds per call.
-template <typename F>
-std::pair<double, double> Measure(const knncluster::Matrix& queries, size_t batch, double budget,
-                                  int min_calls, F fn) {
-  std::vector<double> per_call;
-  size_t done = 0, offset = 0;
+struct Sample {
+  double qps = 0;
+  std::vector<double> per_call;  // seconds
+};
+
+// `inflight` threads each run fn on consecutive batches of `batch` queries (starting at different
+// offsets) until `budget` seconds have passed and `min_calls` calls were made in all; returns
+// queries per second over the whole time and every call's duration. qps 0: a call failed.
+Sample Measure(const knncluster::Matrix& queries, size_t batch, size_t inflight, double budget,
+               int min_calls, const std::function<bool(knncluster::MatrixView)>& fn) {
+  Sample out;
+  std::mutex mu;
+  std::atomic<size_t> done{0}, calls{0};
+  std::atomic<bool> failed{false};
   const auto start = Clock::now();
-  while (Seconds(start, Clock::now()) < budget || static_cast<int>(per_call.size()) < min_calls) {
-    if (offset + batch > queries.rows()) offset = 0;
-    const auto t0 = Clock::now();
-    if (!fn(queries.view().Slice(offset, offset + batch))) return {0, 0};
-    per_call.push_back(Seconds(t0, Clock::now()));
-    done += batch;
-    offset += batch;
-  }
-  const double total = Seconds(start, Clock::now());
-  std::sort(per_call.begin(), per_call.end());
-  return {done / total, per_call[per_call.size() / 2]};
+  auto run = [&](size_t t) {
+    size_t offset = (t * batch) % std::max<size_t>(1, queries.rows() - batch + 1);
+    std::vector<double> mine;
+    while (!failed && (Seconds(start, Clock::now()) < budget ||
+                       calls.load() < static_cast<size_t>(min_calls))) {
+      if (offset + batch > queries.rows()) offset = 0;
+      const auto t0 = Clock::now();
+      if (!fn(queries.view().Slice(offset, offset + batch))) {
+        failed = true;
+        break;
+      }
+      mine.push_back(Seconds(t0, Clock::now()));
+      ++calls;
+      done += batch;
+      offset += batch * inflight;
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    out.per_call.insert(out.per_call.end(), mine.begin(), mine.end());
+  };
+  std::vector<std::thread> threads;
+  for (size_t t = 1; t < inflight; ++t) threads.emplace_back(run, t);
+  run(0);
+  for (auto& th : threads) th.join();
+  out.qps = failed ? 0 : done / Seconds(start, Clock::now());
+  return out;
+}
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string coordinator, data_dir, datasets = "uniform3d,blobs16d";
+  std::string batches = "1,100,10000", ops = "kneighbors,predict";
+  bool cluster_only = false;
   double budget = 3;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--coordinator")) coordinator = argv[i + 1];
-    if (!std::strcmp(argv[i], "--data")) data_dir = argv[i + 1];
-    if (!std::strcmp(argv[i], "--datasets")) datasets = argv[i + 1];
-    if (!std::strcmp(argv[i], "--budget")) budget = std::atof(argv[i + 1]);
+  int rounds = 3;
+  size_t inflight = 1;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--cluster-only")) {
+      cluster_only = true;
+      continue;
+    }
+    if (i + 1 >= argc) break;
+    const std::string flag = argv[i], value = argv[i + 1];
+    ++i;
+    if (flag == "--coordinator") coordinator = value;
+    else if (flag == "--data") data_dir = value;
+    else if (flag == "--datasets") datasets = value;
+    else if (flag == "--budget") budget = std::atof(value.c_str());
+    else if (flag == "--batches") batches = value;
+    else if (flag == "--ops") ops = value;
+    else if (flag == "--rounds") rounds = std::max(1, std::atoi(value.c_str()));
+    else if (flag == "--inflight") inflight = static_cast<size_t>(std::max(1, std::atoi(value.c_str())));
   }
   if (coordinator.empty() || data_dir.empty()) {
-    std::fprintf(stderr, "usage: cluster_bench --coordinator HOST:PORT --data DIR [--datasets a,b]\n");
+    std::fprintf(stderr, "usage: cluster_bench --coordinator HOST:PORT --data DIR [--datasets a,b] "
+                         "[--batches 1,100,10000] [--ops kneighbors,predict] [--inflight N] "
+                         "[--budget S] [--rounds R] [--cluster-only]\n");
     return 2;
   }
   knncluster::client::ClientOptions options;
@@ -85,29 +144,48 @@ int main(int argc, char** argv) {
       return 1;
     }
     const std::string model = name + "-kd";
-    for (size_t batch : {size_t{1}, size_t{100}, size_t{10000}}) {
+    for (absl::string_view batch_text : absl::StrSplit(batches, ',')) {
+      size_t batch = 0;
+      if (!absl::SimpleAtoi(batch_text, &batch) || batch == 0 || batch > queries->rows()) {
+        std::fprintf(stderr, "cluster_bench: --batches: bad batch size\n");
+        return 2;
+      }
       const int min_calls = batch == 1 ? 300 : 3;
-      for (const char* op : {"kneighbors", "predict"}) {
-        const bool kn = !std::strcmp(op, "kneighbors");
-        auto in_process = Measure(*queries, batch, budget, min_calls, [&](knncluster::MatrixView q) {
+      for (absl::string_view op_view : absl::StrSplit(ops, ',')) {
+        const std::string op(op_view);
+        const bool kn = op == "kneighbors";
+        auto in_process = [&](knncluster::MatrixView q) {
           return kn ? local.KNeighbors(q, kK, &pool).ok() : local.Predict(q, &pool).ok();
-        });
-        auto cluster = Measure(*queries, batch, budget, min_calls, [&](knncluster::MatrixView q) {
+        };
+        auto through_cluster = [&](knncluster::MatrixView q) {
           auto inline_queries = knncluster::client::KnnClient::InlineQueries(q);
-          if (kn) {
-            auto r = client->KNeighbors(model, inline_queries, kK);
-            if (!r.ok()) std::fprintf(stderr, "%s\n", std::string(r.status().message()).c_str());
-            return r.ok();
+          absl::Status st = kn ? client->KNeighbors(model, inline_queries, kK).status()
+                               : client->Predict(model, inline_queries).status();
+          if (!st.ok()) std::fprintf(stderr, "%s\n", std::string(st.message()).c_str());
+          return st.ok();
+        };
+        std::vector<double> local_qps, cluster_qps, ratios, local_calls, cluster_calls;
+        for (int r = 0; r < rounds; ++r) {
+          Sample a;
+          if (!cluster_only) {
+            a = Measure(*queries, batch, inflight, budget / rounds, min_calls / rounds + 1,
+                        in_process);
           }
-          auto r = client->Predict(model, inline_queries);
-          if (!r.ok()) std::fprintf(stderr, "%s\n", std::string(r.status().message()).c_str());
-          return r.ok();
-        });
+          Sample b = Measure(*queries, batch, inflight, budget / rounds, min_calls / rounds + 1,
+                             through_cluster);
+          if (b.qps == 0 || (!cluster_only && a.qps == 0)) return 1;
+          local_qps.push_back(a.qps);
+          cluster_qps.push_back(b.qps);
+          if (a.qps > 0) ratios.push_back(b.qps / a.qps);
+          local_calls.insert(local_calls.end(), a.per_call.begin(), a.per_call.end());
+          cluster_calls.insert(cluster_calls.end(), b.per_call.begin(), b.per_call.end());
+        }
         std::printf(
-            "{\"dataset\": \"%s\", \"op\": \"%s\", \"batch\": %zu, \"in_process_qps\": %.1f, "
-            "\"cluster_qps\": %.1f, \"in_process_p50_ms\": %.4f, \"cluster_p50_ms\": %.4f}\n",
-            name.c_str(), op, batch, in_process.first, cluster.first, in_process.second * 1e3,
-            cluster.second * 1e3);
+            "{\"dataset\": \"%s\", \"op\": \"%s\", \"batch\": %zu, \"inflight\": %zu, "
+            "\"in_process_qps\": %.1f, \"cluster_qps\": %.1f, \"ratio\": %.4f, "
+            "\"in_process_p50_ms\": %.4f, \"cluster_p50_ms\": %.4f}\n",
+            name.c_str(), op.c_str(), batch, inflight, Median(local_qps), Median(cluster_qps),
+            Median(ratios), Median(local_calls) * 1e3, Median(cluster_calls) * 1e3);
         std::fflush(stdout);
       }
     }

@@ -6,7 +6,8 @@
 Starts a coordinator and 2 workers (--workers) on loopback, fits a kd_tree classifier (k = 10, leaf_size 30)
 on each dataset of make_bench_data.py (labels: row index mod 10) through knnctl, then runs
 bin/cluster_bench, which times kneighbors and predict at batches of 1, 100 and 10,000 queries
-through the coordinator and in-process. Prints the ratios, the p50 latency the cluster adds at a
+through the coordinator and in-process, alternating the two sides --rounds times, with one
+caller, and at 10,000 also with --inflight callers at once. Prints the ratios, the p50 latency the cluster adds at a
 batch of one, and each worker's peak RSS against 1.5x the raw float64 bytes of its shards + 64 MiB.
 Goals: cluster >= 80% of in-process throughput at 10,000; added p50 latency < 1 ms at 1.
 """
@@ -52,6 +53,10 @@ def main():
     ap.add_argument("--datasets", default="uniform3d,blobs16d")
     ap.add_argument("--budget", default="3")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="each case alternates in-process and cluster this many times")
+    ap.add_argument("--inflight", default="1,2",
+                    help="callers at once (comma-separated); 1 = one caller waiting on each answer")
     a = ap.parse_args()
     bin_dir = os.path.join(a.build_dir, "bin")
     data = os.path.join(os.environ.get("TMPDIR", "/tmp"), "knn-bench-data")
@@ -88,20 +93,27 @@ def main():
                                      "-k", "10", "--algorithm", "kd_tree", "--model", f"{name}-kd"],
                            check=True, capture_output=True)
             print(f"uploaded and fitted {name} in {time.time() - t0:.1f} s", flush=True)
-        rows = [json.loads(line) for line in subprocess.run(
-            [os.path.join(bin_dir, "cluster_bench"), "--coordinator", addr, "--data", data,
-             "--datasets", a.datasets, "--budget", a.budget],
-            check=True, capture_output=True, text=True).stdout.splitlines()]
+        bench = [os.path.join(bin_dir, "cluster_bench"), "--coordinator", addr, "--data", data,
+                 "--datasets", a.datasets, "--budget", a.budget, "--rounds", str(a.rounds)]
+        rows = []
+        for inflight in a.inflight.split(","):
+            # One caller: every batch size. More callers: the large batch, where throughput is
+            # the question (at a batch of one the question is latency).
+            batches = "1,100,10000" if inflight == "1" else "10000"
+            rows += [json.loads(line) for line in subprocess.run(
+                bench + ["--inflight", inflight, "--batches", batches],
+                check=True, capture_output=True, text=True).stdout.splitlines()]
         print()
-        print("| dataset | op | batch | in-process qps | cluster qps | cluster / in-process "
+        print("| dataset | op | batch | callers | in-process qps | cluster qps | cluster / in-process "
               "| p50 ms in-process | p50 ms cluster | added p50 ms |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
-            ratio = r["cluster_qps"] / r["in_process_qps"] if r["in_process_qps"] else 0
-            print(f"| {r['dataset']} | {r['op']} | {r['batch']} | {r['in_process_qps']:,.0f} | "
-                  f"{r['cluster_qps']:,.0f} | {ratio:.2f} | {r['in_process_p50_ms']:.3f} | "
-                  f"{r['cluster_p50_ms']:.3f} | "
+            print(f"| {r['dataset']} | {r['op']} | {r['batch']} | {r['inflight']} | "
+                  f"{r['in_process_qps']:,.0f} | {r['cluster_qps']:,.0f} | {r['ratio']:.2f} | "
+                  f"{r['in_process_p50_ms']:.3f} | {r['cluster_p50_ms']:.3f} | "
                   f"{r['cluster_p50_ms'] - r['in_process_p50_ms']:.3f} |")
+        print("\n(qps: median over the rounds; cluster / in-process: median of the per-round "
+              "ratios, the two sides alternating)")
         st = json.loads(subprocess.run(knnctl + ["status"], capture_output=True, text=True).stdout)
         print()
         print("| worker | shards | rows | raw float64 MiB | peak RSS MiB | budget (1.5x raw + 64) MiB |")

@@ -448,10 +448,10 @@ grpc::Status CoordinatorService::KNeighbors(grpc::ServerContext* context,
     KNN_ASSIGN_OR_RETURN(Matrix queries, ResolveQueries(request->queries()));
     const int k = request->has_k() ? request->k() : model->params.n_neighbors;
     std::vector<std::string> missing;
-    KNN_ASSIGN_OR_RETURN(KNeighborsResult nb,
-                         models_->KNeighbors(*model, queries, k, DeadlineOf(context),
-                                             request->allow_partial() ? &missing : nullptr));
-    rpc::ToProto(nb, response->mutable_neighbors());
+    // The merge writes straight into the response.
+    KNN_RETURN_IF_ERROR(models_->KNeighbors(*model, queries, k, DeadlineOf(context),
+                                            request->allow_partial() ? &missing : nullptr,
+                                            rpc::NeighborsSinkInto(response->mutable_neighbors())));
     for (const std::string& id : missing) response->add_missing_shards(id);
     return absl::OkStatus();
   };

@@ -147,6 +147,8 @@ absl::StatusOr<std::shared_ptr<ModelEntry>> FromRecord(const v1::ModelRecord& r)
         grid->width.size() != r.cols() || grid->kth_dist.size() != cells) {
       return absl::InvalidArgumentError("routing: inconsistent grid");
     }
+    KNN_ASSIGN_OR_RETURN(const Minkowski metric, Minkowski::Create(e->params.p));
+    grid->ComputeSoleShards(e->Locations(), metric);
     e->routing = std::move(grid);
   }
   return e;

@@ -496,6 +496,7 @@ absl::StatusOr<std::shared_ptr<const RoutingGrid>> ModelManager::BuildRoutingGri
   if (nb.k != grid->k) return absl::InternalError("routing grid: fewer neighbours than k");
   grid->kth_dist.resize(cells);
   for (size_t c = 0; c < cells; ++c) grid->kth_dist[c] = nb.distance(c, nb.k - 1);
+  grid->ComputeSoleShards(entry.Locations(), metric);
   return std::shared_ptr<const RoutingGrid>(std::move(grid));
 }
 
@@ -525,6 +526,16 @@ absl::StatusOr<double> ModelManager::FitThreshold(const ModelEntry& entry,
 absl::StatusOr<KNeighborsResult> ModelManager::Neighbors(
     const ModelEntry& model, MatrixView queries, int k, absl::Time deadline,
     std::vector<std::string>* missing_shards) const {
+  KNeighborsResult result;
+  KNN_RETURN_IF_ERROR(
+      NeighborsInto(model, queries, k, deadline, missing_shards, ResultSink(&result)));
+  return result;
+}
+
+absl::Status ModelManager::NeighborsInto(const ModelEntry& model, MatrixView queries, int k,
+                                         absl::Time deadline,
+                                         std::vector<std::string>* missing_shards,
+                                         const NeighborsSink& sink) const {
   if (queries.cols() != model.cols && !(queries.rows() == 0 && queries.cols() == 0)) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "queries: expected %d features, got %d", model.cols, queries.cols()));
@@ -534,21 +545,18 @@ absl::StatusOr<KNeighborsResult> ModelManager::Neighbors(
         "k: must be in [1, %d] (the model's training rows), got %d", model.rows, k));
   }
   KNN_ASSIGN_OR_RETURN(Minkowski metric, Minkowski::Create(model.params.p));
-  if (queries.rows() == 0) {
-    KNeighborsResult empty;
-    empty.k = static_cast<size_t>(k);
-    return empty;
-  }
+  if (queries.rows() == 0) return sink(0, static_cast<size_t>(k)).status();
   // A shard whose every copy was lost (its workers restarted without it) has no worker to ask:
   // ScatterGather reports it UNAVAILABLE (or leaves it out of a partial answer).
-  return search_->Search(model.Locations(), queries, static_cast<size_t>(k), metric, deadline,
-                         model.routing.get(), missing_shards);
+  return search_->SearchInto(model.Locations(), queries, static_cast<size_t>(k), metric, deadline,
+                             model.routing.get(), missing_shards, sink);
 }
 
-absl::StatusOr<KNeighborsResult> ModelManager::KNeighbors(
-    const ModelEntry& model, MatrixView queries, int k, absl::Time deadline,
-    std::vector<std::string>* missing_shards) const {
-  return Neighbors(model, queries, k, deadline, missing_shards);
+absl::Status ModelManager::KNeighbors(const ModelEntry& model, MatrixView queries, int k,
+                                      absl::Time deadline,
+                                      std::vector<std::string>* missing_shards,
+                                      const NeighborsSink& sink) const {
+  return NeighborsInto(model, queries, k, deadline, missing_shards, sink);
 }
 
 absl::StatusOr<Predictions> ModelManager::Predict(const ModelEntry& model, MatrixView queries,

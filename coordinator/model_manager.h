@@ -133,10 +133,10 @@ class ModelManager {
   // `missing_shards`, in these four: null requires every shard (UNAVAILABLE naming the shard
   // when one has no live copy); non-null allows a partial answer over the shards that answered
   // and receives the ids of those left out (ScatterGather's allow_partial).
-  absl::StatusOr<KNeighborsResult> KNeighbors(const ModelEntry& model, MatrixView queries, int k,
-                                              absl::Time deadline,
-                                              std::vector<std::string>* missing_shards =
-                                                  nullptr) const;
+  // The answer goes to `sink` (ScatterGather's), e.g. straight into a response message.
+  absl::Status KNeighbors(const ModelEntry& model, MatrixView queries, int k, absl::Time deadline,
+                          std::vector<std::string>* missing_shards,
+                          const NeighborsSink& sink) const;
   absl::StatusOr<Predictions> Predict(const ModelEntry& model, MatrixView queries,
                                       absl::Time deadline,
                                       std::vector<std::string>* missing_shards = nullptr) const;
@@ -212,6 +212,9 @@ class ModelManager {
   absl::StatusOr<KNeighborsResult> Neighbors(const ModelEntry& model, MatrixView queries, int k,
                                              absl::Time deadline,
                                              std::vector<std::string>* missing_shards) const;
+  absl::Status NeighborsInto(const ModelEntry& model, MatrixView queries, int k,
+                             absl::Time deadline, std::vector<std::string>* missing_shards,
+                             const NeighborsSink& sink) const;
 
   DatasetStore* const store_;
   WorkerPool* const workers_;

@@ -49,17 +49,68 @@ void RoutingGrid::Center(size_t cell, double* center) const {
   }
 }
 
-size_t RoutingGrid::CellOf(const double* q) const {
+size_t RoutingGrid::CellOf(const double* q, bool* inside) const {
   size_t cell = 0;
+  bool in = true;
+  const double cells = static_cast<double>(cells_per_dim);
   for (size_t j = 0; j < lo.size(); ++j) {
-    const double t = std::floor((q[j] - lo[j]) / width[j]);
-    const size_t idx = t <= 0 ? 0
-                       : t >= static_cast<double>(cells_per_dim - 1)
-                           ? cells_per_dim - 1
-                           : static_cast<size_t>(t);
-    cell = cell * cells_per_dim + idx;
+    // (no std::floor: without SSE4.1 it is a library call; truncation is floor for t >= 0)
+    const double t = (q[j] - lo[j]) / width[j];
+    in = in && t >= 0 && t < cells;
+    const size_t idx = !(t > 0) ? 0 : t >= cells ? cells_per_dim - 1 : static_cast<size_t>(t);
+    cell = cell * cells_per_dim + std::min(idx, cells_per_dim - 1);
   }
+  if (inside != nullptr) *inside = in;
   return cell;
+}
+
+namespace {
+// Distance from q to the box [lo, hi] (0 inside): to its nearest point. scratch: dim values.
+template <typename M>
+double BoxRdist(const M& m, const double* q, const std::vector<double>& lo,
+                const std::vector<double>& hi, double* scratch) {
+  for (size_t j = 0; j < lo.size(); ++j) scratch[j] = std::min(std::max(q[j], lo[j]), hi[j]);
+  return m.Rdist(q, scratch, lo.size());
+}
+}  // namespace
+
+void RoutingGrid::ComputeSoleShards(absl::Span<const ShardLocation> model_shards,
+                                    const Minkowski& metric) {
+  shards.clear();
+  sole_shard.clear();
+  const size_t dim = lo.size();
+  if (model_shards.empty() || model_shards.size() >= kSeveral || dim == 0 ||
+      width.size() != dim) {
+    return;
+  }
+  for (const ShardLocation& s : model_shards) {
+    if (s.box_lo.size() != dim || s.box_hi.size() != dim) return;
+  }
+  size_t cells = 1;
+  for (size_t j = 0; j < dim; ++j) cells *= cells_per_dim;
+  if (kth_dist.size() != cells) return;
+  metric.Visit([&](auto m) {
+    std::vector<double> center(dim), corner(dim), scratch(dim);
+    Center(0, center.data());
+    for (size_t j = 0; j < dim; ++j) corner[j] = center[j] + width[j] / 2;
+    const double h = m.RdistToDist(m.Rdist(center.data(), corner.data(), dim));
+    sole_shard.assign(cells, kSeveral);
+    for (size_t c = 0; c < cells; ++c) {
+      Center(c, center.data());
+      const double reach = (2 * h + kth_dist[c]) * (1 + kBoundSlack);
+      size_t near = 0, which = 0;
+      for (size_t s = 0; s < model_shards.size(); ++s) {
+        const double d = m.RdistToDist(BoxRdist(m, center.data(), model_shards[s].box_lo,
+                                                model_shards[s].box_hi, scratch.data()));
+        if (d <= reach) {
+          ++near;
+          which = s;
+        }
+      }
+      if (near == 1) sole_shard[c] = static_cast<uint8_t>(which);
+    }
+  });
+  for (const ShardLocation& s : model_shards) shards.push_back(s.shard_id);
 }
 
 absl::StatusOr<KNeighborsResult> ScatterGather::Search(absl::Span<const ShardLocation> shards,
@@ -68,10 +119,19 @@ absl::StatusOr<KNeighborsResult> ScatterGather::Search(absl::Span<const ShardLoc
                                                        absl::Time deadline,
                                                        const RoutingGrid* routing,
                                                        std::vector<std::string>* missing) const {
-  KNN_ASSIGN_OR_RETURN(KNeighborsResult result,
-                       SearchImpl(shards, queries, k, deadline, routing, &metric, nullptr, missing));
-  ToTrueDistances(metric, &result);
+  KNeighborsResult result;
+  KNN_RETURN_IF_ERROR(
+      SearchInto(shards, queries, k, metric, deadline, routing, missing, ResultSink(&result)));
   return result;
+}
+
+absl::Status ScatterGather::SearchInto(absl::Span<const ShardLocation> shards, MatrixView queries,
+                                       size_t k, const Minkowski& metric, absl::Time deadline,
+                                       const RoutingGrid* routing,
+                                       std::vector<std::string>* missing,
+                                       const NeighborsSink& sink) const {
+  // SearchImpl converts to true distances as it merges.
+  return SearchImpl(shards, queries, k, deadline, routing, &metric, nullptr, missing, sink);
 }
 
 absl::StatusOr<KNeighborsResult> ScatterGather::SearchRdist(absl::Span<const ShardLocation> shards,
@@ -79,7 +139,10 @@ absl::StatusOr<KNeighborsResult> ScatterGather::SearchRdist(absl::Span<const Sha
                                                             absl::Time deadline,
                                                             const v1::FoldSubset* subset,
                                                             std::vector<std::string>* missing) const {
-  return SearchImpl(shards, queries, k, deadline, nullptr, nullptr, subset, missing);
+  KNeighborsResult result;
+  KNN_RETURN_IF_ERROR(SearchImpl(shards, queries, k, deadline, nullptr, nullptr, subset, missing,
+                                 ResultSink(&result)));
+  return result;
 }
 
 namespace {
@@ -103,13 +166,11 @@ std::string NoLiveReplica(const ShardLocation& s, const WorkerPool& workers) {
 
 }  // namespace
 
-absl::StatusOr<KNeighborsResult> ScatterGather::SearchImpl(absl::Span<const ShardLocation> shards,
-                                                           MatrixView queries, size_t k,
-                                                           absl::Time deadline,
-                                                           const RoutingGrid* routing,
-                                                           const Minkowski* metric,
-                                                           const v1::FoldSubset* subset,
-                                                           std::vector<std::string>* missing) const {
+absl::Status ScatterGather::SearchImpl(absl::Span<const ShardLocation> shards, MatrixView queries,
+                                       size_t k, absl::Time deadline, const RoutingGrid* routing,
+                                       const Minkowski* metric, const v1::FoldSubset* subset,
+                                       std::vector<std::string>* missing,
+                                       const NeighborsSink& sink) const {
   if (shards.empty()) return absl::FailedPreconditionError("the model has no shards");
   if (k < 1) return absl::InvalidArgumentError("k: must be >= 1");
   SearchState state;
@@ -150,32 +211,61 @@ absl::StatusOr<KNeighborsResult> ScatterGather::SearchImpl(absl::Span<const Shar
   }
   const size_t words = (active.size() + 63) / 64;
 
-  KNeighborsResult result;
-  result.num_queries = queries.rows();
-  result.k = static_cast<size_t>(std::min<uint64_t>(k, total_rows));
-  result.distances.resize(result.num_queries * result.k);
-  result.indices.resize(result.num_queries * result.k);
+  const size_t k_out = static_cast<size_t>(std::min<uint64_t>(k, total_rows));
+  KNN_ASSIGN_OR_RETURN(const auto out, sink(queries.rows(), k_out));
   const size_t chunk = ChunkRows(queries.cols(), k);
   std::vector<uint64_t> need;
-  std::vector<double> center(dim), nearest(dim);
   for (size_t begin = 0; begin < queries.rows(); begin += chunk) {
     const size_t end = std::min(queries.rows(), begin + chunk);
-    if (route) {
-      need.assign((end - begin) * words, 0);
-      for (size_t i = begin; i < end; ++i) {
+    if (route) Route(*routing, *metric, active, queries.Slice(begin, end), words, &need);
+    KNN_RETURN_IF_ERROR(SearchChunk(active, queries.Slice(begin, end), k, k_out, id_end,
+                                    deadline, route ? &need : nullptr, words, subset, metric,
+                                    &state, out.first + begin * k_out,
+                                    out.second + begin * k_out));
+  }
+  if (missing != nullptr) missing->assign(state.missing.begin(), state.missing.end());
+  return absl::OkStatus();
+}
+
+void ScatterGather::Route(const RoutingGrid& routing, const Minkowski& metric,
+                          absl::Span<const ShardLocation* const> active, MatrixView queries,
+                          size_t words, std::vector<uint64_t>* need) const {
+  const size_t dim = queries.cols();
+  const size_t n = queries.rows();
+  need->assign(n * words, 0);
+  // Each of the grid's shards' position in `active` (-1: not active).
+  std::vector<int> active_of(routing.shards.size(), -1);
+  for (size_t s = 0; s < active.size(); ++s) {
+    for (size_t g = 0; g < routing.shards.size(); ++g) {
+      if (routing.shards[g] == active[s]->shard_id) active_of[g] = static_cast<int>(s);
+    }
+  }
+  const bool have_sole = !routing.sole_shard.empty();
+  constexpr size_t kBlock = 1024;
+  metric.Visit([&](auto m) {
+    ParallelFor(pool_, (n + kBlock - 1) / kBlock, [&](size_t block) {
+      std::vector<double> center(dim), scratch(dim);
+      for (size_t i = block * kBlock; i < std::min(n, (block + 1) * kBlock); ++i) {
         const double* q = queries.row(i);
-        const size_t cell = routing->CellOf(q);
-        routing->Center(cell, center.data());
+        uint64_t* bits = need->data() + i * words;
+        bool inside = false;
+        const size_t cell = routing.CellOf(q, &inside);
+        if (have_sole && inside && routing.sole_shard[cell] != RoutingGrid::kSeveral) {
+          const int s = active_of[routing.sole_shard[cell]];
+          if (s >= 0) {  // one shard alone can hold q's neighbours
+            bits[s / 64] |= uint64_t{1} << (s % 64);
+            continue;
+          }
+        }
+        // The exact test: the shards whose box is within U_q = dist(q, c) + kth(c) of q.
+        routing.Center(cell, center.data());
         const double bound =
-            (metric->RdistToDist(metric->Rdist(q, center.data(), dim)) + routing->kth_dist[cell]) *
+            (m.RdistToDist(m.Rdist(q, center.data(), dim)) + routing.kth_dist[cell]) *
             (1 + kBoundSlack);
-        uint64_t* bits = need.data() + (i - begin) * words;
+        const double rbound = m.DistToRdist(bound);
         bool any = false;
         for (size_t s = 0; s < active.size(); ++s) {
-          for (size_t j = 0; j < dim; ++j) {
-            nearest[j] = std::min(std::max(q[j], active[s]->box_lo[j]), active[s]->box_hi[j]);
-          }
-          if (metric->RdistToDist(metric->Rdist(q, nearest.data(), dim)) <= bound) {
+          if (BoxRdist(m, q, active[s]->box_lo, active[s]->box_hi, scratch.data()) <= rbound) {
             bits[s / 64] |= uint64_t{1} << (s % 64);
             any = true;
           }
@@ -185,14 +275,8 @@ absl::StatusOr<KNeighborsResult> ScatterGather::SearchImpl(absl::Span<const Shar
           for (size_t s = 0; s < active.size(); ++s) bits[s / 64] |= uint64_t{1} << (s % 64);
         }
       }
-    }
-    KNN_RETURN_IF_ERROR(SearchChunk(active, queries.Slice(begin, end), k, result.k, id_end,
-                                    deadline, route ? &need : nullptr, words, subset, &state,
-                                    result.distances.data() + begin * result.k,
-                                    result.indices.data() + begin * result.k));
-  }
-  if (missing != nullptr) missing->assign(state.missing.begin(), state.missing.end());
-  return result;
+    });
+  });
 }
 
 namespace {
@@ -210,12 +294,14 @@ absl::Status ScatterGather::SearchChunk(absl::Span<const ShardLocation* const> s
                                         MatrixView queries, size_t k, size_t k_out,
                                         int64_t id_end, absl::Time deadline,
                                         const std::vector<uint64_t>* need, size_t words,
-                                        const v1::FoldSubset* subset, SearchState* state,
-                                        double* distances, int64_t* indices) const {
+                                        const v1::FoldSubset* subset, const Minkowski* to_true,
+                                        SearchState* state, double* distances,
+                                        int64_t* indices) const {
   struct Call {
     WorkerHandle worker;
     std::vector<size_t> shards;  // indices into `shards`
-    std::vector<int64_t> rows;   // routed: the chunk rows sent; else empty (all)
+    std::vector<int32_t> row_of; // routed: chunk row -> row of the request, or -1; else empty
+    size_t rows = 0;             // queries sent
     grpc::ClientContext ctx;
     v1::SearchShardsRequest request;
     v1::SearchShardsResponse response;
@@ -223,30 +309,28 @@ absl::Status ScatterGather::SearchChunk(absl::Span<const ShardLocation* const> s
     bool done = false;
     bool cancelled_dead = false;  // cancelled here: the pool declared the worker dead
   };
-  struct Part {
-    KNeighborsResult result;
-    std::vector<int32_t> pos;  // routed: chunk row -> row of result, or -1
-  };
   const size_t n = queries.rows();
-  auto needs = [&](size_t q, size_t s) {
-    return need == nullptr || (((*need)[q * words + s / 64] >> (s % 64)) & 1) != 0;
-  };
+  const size_t dim = queries.cols();
   // The shards some query needs.
   std::vector<size_t> pending;
-  for (size_t s = 0; s < shards.size(); ++s) {
-    bool used = need == nullptr;
-    for (size_t q = 0; q < n && !used; ++q) used = needs(q, s);
-    if (used) pending.push_back(s);
+  if (need == nullptr) {
+    for (size_t s = 0; s < shards.size(); ++s) pending.push_back(s);
+  } else {
+    std::vector<uint64_t> used(words, 0);
+    for (size_t q = 0; q < n; ++q) {
+      for (size_t w = 0; w < words; ++w) used[w] |= (*need)[q * words + w];
+    }
+    for (size_t s = 0; s < shards.size(); ++s) {
+      if ((used[s / 64] >> (s % 64)) & 1) pending.push_back(s);
+    }
   }
   std::vector<std::set<std::string>> tried(shards.size());
   std::vector<std::vector<std::string>> failures(shards.size());  // why each replica failed
   // Shards every copy of which refused with RESOURCE_EXHAUSTED (overload, admission limits): the
   // answer keeps that code, so the client sees "busy, retry later" rather than "gone".
   std::vector<bool> only_overloaded(shards.size(), true);
-  std::vector<Part> parts;
-  // Serialize the queries once; each unrouted call's request copies the proto matrix.
-  v1::Matrix proto_queries;
-  if (need == nullptr) rpc::ToProto(queries, &proto_queries);
+  // The calls that answered; their responses are merged in place at the end.
+  std::vector<std::unique_ptr<Call>> answered;
 
   while (!pending.empty()) {
     // Choose a live replica per shard, spreading rows over the workers.
@@ -306,31 +390,53 @@ absl::Status ScatterGather::SearchChunk(absl::Span<const ShardLocation* const> s
       auto c = std::make_unique<Call>();
       c->worker = *std::move(w);
       c->shards = std::move(list);
-      if (need != nullptr) {
-        for (size_t q = 0; q < n; ++q) {
-          bool any = false;
-          for (size_t s : c->shards) any = any || needs(q, s);
-          if (any) c->rows.push_back(static_cast<int64_t>(q));
-        }
-      }
       calls.push_back(std::move(c));
     }
     if (calls.size() != by_worker.size()) {
       return absl::InternalError("a live worker vanished from the pool");
     }
-    absl::Mutex mu;
-    size_t remaining = calls.size();
+    // Every request is built before the first call starts: once one worker is searching on
+    // every core, building the next request would wait for a core while that worker's answer
+    // waits for the other.
     for (const auto& call : calls) {
       Call* c = call.get();
       c->ctx.set_deadline(absl::ToChronoTime(call_deadline));
       for (size_t s : c->shards) c->request.add_shard_ids(shards[s]->shard_id);
+      v1::Matrix* out = c->request.mutable_queries();
+      out->set_cols(dim);
       if (need == nullptr) {
-        *c->request.mutable_queries() = proto_queries;
+        c->rows = n;
+        out->mutable_values()->Assign(queries.data(), queries.data() + n * dim);
       } else {
-        rpc::ToProto(Matrix::Gather(queries, c->rows), c->request.mutable_queries());
+        // The chunk's rows needing any of this call's shards, in order. Branch-free: which
+        // worker a query goes to is as good as random, so branches would be mispredicted.
+        std::vector<uint64_t> mask(words, 0);
+        for (size_t s : c->shards) mask[s / 64] |= uint64_t{1} << (s % 64);
+        c->row_of.resize(n);
+        std::vector<uint32_t> sent(n);
+        size_t rows = 0;
+        for (size_t q = 0; q < n; ++q) {
+          uint64_t hit = 0;
+          for (size_t w = 0; w < words; ++w) hit |= (*need)[q * words + w] & mask[w];
+          const size_t any = hit != 0;
+          c->row_of[q] = any ? static_cast<int32_t>(rows) : -1;
+          sent[rows] = static_cast<uint32_t>(q);
+          rows += any;
+        }
+        c->rows = rows;
+        const int values = static_cast<int>(rows * dim);
+        out->mutable_values()->Reserve(values);
+        double* to = out->mutable_values()->AddNAlreadyReserved(values);
+        for (size_t r = 0; r < rows; ++r) std::copy_n(queries.row(sent[r]), dim, to + r * dim);
       }
+      out->set_rows(c->rows);
       c->request.set_k(static_cast<uint32_t>(k));
       if (subset != nullptr) *c->request.mutable_subset() = *subset;
+    }
+    absl::Mutex mu;
+    size_t remaining = calls.size();
+    for (const auto& call : calls) {
+      Call* c = call.get();
       c->worker.stub->async()->SearchShards(&c->ctx, &c->request, &c->response,
                                             [c, &mu, &remaining](grpc::Status st) {
                                               absl::MutexLock lock(&mu);
@@ -359,7 +465,7 @@ absl::Status ScatterGather::SearchChunk(absl::Span<const ShardLocation* const> s
     std::vector<std::string> errors;
     absl::StatusCode code = absl::StatusCode::kOk;
     const absl::Time now = absl::Now();
-    for (const auto& call : calls) {
+    for (auto& call : calls) {
       Call& c = *call;
       std::vector<std::string> ids;
       for (size_t s : c.shards) ids.push_back(shards[s]->shard_id);
@@ -395,37 +501,29 @@ absl::Status ScatterGather::SearchChunk(absl::Span<const ShardLocation* const> s
         continue;
       }
       workers_->ReportCallSuccess(c.worker.id, now);
-      const size_t expect = need == nullptr ? n : c.rows.size();
-      absl::StatusOr<KNeighborsResult> r =
-          rpc::FromProto(c.response.neighbors(), "SearchShardsResponse.neighbors");
-      if (r.ok() && (r->num_queries != expect || r->k > k)) {
-        r = absl::InternalError(absl::StrFormat("answered %d queries x %d neighbours for %d x %d",
-                                                r->num_queries, r->k, expect, k));
+      // The answer is checked where it lies, and merged from there.
+      const v1::Neighbors& nb = c.response.neighbors();
+      absl::Status bad = rpc::CheckShape(nb, "SearchShardsResponse.neighbors");
+      if (bad.ok() && (nb.num_queries() != c.rows || nb.k() > k)) {
+        bad = absl::InternalError(absl::StrFormat("answered %d queries x %d neighbours for %d x %d",
+                                                  nb.num_queries(), nb.k(), c.rows, k));
       }
-      if (r.ok()) {
-        for (int64_t id : r->indices) {
+      if (bad.ok()) {
+        for (int64_t id : nb.indices()) {
           if (id < 0 || id >= id_end) {
-            r = absl::InternalError(absl::StrCat("returned global index ", id, " outside [0, ",
-                                                 id_end, ")"));
+            bad = absl::InternalError(absl::StrCat("returned global index ", id, " outside [0, ",
+                                                   id_end, ")"));
             break;
           }
         }
       }
-      if (!r.ok()) {
+      if (!bad.ok()) {
         code = absl::StatusCode::kInternal;
         errors.push_back(absl::StrCat(DescribeShards(ids, c.worker),
-                                      " sent a malformed answer: ", r.status().message()));
+                                      " sent a malformed answer: ", bad.message()));
         continue;
       }
-      Part part;
-      part.result = *std::move(r);
-      if (need != nullptr) {
-        part.pos.assign(n, -1);
-        for (size_t i = 0; i < c.rows.size(); ++i) {
-          part.pos[static_cast<size_t>(c.rows[i])] = static_cast<int32_t>(i);
-        }
-      }
-      parts.push_back(std::move(part));
+      answered.push_back(std::move(call));
     }
     if (!errors.empty()) return absl::Status(code, absl::StrJoin(errors, "; "));
     if (!retry.empty() && absl::Now() >= deadline) {
@@ -435,77 +533,21 @@ absl::Status ScatterGather::SearchChunk(absl::Span<const ShardLocation* const> s
     pending = std::move(retry);
   }
 
-  // The one merge of partial answers (core), per set of parts that answered a query.
-  if (parts.empty()) return absl::UnavailableError("no shard answered");
-  std::map<std::vector<uint32_t>, std::vector<size_t>> by_parts;
-  if (need == nullptr) {
-    std::vector<uint32_t> all(parts.size());
-    for (size_t p = 0; p < parts.size(); ++p) all[p] = static_cast<uint32_t>(p);
-    std::vector<size_t>& qs = by_parts[all];
-    for (size_t q = 0; q < n; ++q) qs.push_back(q);
-  } else {
-    std::vector<uint32_t> key;
-    for (size_t q = 0; q < n; ++q) {
-      key.clear();
-      for (size_t p = 0; p < parts.size(); ++p) {
-        if (parts[p].pos[q] >= 0) key.push_back(static_cast<uint32_t>(p));
-      }
-      by_parts[key].push_back(q);
-    }
+  // The one merge of partial answers (core), straight from the responses.
+  if (answered.empty()) return absl::UnavailableError("no shard answered");
+  std::vector<PartialAnswer> parts;
+  for (const auto& c : answered) {
+    const v1::Neighbors& nb = c->response.neighbors();
+    parts.push_back(PartialAnswer{nb.k(), nb.distances().data(), nb.indices().data(), c->row_of});
   }
-  for (const auto& [members, qs] : by_parts) {
-    if (members.empty()) {
-      return absl::UnavailableError("a query's shards were all left out of the partial answer");
+  absl::Status merged = MergePartialAnswers(parts, n, k_out, to_true, pool_, distances, indices);
+  if (!merged.ok()) {
+    if (!state->missing.empty()) {
+      return absl::UnavailableError(absl::StrCat(
+          "the shards that answered hold too few neighbours (", merged.message(),
+          "); missing shards ", absl::StrJoin(state->missing, ", ")));
     }
-    size_t rows_answered = 0;
-    for (uint32_t m : members) rows_answered += parts[m].result.k;
-    if (rows_answered < k_out) {
-      return absl::UnavailableError(absl::StrFormat(
-          "the shards that answered hold %d neighbours of a query that needs %d (missing shards "
-          "%s)", rows_answered, k_out, absl::StrJoin(state->missing, ", ")));
-    }
-    const bool whole = need == nullptr;
-    if (members.size() == 1 && whole) {
-      const KNeighborsResult& r = parts[members[0]].result;
-      for (size_t q : qs) {
-        std::copy_n(r.distances.begin() + q * r.k, k_out, distances + q * k_out);
-        std::copy_n(r.indices.begin() + q * r.k, k_out, indices + q * k_out);
-      }
-      continue;
-    }
-    std::vector<KNeighborsResult> sub(members.size());
-    std::vector<const KNeighborsResult*> sub_ptrs;
-    for (size_t m = 0; m < members.size(); ++m) {
-      const Part& part = parts[members[m]];
-      const size_t pk = part.result.k;
-      if (whole) {
-        sub_ptrs.push_back(&part.result);
-        continue;
-      }
-      sub[m].num_queries = qs.size();
-      sub[m].k = pk;
-      sub[m].distances.resize(qs.size() * pk);
-      sub[m].indices.resize(qs.size() * pk);
-      for (size_t i = 0; i < qs.size(); ++i) {
-        const size_t r = static_cast<size_t>(part.pos[qs[i]]);
-        std::copy_n(part.result.distances.begin() + r * pk, pk, sub[m].distances.begin() + i * pk);
-        std::copy_n(part.result.indices.begin() + r * pk, pk, sub[m].indices.begin() + i * pk);
-      }
-      sub_ptrs.push_back(&sub[m]);
-    }
-    absl::StatusOr<KNeighborsResult> merged = MergeKNeighbors(sub_ptrs, k_out, pool_);
-    if (!merged.ok()) {
-      return absl::InternalError(absl::StrCat("the workers' answers: ", merged.status().message()));
-    }
-    if (whole) {
-      std::copy(merged->distances.begin(), merged->distances.end(), distances);
-      std::copy(merged->indices.begin(), merged->indices.end(), indices);
-      continue;
-    }
-    for (size_t i = 0; i < qs.size(); ++i) {
-      std::copy_n(merged->distances.begin() + i * k_out, k_out, distances + qs[i] * k_out);
-      std::copy_n(merged->indices.begin() + i * k_out, k_out, indices + qs[i] * k_out);
-    }
+    return absl::InternalError(absl::StrCat("the workers' answers: ", merged.message()));
   }
   return absl::OkStatus();
 }

@@ -43,6 +43,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -81,10 +82,24 @@ struct RoutingGrid {
   // k-th nearest training row.
   std::vector<double> kth_dist;
 
+  // Derived from the fields above and the model's shards by ComputeCandidates (not stored). A
+  // query q inside cell c has dist(q, c) <= h (h: the cell's half-diagonal), so U_q <= h +
+  // kth(c), and a shard whose box is farther than 2h + kth(c) from c holds no row within U_q of
+  // q. When exactly one shard is that close, sole_shard[c] is its position in `shards` and the
+  // cell's queries are routed with no per-query test; else kSeveral. One byte per cell, so the
+  // table stays in cache (32,768 cells: 32 KiB). Empty: unknown.
+  static constexpr uint8_t kSeveral = 255;
+  std::vector<std::string> shards;  // at most 255
+  std::vector<uint8_t> sole_shard;
+
   // The centre of cell `cell`, written to center[0, dim).
   void Center(size_t cell, double* center) const;
-  // The cell whose centre bounds q (q clamped into the grid).
-  size_t CellOf(const double* q) const;
+  // The cell whose centre bounds q (q clamped into the grid). *inside (may be null): whether q
+  // lies inside the grid (not clamped), so that dist(q, centre) <= the half-diagonal.
+  size_t CellOf(const double* q, bool* inside = nullptr) const;
+  // Fills shards / sole_shard for a model's shards (all with boxes; else, or with more than 255
+  // shards, leaves them empty).
+  void ComputeSoleShards(absl::Span<const ShardLocation> model_shards, const Minkowski& metric);
 };
 
 struct ScatterGatherOptions {
@@ -132,6 +147,12 @@ class ScatterGather {
                                           std::vector<std::string>* missing_shards =
                                               nullptr) const;
 
+  // As Search, writing the answer to `sink` (core's NeighborsSink).
+  absl::Status SearchInto(absl::Span<const ShardLocation> shards, MatrixView queries, size_t k,
+                          const Minkowski& metric, absl::Time deadline,
+                          const RoutingGrid* routing, std::vector<std::string>* missing_shards,
+                          const NeighborsSink& sink) const;
+
   // Queries per call for this width and k (at least 1).
   size_t ChunkRows(size_t cols, size_t k) const;
 
@@ -142,18 +163,24 @@ class ScatterGather {
     std::set<std::string> failed_workers;  // not tried again in this search
     std::set<std::string> missing;         // allow_partial: shards left out
   };
-  absl::StatusOr<KNeighborsResult> SearchImpl(absl::Span<const ShardLocation> shards,
-                                              MatrixView queries, size_t k, absl::Time deadline,
-                                              const RoutingGrid* routing, const Minkowski* metric,
-                                              const v1::FoldSubset* subset,
-                                              std::vector<std::string>* missing_shards) const;
+  absl::Status SearchImpl(absl::Span<const ShardLocation> shards, MatrixView queries, size_t k,
+                          absl::Time deadline, const RoutingGrid* routing,
+                          const Minkowski* metric, const v1::FoldSubset* subset,
+                          std::vector<std::string>* missing_shards,
+                          const NeighborsSink& sink) const;
   // One chunk over `shards`. need: null sends every query to every shard's worker; else query q
   // needs shard s when bit s of need[q * words + s / 64] is set (every query needs one at least).
+  // The merged answer goes to distances / indices (k_out per query), true distances when
+  // `to_true` is set (else reduced).
   absl::Status SearchChunk(absl::Span<const ShardLocation* const> shards, MatrixView queries,
                            size_t k, size_t k_out, int64_t id_end, absl::Time deadline,
                            const std::vector<uint64_t>* need, size_t words,
-                           const v1::FoldSubset* subset, SearchState* state, double* distances,
-                           int64_t* indices) const;
+                           const v1::FoldSubset* subset, const Minkowski* to_true,
+                           SearchState* state, double* distances, int64_t* indices) const;
+  // Which shards each query of `queries` needs (bits over `active`, `words` per query).
+  void Route(const RoutingGrid& routing, const Minkowski& metric,
+             absl::Span<const ShardLocation* const> active, MatrixView queries, size_t words,
+             std::vector<uint64_t>* need) const;
 
   WorkerPool* const workers_;
   ThreadPool* const pool_;

@@ -254,3 +254,179 @@ TEST_F(ScatterGatherTest, EveryCopyDownFailsNamingTheShardAndEachReplica) {
 
 }  // namespace
 }  // namespace knncluster::coordinator
+
+namespace knncluster::coordinator {
+namespace {
+
+// Spatial shards with a routing grid: each query goes only to the shards its neighbours can be
+// in (most through the grid's one-shard cells, the rest through the per-query bound), and the
+// answer equals a single-process search bit for bit.
+class RoutedScatterGatherTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    WorkerPoolOptions o;
+    pool_ = std::make_unique<WorkerPool>(o);
+    for (int i = 0; i < 2; ++i) {
+      workers_.push_back(std::make_unique<FakeWorker>());
+      ASSERT_TRUE(pool_->Register("w" + std::to_string(i), workers_.back()->address(), 1, 0,
+                                  absl::Now())
+                      .ok());
+    }
+    // 2,000 rows in the unit square, sorted by x, so that contiguous ranges are regions.
+    std::mt19937 gen(11);
+    std::uniform_real_distribution<double> u(0, 1);
+    std::vector<std::pair<double, double>> rows(2000);
+    for (auto& r : rows) r = {u(gen), u(gen)};
+    std::sort(rows.begin(), rows.end());
+    data_ = Matrix(rows.size(), 2);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      data_.at(i, 0) = rows[i].first;
+      data_.at(i, 1) = rows[i].second;
+    }
+    // Queries inside the grid, on cell edges, and outside it.
+    queries_ = Matrix(600, 2);
+    for (size_t i = 0; i < 600; ++i) {
+      queries_.at(i, 0) = i < 500 ? u(gen) : -0.5 + 2 * u(gen);
+      queries_.at(i, 1) = i < 500 ? u(gen) : -0.5 + 2 * u(gen);
+    }
+    queries_.at(0, 0) = 0.5;  // on cell edges (16 cells per unit)
+    queries_.at(0, 1) = 0.25;
+  }
+
+  std::vector<ShardLocation> Place(const NeighborsParams& params) {
+    const size_t cuts[] = {0, 700, 1300, 2000};
+    std::vector<ShardLocation> out;
+    for (size_t s = 0; s < 3; ++s) {
+      ShardLocation loc;
+      loc.shard_id = "r@" + std::to_string(++generation_) + "/" + std::to_string(s);
+      const std::string w = s == 1 ? "w1" : "w0";
+      Load(*pool_->Get(w), loc.shard_id, data_, cuts[s], cuts[s + 1], params);
+      loc.worker_ids = {w};
+      loc.first_global_index = static_cast<int64_t>(cuts[s]);
+      loc.rows = cuts[s + 1] - cuts[s];
+      loc.box_lo = {HUGE_VAL, HUGE_VAL};
+      loc.box_hi = {-HUGE_VAL, -HUGE_VAL};
+      for (size_t i = cuts[s]; i < cuts[s + 1]; ++i) {
+        for (size_t j = 0; j < 2; ++j) {
+          loc.box_lo[j] = std::min(loc.box_lo[j], data_.at(i, j));
+          loc.box_hi[j] = std::max(loc.box_hi[j], data_.at(i, j));
+        }
+      }
+      out.push_back(std::move(loc));
+    }
+    return out;
+  }
+
+  // As ModelManager::BuildRoutingGrid: 16 x 16 cells over the rows' box, each centre's exact
+  // k-th distance from the cluster.
+  RoutingGrid Grid(const ScatterGather& sg, const std::vector<ShardLocation>& shards, size_t k,
+                   const Minkowski& metric) {
+    RoutingGrid g;
+    g.k = k;
+    g.cells_per_dim = 16;
+    g.lo = {0, 0};
+    g.width = {1.0 / 16, 1.0 / 16};
+    Matrix centers(256, 2);
+    for (size_t c = 0; c < 256; ++c) g.Center(c, centers.row(c));
+    auto nb = sg.Search(shards, centers, k, metric, absl::InfiniteFuture());
+    EXPECT_TRUE(nb.ok()) << nb.status();
+    for (size_t c = 0; c < 256; ++c) g.kth_dist.push_back(nb->distance(c, k - 1));
+    g.ComputeSoleShards(shards, metric);
+    return g;
+  }
+
+  std::unique_ptr<WorkerPool> pool_;
+  std::vector<std::unique_ptr<FakeWorker>> workers_;
+  Matrix data_, queries_;
+  int generation_ = 0;
+};
+
+TEST_F(RoutedScatterGatherTest, RoutedAnswersEqualSingleProcessSearchBitForBit) {
+  ThreadPool threads(2);
+  ScatterGatherOptions so;
+  so.max_query_bytes = 97 * 2 * sizeof(double);  // several chunks
+  ScatterGather sg(pool_.get(), &threads, so);
+  for (double p : {1.0, 2.0, 3.0, 1.5, HUGE_VAL}) {
+    NeighborsParams params;
+    params.p = p;
+    params.algorithm = Algorithm::kKdTree;
+    const std::vector<ShardLocation> shards = Place(params);
+    auto metric = Minkowski::Create(p);
+    ASSERT_TRUE(metric.ok());
+    const RoutingGrid grid = Grid(sg, shards, 8, *metric);
+    ASSERT_EQ(grid.sole_shard.size(), 256u);
+    ASSERT_EQ(grid.shards.size(), 3u);
+    const size_t sole = std::count_if(grid.sole_shard.begin(), grid.sole_shard.end(),
+                                      [](uint8_t s) { return s != RoutingGrid::kSeveral; });
+    EXPECT_GT(sole, 64u) << "p=" << p;  // both paths are exercised
+    EXPECT_LT(sole, 256u) << "p=" << p;
+    auto oracle = BuildIndex(std::make_shared<const Matrix>(data_), {}, params.index_options());
+    ASSERT_TRUE(oracle.ok());
+    for (int k : {1, 8}) {
+      auto want = (*oracle)->KNeighbors(queries_, k, nullptr);
+      auto got = sg.Search(shards, queries_, k, *metric, absl::InfiniteFuture(), &grid);
+      ASSERT_TRUE(want.ok() && got.ok()) << got.status();
+      EXPECT_EQ(got->indices, want->indices) << "p=" << p << " k=" << k;
+      EXPECT_EQ(got->distances, want->distances) << "p=" << p << " k=" << k;
+    }
+    // The one-shard cells are sound: every neighbour of a query inside such a cell lies in
+    // that shard.
+    auto want = (*oracle)->KNeighbors(queries_, 8, nullptr);
+    for (size_t q = 0; q < 500; ++q) {
+      bool inside = false;
+      const size_t cell = grid.CellOf(queries_.row(q), &inside);
+      ASSERT_TRUE(inside);
+      if (grid.sole_shard[cell] == RoutingGrid::kSeveral) continue;
+      const ShardLocation& s = shards[grid.sole_shard[cell]];
+      for (size_t j = 0; j < 8; ++j) {
+        const int64_t id = want->index(q, j);
+        EXPECT_TRUE(id >= s.first_global_index &&
+                    id < s.first_global_index + static_cast<int64_t>(s.rows))
+            << "p=" << p << " query " << q << " neighbour " << id << " outside " << s.shard_id;
+      }
+    }
+  }
+}
+
+TEST_F(RoutedScatterGatherTest, RoutedQueriesGoOnlyToTheirShardsWorkers) {
+  ScatterGather sg(pool_.get(), nullptr, {});
+  NeighborsParams params;
+  const std::vector<ShardLocation> shards = Place(params);
+  auto metric = Minkowski::Create(2);
+  const RoutingGrid grid = Grid(sg, shards, 4, *metric);
+  const int before0 = workers_[0]->service().searches();
+  const int before1 = workers_[1]->service().searches();
+  // Queries deep inside shard 0's region (x < 0.2) need only w0, which holds it.
+  Matrix left(20, 2);
+  for (size_t i = 0; i < 20; ++i) {
+    left.at(i, 0) = 0.01 * static_cast<double>(i % 15) + 0.02;
+    left.at(i, 1) = 0.05 * static_cast<double>(i);
+  }
+  auto got = sg.Search(shards, left, 4, *metric, absl::InfiniteFuture(), &grid);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(workers_[0]->service().searches(), before0 + 1);
+  EXPECT_EQ(workers_[1]->service().searches(), before1);  // w1 holds only the middle shard
+}
+
+TEST(RoutingGridTest, CellOfClampsAndSaysWhetherTheQueryIsInside) {
+  RoutingGrid g;
+  g.cells_per_dim = 4;
+  g.lo = {0, 10};
+  g.width = {0.25, 1};
+  bool inside = false;
+  const double a[] = {0.3, 12.5};
+  EXPECT_EQ(g.CellOf(a, &inside), 1u * 4 + 2);
+  EXPECT_TRUE(inside);
+  const double b[] = {-1, 13.999};
+  EXPECT_EQ(g.CellOf(b, &inside), 0u * 4 + 3);
+  EXPECT_FALSE(inside);
+  const double c[] = {1.0, 14.0};  // the far edges: clamped into the last cells
+  EXPECT_EQ(g.CellOf(c, &inside), 3u * 4 + 3);
+  EXPECT_FALSE(inside);
+  const double d[] = {0.0, 10.0};
+  EXPECT_EQ(g.CellOf(d, &inside), 0u);
+  EXPECT_TRUE(inside);
+}
+
+}  // namespace
+}  // namespace knncluster::coordinator

@@ -1,6 +1,7 @@
 #include "rpc/convert.h"
 
 #include <cmath>
+#include <limits>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -145,7 +146,25 @@ void ToProto(const KNeighborsResult& r, v1::Neighbors* out) {
   out->mutable_indices()->Assign(r.indices.begin(), r.indices.end());
 }
 
-absl::StatusOr<KNeighborsResult> FromProto(const v1::Neighbors& n, const std::string& field) {
+NeighborsSink NeighborsSinkInto(v1::Neighbors* out) {
+  return [out](size_t rows, size_t k) -> absl::StatusOr<std::pair<double*, int64_t*>> {
+    // A repeated field holds at most INT_MAX values (and a message 64 MiB in any case).
+    if (k != 0 && rows > static_cast<size_t>(std::numeric_limits<int>::max()) / k) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "k: %d queries x %d neighbours do not fit in one response; send smaller batches", rows,
+          k));
+    }
+    const int values = static_cast<int>(rows * k);
+    out->set_num_queries(rows);
+    out->set_k(static_cast<uint32_t>(k));
+    out->mutable_distances()->Reserve(values);
+    out->mutable_indices()->Reserve(values);
+    return std::make_pair(out->mutable_distances()->AddNAlreadyReserved(values),
+                          out->mutable_indices()->AddNAlreadyReserved(values));
+  };
+}
+
+absl::Status CheckShape(const v1::Neighbors& n, const std::string& field) {
   const uint64_t total = n.num_queries() * static_cast<uint64_t>(n.k());
   if ((n.k() != 0 && total / n.k() != n.num_queries()) ||
       static_cast<uint64_t>(n.distances_size()) != total ||
@@ -154,6 +173,11 @@ absl::StatusOr<KNeighborsResult> FromProto(const v1::Neighbors& n, const std::st
         "%s: expected %d x %d distances and indices, got %d and %d", field, n.num_queries(), n.k(),
         n.distances_size(), n.indices_size()));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<KNeighborsResult> FromProto(const v1::Neighbors& n, const std::string& field) {
+  KNN_RETURN_IF_ERROR(CheckShape(n, field));
   KNeighborsResult r;
   r.num_queries = n.num_queries();
   r.k = n.k();

@@ -38,6 +38,12 @@ absl::StatusOr<Model::Task> FromProto(v1::Task t, const std::string& field);
 // Neighbors (either reduced or true distances; the caller knows which).
 void ToProto(const KNeighborsResult& r, v1::Neighbors* out);
 absl::StatusOr<KNeighborsResult> FromProto(const v1::Neighbors& n, const std::string& field);
+// A sink (core's NeighborsSink) writing an answer straight into `out`'s arrays, which must be
+// empty. InvalidArgument naming "k" when rows * k values do not fit in one message's field.
+NeighborsSink NeighborsSinkInto(v1::Neighbors* out);
+// The checks of FromProto(Neighbors) alone, for a caller reading the arrays in place: it holds
+// num_queries x k distances and as many indices.
+absl::Status CheckShape(const v1::Neighbors& n, const std::string& field);
 
 // Names of datasets and models: the core's one rule (core/base/names.h).
 using ::knncluster::ValidateName;

@@ -69,3 +69,31 @@ TEST(ConvertTest, NamesAndStatus) {
 
 }  // namespace
 }  // namespace knncluster::rpc
+
+namespace knncluster::rpc {
+namespace {
+
+TEST(NeighborsSinkTest, WritesStraightIntoTheMessage) {
+  v1::Neighbors out;
+  NeighborsSink sink = NeighborsSinkInto(&out);
+  auto arrays = sink(3, 2);
+  ASSERT_TRUE(arrays.ok());
+  for (int i = 0; i < 6; ++i) {
+    arrays->first[i] = 0.5 * i;
+    arrays->second[i] = 10 + i;
+  }
+  auto back = FromProto(out, "neighbors");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->num_queries, 3u);
+  EXPECT_EQ(back->k, 2u);
+  EXPECT_EQ(back->distances, (std::vector<double>{0, 0.5, 1, 1.5, 2, 2.5}));
+  EXPECT_EQ(back->indices, (std::vector<int64_t>{10, 11, 12, 13, 14, 15}));
+  // More values than a field can hold: refused naming k.
+  v1::Neighbors huge;
+  auto refused = NeighborsSinkInto(&huge)(size_t{1} << 31, 4);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("k:"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace knncluster::rpc

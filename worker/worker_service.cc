@@ -501,6 +501,16 @@ absl::Status WorkerService::DoSearchShards(grpc::ServerContext* context,
     rpc::ToProto(none, out);
     return absl::OkStatus();
   }
+  if (indexes.size() == 1) {  // the answer is the one index's, written where it is sent from
+    out->set_num_queries(num_queries);
+    out->set_k(static_cast<uint32_t>(k));  // k <= total_rows = the index's rows
+    const int values = static_cast<int>(num_queries * k);
+    out->mutable_distances()->Reserve(values);
+    out->mutable_indices()->Reserve(values);
+    return indexes[0]->KNeighborsRdistInto(queries, static_cast<int>(k), pool_,
+                                           out->mutable_distances()->AddNAlreadyReserved(values),
+                                           out->mutable_indices()->AddNAlreadyReserved(values));
+  }
   // Each index's own top-k (min(k, its rows) per query), on all cores.
   std::vector<KNeighborsResult> parts;
   parts.reserve(indexes.size());

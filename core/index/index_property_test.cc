@@ -441,3 +441,99 @@ TEST(MergeKNeighborsTest, ShardsMergedEqualOneSearchOverAllRows) {
 
 }  // namespace
 }  // namespace knncluster
+
+namespace knncluster {
+namespace {
+
+// Routed merging: each query is answered by the parts it was sent to (row_of maps a query to a
+// row of a part's answer); a query sent to every part equals one search over all rows; one sent
+// to a single part takes that part's row; to_true converts on the way out.
+TEST(MergePartialAnswersTest, RoutedPartsMergeLikeOneSearch) {
+  std::mt19937 rng(5);
+  const size_t n = 400, d = 2, k = 6;
+  Matrix all(n, d);
+  for (size_t i = 0; i < n * d; ++i) all.data()[i] = static_cast<double>(rng() % 5);  // ties
+  Matrix queries(30, d);
+  for (size_t i = 0; i < queries.rows() * d; ++i) queries.data()[i] = static_cast<double>(rng() % 5);
+  ThreadPool pool(2);
+  auto metric = Minkowski::Create(2);
+  auto whole = BuildIndex(std::make_shared<Matrix>(all), {}, {Algorithm::kKdTree, 5, 2});
+  ASSERT_TRUE(whole.ok());
+  auto want = (*whole)->KNeighbors(queries, static_cast<int>(k), &pool);
+  ASSERT_TRUE(want.ok());
+  // Two halves of the rows; query q goes to part 0 when q % 3 != 1, to part 1 when q % 3 != 0.
+  std::vector<KNeighborsResult> answers(2);
+  std::vector<std::vector<int32_t>> row_of(2, std::vector<int32_t>(queries.rows(), -1));
+  for (size_t s = 0; s < 2; ++s) {
+    std::vector<int64_t> ids;
+    for (size_t i = s; i < n; i += 2) ids.push_back(static_cast<int64_t>(i));
+    auto shard = BuildIndex(std::make_shared<Matrix>(Matrix::Gather(all, ids)), ids,
+                            {Algorithm::kBrute, 5, 2});
+    ASSERT_TRUE(shard.ok());
+    std::vector<int64_t> sent;
+    for (size_t q = 0; q < queries.rows(); ++q) {
+      if (q % 3 != (s == 0 ? 1u : 0u)) {
+        row_of[s][q] = static_cast<int32_t>(sent.size());
+        sent.push_back(static_cast<int64_t>(q));
+      }
+    }
+    auto part = (*shard)->KNeighborsRdist(Matrix::Gather(queries, sent), static_cast<int>(k), &pool);
+    ASSERT_TRUE(part.ok());
+    answers[s] = *std::move(part);
+  }
+  std::vector<PartialAnswer> parts;
+  for (size_t s = 0; s < 2; ++s) {
+    parts.push_back({answers[s].k, answers[s].distances.data(), answers[s].indices.data(),
+                     row_of[s]});
+  }
+  std::vector<double> dist(queries.rows() * k);
+  std::vector<int64_t> idx(queries.rows() * k);
+  ASSERT_TRUE(MergePartialAnswers(parts, queries.rows(), k, &*metric, &pool, dist.data(),
+                                  idx.data())
+                  .ok());
+  for (size_t q = 0; q < queries.rows(); ++q) {
+    for (size_t j = 0; j < k; ++j) {
+      if (q % 3 == 2) {  // both parts: the single search's answer, bit for bit
+        EXPECT_EQ(idx[q * k + j], want->index(q, j)) << q;
+        EXPECT_EQ(dist[q * k + j], want->distance(q, j)) << q;
+      } else {  // one part: its row, distances made true
+        const size_t s = q % 3 == 0 ? 0 : 1;
+        const size_t r = static_cast<size_t>(row_of[s][q]);
+        EXPECT_EQ(idx[q * k + j], answers[s].index(r, j)) << q;
+        EXPECT_EQ(dist[q * k + j], std::sqrt(answers[s].distance(r, j))) << q;
+      }
+    }
+  }
+  // A query no part answers, or one with fewer than k neighbours, is named.
+  row_of[0][7] = -1;
+  row_of[1][7] = -1;
+  parts[0].row_of = row_of[0];
+  parts[1].row_of = row_of[1];
+  absl::Status st = MergePartialAnswers(parts, queries.rows(), k, nullptr, &pool, dist.data(),
+                                        idx.data());
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(st.message().find("query 7:"), std::string::npos) << st;
+}
+
+TEST(NeighborIndexTest, KNeighborsRdistIntoEqualsKNeighborsRdist) {
+  std::mt19937 rng(9);
+  Matrix data(300, 3), queries(50, 3);
+  for (size_t i = 0; i < data.rows() * 3; ++i) data.data()[i] = static_cast<double>(rng() % 7);
+  for (size_t i = 0; i < queries.rows() * 3; ++i) queries.data()[i] = static_cast<double>(rng() % 7);
+  ThreadPool pool(2);
+  for (Algorithm a : {Algorithm::kKdTree, Algorithm::kBallTree, Algorithm::kBrute}) {
+    auto index = BuildIndex(std::make_shared<Matrix>(data), {}, {a, 4, 1.5});
+    ASSERT_TRUE(index.ok());
+    auto want = (*index)->KNeighborsRdist(queries, 400, &pool);  // k above size: min(k, size)
+    ASSERT_TRUE(want.ok());
+    std::vector<double> dist(queries.rows() * 300);
+    std::vector<int64_t> idx(queries.rows() * 300);
+    ASSERT_TRUE((*index)->KNeighborsRdistInto(queries, 400, &pool, dist.data(), idx.data()).ok());
+    EXPECT_EQ(dist, want->distances);
+    EXPECT_EQ(idx, want->indices);
+    EXPECT_FALSE((*index)->KNeighborsRdistInto(queries, 0, &pool, dist.data(), idx.data()).ok());
+  }
+}
+
+}  // namespace
+}  // namespace knncluster

@@ -1,7 +1,6 @@
 #include "core/index/neighbor_index.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <utility>
@@ -10,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
 #include "core/base/status_macros.h"
 #include "core/index/ball_tree.h"
 #include "core/index/brute_force.h"
@@ -131,12 +131,19 @@ absl::Status NeighborIndex::ValidateQueries(MatrixView queries) const {
 
 absl::StatusOr<KNeighborsResult> NeighborIndex::Search(MatrixView queries, size_t k,
                                                        ThreadPool* pool) const {
-  KNN_RETURN_IF_ERROR(ValidateQueries(queries));
   KNeighborsResult result;
   result.num_queries = queries.rows();
   result.k = k;
   result.distances.resize(queries.rows() * k);
   result.indices.resize(queries.rows() * k);
+  KNN_RETURN_IF_ERROR(
+      SearchInto(queries, k, pool, result.distances.data(), result.indices.data()));
+  return result;
+}
+
+absl::Status NeighborIndex::SearchInto(MatrixView queries, size_t k, ThreadPool* pool,
+                                       double* distances, int64_t* indices) const {
+  KNN_RETURN_IF_ERROR(ValidateQueries(queries));
   // Trees: search in LocalityOrder (results are per query, written back in the caller's order).
   std::vector<int64_t> order;
   Matrix reordered;
@@ -157,12 +164,12 @@ absl::StatusOr<KNeighborsResult> NeighborIndex::Search(MatrixView queries, size_
       const size_t dst = (order.empty() ? q : static_cast<size_t>(order[q])) * k;
       const Neighbor* src = &out[(q - begin) * k];
       for (size_t j = 0; j < k; ++j) {
-        result.distances[dst + j] = src[j].rdist;
-        result.indices[dst + j] = src[j].id;
+        distances[dst + j] = src[j].rdist;
+        indices[dst + j] = src[j].id;
       }
     }
   });
-  return result;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<KNeighborsResult> NeighborIndex::KNeighbors(MatrixView queries, int k,
@@ -182,6 +189,14 @@ absl::StatusOr<KNeighborsResult> NeighborIndex::KNeighborsRdist(MatrixView queri
     return absl::InvalidArgumentError(absl::StrFormat("n_neighbors: must be >= 1, got %d", k));
   }
   return Search(queries, std::min(static_cast<size_t>(k), size_), pool);
+}
+
+absl::Status NeighborIndex::KNeighborsRdistInto(MatrixView queries, int k, ThreadPool* pool,
+                                                double* distances, int64_t* indices) const {
+  if (k < 1) {
+    return absl::InvalidArgumentError(absl::StrFormat("n_neighbors: must be >= 1, got %d", k));
+  }
+  return SearchInto(queries, std::min(static_cast<size_t>(k), size_), pool, distances, indices);
 }
 
 absl::StatusOr<RadiusResult> NeighborIndex::RadiusNeighbors(MatrixView queries, double radius,
@@ -252,52 +267,118 @@ absl::StatusOr<std::unique_ptr<const NeighborIndex>> BuildIndex(
       new BruteForceIndex(std::move(data), std::move(ids), metric));
 }
 
+NeighborsSink ResultSink(KNeighborsResult* result) {
+  return [result](size_t rows, size_t k) -> absl::StatusOr<std::pair<double*, int64_t*>> {
+    result->num_queries = rows;
+    result->k = k;
+    result->distances.resize(rows * k);
+    result->indices.resize(rows * k);
+    return std::make_pair(result->distances.data(), result->indices.data());
+  };
+}
+
 void ToTrueDistances(const Minkowski& metric, KNeighborsResult* result) {
   metric.Visit([&](auto m) {
     for (double& d : result->distances) d = m.RdistToDist(d);
   });
 }
 
+absl::Status MergePartialAnswers(absl::Span<const PartialAnswer> parts, size_t num_queries,
+                                 size_t k, const Minkowski* to_true, ThreadPool* pool,
+                                 double* out_distances, int64_t* out_indices) {
+  const size_t n = num_queries;
+  constexpr size_t kBlock = 256;
+  constexpr size_t kNone = ~size_t{0};
+  absl::Mutex short_mu;
+  size_t first_short = kNone;  // the smallest query left short, and what it got
+  size_t first_short_count = 0;
+  auto body = [&](auto metric) {
+    ParallelFor(pool, (n + kBlock - 1) / kBlock, [&](size_t b) {
+      std::vector<std::vector<Neighbor>> lists(parts.size());
+      std::vector<absl::Span<const Neighbor>> spans;
+      spans.reserve(parts.size());
+      std::vector<Neighbor> merged(k);
+      for (size_t q = b * kBlock; q < std::min(n, (b + 1) * kBlock); ++q) {
+        double* dist_out = out_distances + q * k;
+        int64_t* id_out = out_indices + q * k;
+        // The parts answering q; one alone is copied as it is.
+        size_t answering = 0, only = 0;
+        for (size_t s = 0; s < parts.size(); ++s) {  // branch-free: routing looks random
+          const bool answers = parts[s].row_of.empty() || parts[s].row_of[q] >= 0;
+          answering += answers;
+          only = answers ? s : only;
+        }
+        size_t got = 0;
+        if (answering == 1) {
+          const PartialAnswer& part = parts[only];
+          const size_t row = part.row_of.empty() ? q : static_cast<size_t>(part.row_of[q]);
+          got = std::min(k, part.k);
+          for (size_t j = 0; j < got; ++j) {
+            dist_out[j] = metric.RdistToDist(part.distances[row * part.k + j]);
+            id_out[j] = part.indices[row * part.k + j];
+          }
+        } else if (answering > 1) {
+          spans.clear();
+          for (size_t s = 0; s < parts.size(); ++s) {
+            const PartialAnswer& part = parts[s];
+            if (!part.row_of.empty() && part.row_of[q] < 0) continue;
+            const size_t row = part.row_of.empty() ? q : static_cast<size_t>(part.row_of[q]);
+            lists[s].resize(part.k);
+            for (size_t j = 0; j < part.k; ++j) {
+              lists[s][j] = Neighbor{part.distances[row * part.k + j], part.indices[row * part.k + j]};
+            }
+            spans.push_back(lists[s]);
+          }
+          got = MergeTopK(spans, k, merged.data());
+          for (size_t j = 0; j < got; ++j) {
+            dist_out[j] = metric.RdistToDist(merged[j].rdist);
+            id_out[j] = merged[j].id;
+          }
+        }
+        if (got < k) {
+          absl::MutexLock lock(&short_mu);
+          if (q < first_short) {
+            first_short = q;
+            first_short_count = got;
+          }
+        }
+      }
+    });
+  };
+  struct Identity {
+    double RdistToDist(double r) const { return r; }
+  };
+  if (to_true == nullptr) {
+    body(Identity{});
+  } else {
+    to_true->Visit([&](auto m) { body(m); });
+  }
+  if (first_short != kNone) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "query %d: the partial answers hold %d distinct neighbours of the %d needed", first_short,
+        first_short_count, k));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<KNeighborsResult> MergeKNeighbors(absl::Span<const KNeighborsResult* const> parts,
                                                  size_t k, ThreadPool* pool) {
-  KNeighborsResult out;
   if (parts.empty()) return absl::InvalidArgumentError("parts: nothing to merge");
   const size_t n = parts[0]->num_queries;
+  std::vector<PartialAnswer> views;
   for (const KNeighborsResult* p : parts) {
     if (p->num_queries != n || p->distances.size() != n * p->k || p->indices.size() != n * p->k) {
       return absl::InvalidArgumentError("parts: partial answers of different shapes");
     }
+    views.push_back(PartialAnswer{p->k, p->distances.data(), p->indices.data(), {}});
   }
+  KNeighborsResult out;
   out.num_queries = n;
   out.k = k;
   out.distances.resize(n * k);
   out.indices.resize(n * k);
-  constexpr size_t kBlock = 256;
-  std::atomic<bool> short_list{false};
-  ParallelFor(pool, (n + kBlock - 1) / kBlock, [&](size_t b) {
-    std::vector<std::vector<Neighbor>> lists(parts.size());
-    std::vector<absl::Span<const Neighbor>> spans(parts.size());
-    for (size_t q = b * kBlock; q < std::min(n, (b + 1) * kBlock); ++q) {
-      for (size_t s = 0; s < parts.size(); ++s) {
-        const KNeighborsResult& r = *parts[s];
-        lists[s].resize(r.k);
-        for (size_t j = 0; j < r.k; ++j) {
-          lists[s][j] = Neighbor{r.distances[q * r.k + j], r.indices[q * r.k + j]};
-        }
-        spans[s] = lists[s];
-      }
-      const std::vector<Neighbor> merged = MergeTopK(spans, k);
-      if (merged.size() != k) short_list = true;
-      for (size_t j = 0; j < merged.size(); ++j) {
-        out.distances[q * k + j] = merged[j].rdist;
-        out.indices[q * k + j] = merged[j].id;
-      }
-    }
-  });
-  if (short_list) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "the partial answers hold fewer than %d distinct neighbours for some query", k));
-  }
+  KNN_RETURN_IF_ERROR(MergePartialAnswers(views, n, k, nullptr, pool, out.distances.data(),
+                                          out.indices.data()));
   return out;
 }
 

@@ -15,8 +15,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -58,6 +60,14 @@ struct KNeighborsResult {
   int64_t index(size_t q, size_t j) const { return indices[q * k + j]; }
 };
 
+// Where an answer of rows x k neighbours is written: called once with its shape before any value
+// is written; returns the two arrays (distances, indices) of rows * k values to fill, e.g. a
+// KNeighborsResult's or a response message's, or an error that ends the search.
+using NeighborsSink =
+    std::function<absl::StatusOr<std::pair<double*, int64_t*>>(size_t rows, size_t k)>;
+// A sink into *result (shaped and sized to the answer).
+NeighborsSink ResultSink(KNeighborsResult* result);
+
 // Neighbours within a radius: query q's are [offsets[q], offsets[q+1]).
 struct RadiusResult {
   std::vector<size_t> offsets;  // num_queries + 1 entries
@@ -95,6 +105,10 @@ class NeighborIndex {
   // k may exceed size(): each query then gets min(k, size()) neighbours.
   absl::StatusOr<KNeighborsResult> KNeighborsRdist(MatrixView queries, int k,
                                                    ThreadPool* pool) const;
+  // As KNeighborsRdist, into the caller's arrays (e.g. a response message's), each of
+  // queries.rows() * min(k, size()) values.
+  absl::Status KNeighborsRdistInto(MatrixView queries, int k, ThreadPool* pool,
+                                   double* distances, int64_t* indices) const;
 
   // All training rows within `radius` (inclusive) of each query, sorted as above.
   absl::StatusOr<RadiusResult> RadiusNeighbors(MatrixView queries, double radius,
@@ -114,6 +128,9 @@ class NeighborIndex {
  private:
   absl::Status ValidateQueries(MatrixView queries) const;
   absl::StatusOr<KNeighborsResult> Search(MatrixView queries, size_t k, ThreadPool* pool) const;
+  // Writes queries.rows() * k distances and indices. REQUIRES: 1 <= k <= size().
+  absl::Status SearchInto(MatrixView queries, size_t k, ThreadPool* pool, double* distances,
+                          int64_t* indices) const;
 
   size_t size_;
   size_t dim_;
@@ -125,11 +142,30 @@ class NeighborIndex {
 absl::StatusOr<std::unique_ptr<const NeighborIndex>> BuildIndex(
     std::shared_ptr<const Matrix> data, std::vector<int64_t> ids, const IndexOptions& options);
 
-// Merges partial answers for the same queries (each part sorted by the ordering of top_k.h,
-// with its own k; reduced or true distances alike, but all the same kind) into the k nearest
-// per query with MergeTopK, on `pool` in blocks. This is the one merge of partial answers: a
-// worker's across its shards and the coordinator's across workers. FailedPrecondition when a
-// query gets fewer than k neighbours in all (the parts hold fewer rows than k, or overlap).
+// One partial answer to merge, viewed in place (a KNeighborsResult, or the arrays of a received
+// message): rows of `k` neighbours, each row sorted by the ordering of top_k.h.
+struct PartialAnswer {
+  size_t k = 0;
+  const double* distances = nullptr;
+  const int64_t* indices = nullptr;
+  // The row answering query q is row_of[q], or none when row_of[q] < 0 (the part was not asked
+  // about q: routed queries). Empty: row q answers query q, for every query.
+  absl::Span<const int32_t> row_of;
+};
+
+// Merges, for each of `num_queries` queries, the rows of the parts answering it into its k
+// nearest with MergeTopK (a query answered by one part takes that row's first k), on `pool` in
+// blocks, writing out_distances / out_indices[q * k, (q + 1) * k). Distances are reduced or true
+// alike (all parts the same kind); with `to_true` (may be null) reduced distances are converted
+// with its RdistToDist on the way out. This is the one merge of partial answers: a worker's
+// across its shards and the coordinator's across workers. FailedPrecondition naming the first
+// such query when a query is answered by no part or gets fewer than k neighbours in all.
+absl::Status MergePartialAnswers(absl::Span<const PartialAnswer> parts, size_t num_queries,
+                                 size_t k, const Minkowski* to_true, ThreadPool* pool,
+                                 double* out_distances, int64_t* out_indices);
+
+// MergePartialAnswers over whole KNeighborsResults (every part answers every query).
+// InvalidArgument when the parts' shapes differ.
 absl::StatusOr<KNeighborsResult> MergeKNeighbors(absl::Span<const KNeighborsResult* const> parts,
                                                  size_t k, ThreadPool* pool);
 

@@ -2,13 +2,15 @@
 
 namespace knncluster {
 
-std::vector<Neighbor> MergeTopK(absl::Span<const absl::Span<const Neighbor>> parts, size_t k) {
+size_t MergeTopK(absl::Span<const absl::Span<const Neighbor>> parts, size_t k, Neighbor* out) {
   // A k-way merge with a cursor per part; the number of parts (shards) is small, so a linear
   // scan for the smallest head beats a heap.
-  std::vector<size_t> pos(parts.size(), 0);
-  std::vector<Neighbor> out;
-  out.reserve(k);
-  while (out.size() < k) {
+  constexpr size_t kStackParts = 16;
+  size_t stack_pos[kStackParts] = {};
+  std::vector<size_t> heap_pos(parts.size() > kStackParts ? parts.size() : 0, 0);
+  size_t* pos = parts.size() > kStackParts ? heap_pos.data() : stack_pos;
+  size_t n = 0;
+  while (n < k) {
     int best = -1;
     for (size_t p = 0; p < parts.size(); ++p) {
       if (pos[p] < parts[p].size() &&
@@ -17,10 +19,16 @@ std::vector<Neighbor> MergeTopK(absl::Span<const absl::Span<const Neighbor>> par
       }
     }
     if (best < 0) break;
-    const Neighbor n = parts[best][pos[best]++];
-    if (!out.empty() && out.back() == n) continue;  // the same row from a replica
-    out.push_back(n);
+    const Neighbor next = parts[best][pos[best]++];
+    if (n > 0 && out[n - 1] == next) continue;  // the same row from a replica
+    out[n++] = next;
   }
+  return n;
+}
+
+std::vector<Neighbor> MergeTopK(absl::Span<const absl::Span<const Neighbor>> parts, size_t k) {
+  std::vector<Neighbor> out(k);
+  out.resize(MergeTopK(parts, k, out.data()));
   return out;
 }
 
