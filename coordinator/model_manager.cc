@@ -528,14 +528,14 @@ absl::StatusOr<KNeighborsResult> ModelManager::Neighbors(
     std::vector<std::string>* missing_shards) const {
   KNeighborsResult result;
   KNN_RETURN_IF_ERROR(
-      NeighborsInto(model, queries, k, deadline, missing_shards, ResultSink(&result)));
+      KNeighbors(model, queries, k, deadline, missing_shards, ResultSink(&result)));
   return result;
 }
 
-absl::Status ModelManager::NeighborsInto(const ModelEntry& model, MatrixView queries, int k,
-                                         absl::Time deadline,
-                                         std::vector<std::string>* missing_shards,
-                                         const NeighborsSink& sink) const {
+absl::Status ModelManager::KNeighbors(const ModelEntry& model, MatrixView queries, int k,
+                                      absl::Time deadline,
+                                      std::vector<std::string>* missing_shards,
+                                      const NeighborsSink& sink) const {
   if (queries.cols() != model.cols && !(queries.rows() == 0 && queries.cols() == 0)) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "queries: expected %d features, got %d", model.cols, queries.cols()));
@@ -550,13 +550,6 @@ absl::Status ModelManager::NeighborsInto(const ModelEntry& model, MatrixView que
   // ScatterGather reports it UNAVAILABLE (or leaves it out of a partial answer).
   return search_->SearchInto(model.Locations(), queries, static_cast<size_t>(k), metric, deadline,
                              model.routing.get(), missing_shards, sink);
-}
-
-absl::Status ModelManager::KNeighbors(const ModelEntry& model, MatrixView queries, int k,
-                                      absl::Time deadline,
-                                      std::vector<std::string>* missing_shards,
-                                      const NeighborsSink& sink) const {
-  return NeighborsInto(model, queries, k, deadline, missing_shards, sink);
 }
 
 absl::StatusOr<Predictions> ModelManager::Predict(const ModelEntry& model, MatrixView queries,

@@ -209,12 +209,10 @@ class ModelManager {
   // The routing grid of a model with spatial shards (every shard has a box).
   absl::StatusOr<std::shared_ptr<const RoutingGrid>> BuildRoutingGrid(const ModelEntry& entry,
                                                                       absl::Time deadline) const;
+  // KNeighbors into a KNeighborsResult.
   absl::StatusOr<KNeighborsResult> Neighbors(const ModelEntry& model, MatrixView queries, int k,
                                              absl::Time deadline,
                                              std::vector<std::string>* missing_shards) const;
-  absl::Status NeighborsInto(const ModelEntry& model, MatrixView queries, int k,
-                             absl::Time deadline, std::vector<std::string>* missing_shards,
-                             const NeighborsSink& sink) const;
 
   DatasetStore* const store_;
   WorkerPool* const workers_;

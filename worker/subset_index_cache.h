@@ -1,7 +1,7 @@
 // SubsetIndexCache: indexes over part of a shard, for SearchShards with a fold subset (grid
 // search, sharded mode). A subset index covers the shard's rows whose global id is not excluded
 // (a fold's non-training rows), built with the fold job's index options, with the rows' global ids
-// as ids, so its answers merge with MergeKNeighbors like any shard's.
+// as ids, so its answers merge (MergePartialAnswers) like any shard's.
 //
 // The coordinator searches a fold's validation rows in several chunks, each a SearchShards call
 // with the same subset; the cache keeps the last `capacity` indexes built, keyed by (subset key,

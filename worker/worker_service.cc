@@ -488,30 +488,16 @@ absl::Status WorkerService::DoSearchShards(grpc::ServerContext* context,
   const size_t k = std::min<size_t>({static_cast<size_t>(request.k()), total_rows,
                                      static_cast<size_t>(std::numeric_limits<int>::max())});
   const size_t num_queries = queries.rows();
-  if (num_queries > 0 && k > static_cast<size_t>(std::numeric_limits<int>::max()) / num_queries) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "k: %d queries x %d neighbours do not fit in one response; send smaller batches",
-        num_queries, k));
+  // The answer is written where it is sent from (refused here, before any search, when it would
+  // not fit in one message).
+  KNN_ASSIGN_OR_RETURN(const auto arrays,
+                       rpc::NeighborsSinkInto(response->mutable_neighbors())(num_queries, k));
+  if (indexes.empty()) return absl::OkStatus();  // every row excluded: no neighbours at all
+  if (indexes.size() == 1) {  // k <= total_rows = the index's rows
+    return indexes[0]->KNeighborsRdistInto(queries, static_cast<int>(k), pool_, arrays.first,
+                                           arrays.second);
   }
-
-  v1::Neighbors* out = response->mutable_neighbors();
-  if (indexes.empty()) {  // every row excluded: no neighbours at all
-    KNeighborsResult none;
-    none.num_queries = num_queries;
-    rpc::ToProto(none, out);
-    return absl::OkStatus();
-  }
-  if (indexes.size() == 1) {  // the answer is the one index's, written where it is sent from
-    out->set_num_queries(num_queries);
-    out->set_k(static_cast<uint32_t>(k));  // k <= total_rows = the index's rows
-    const int values = static_cast<int>(num_queries * k);
-    out->mutable_distances()->Reserve(values);
-    out->mutable_indices()->Reserve(values);
-    return indexes[0]->KNeighborsRdistInto(queries, static_cast<int>(k), pool_,
-                                           out->mutable_distances()->AddNAlreadyReserved(values),
-                                           out->mutable_indices()->AddNAlreadyReserved(values));
-  }
-  // Each index's own top-k (min(k, its rows) per query), on all cores.
+  // Each index's own top-k (min(k, its rows) per query), on all cores, then the one merge.
   std::vector<KNeighborsResult> parts;
   parts.reserve(indexes.size());
   for (const auto& index : indexes) {
@@ -521,21 +507,17 @@ absl::Status WorkerService::DoSearchShards(grpc::ServerContext* context,
     parts.push_back(std::move(part));
   }
   if (context->IsCancelled()) return Cancelled("SearchShards");
-
-  if (parts.size() == 1) {
-    rpc::ToProto(parts[0], out);  // k == min(k, rows of the one index) already
-    return absl::OkStatus();
+  std::vector<PartialAnswer> views;
+  for (const KNeighborsResult& part : parts) {
+    views.push_back(PartialAnswer{part.k, part.distances.data(), part.indices.data(), {}});
   }
-  std::vector<const KNeighborsResult*> part_ptrs;
-  for (const KNeighborsResult& part : parts) part_ptrs.push_back(&part);
-  absl::StatusOr<KNeighborsResult> merged = MergeKNeighbors(part_ptrs, k, pool_);
-  if (!merged.ok()) {
+  if (!MergePartialAnswers(views, num_queries, k, nullptr, pool_, arrays.first, arrays.second)
+           .ok()) {
     // Only possible when listed shards hold the same rows (replicas): their rows were counted
     // twice in k.
     return absl::InvalidArgumentError(
         "shard_ids: the listed shards hold the same global rows; list each row's shard once");
   }
-  rpc::ToProto(*merged, out);
   return absl::OkStatus();
 }
 

@@ -8,8 +8,8 @@
 //   the store (for fold-subset searches): brute force searches that very buffer; a tree copies
 //   the rows into its own order, so a tree shard holds its rows twice.
 // - SearchShards: each listed shard's top-k (reduced distances) on the server's ThreadPool,
-//   merged per query with MergeKNeighbors: min(k, rows over the listed shards) neighbours per
-//   query. With `subset` (grid search, sharded mode), each shard is searched through an index
+//   merged per query with MergePartialAnswers straight into the response: min(k, rows over the
+//   listed shards) neighbours per query. With `subset` (grid search, sharded mode), each shard is searched through an index
 //   over its rows less subset.excluded, built with subset.index_params and kept in the
 //   SubsetIndexCache for the job's next chunk; merged the same way.
 // - Persistence: LoadShard writes the shard's file (ShardFiles) before answering OK; DropShard

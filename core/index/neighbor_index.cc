@@ -298,34 +298,41 @@ absl::Status MergePartialAnswers(absl::Span<const PartialAnswer> parts, size_t n
       std::vector<absl::Span<const Neighbor>> spans;
       spans.reserve(parts.size());
       std::vector<Neighbor> merged(k);
+      // The first value of part s's row for query q (its offset), or -1 when s did not answer q.
+      auto start = [&](size_t s, size_t q) -> int64_t {
+        const PartialAnswer& part = parts[s];
+        const int64_t row = part.row_of.empty() ? static_cast<int64_t>(q) : part.row_of[q];
+        return row < 0 ? -1 : row * static_cast<int64_t>(part.k);
+      };
       for (size_t q = b * kBlock; q < std::min(n, (b + 1) * kBlock); ++q) {
         double* dist_out = out_distances + q * k;
         int64_t* id_out = out_indices + q * k;
         // The parts answering q; one alone is copied as it is.
         size_t answering = 0, only = 0;
         for (size_t s = 0; s < parts.size(); ++s) {  // branch-free: routing looks random
-          const bool answers = parts[s].row_of.empty() || parts[s].row_of[q] >= 0;
+          const bool answers = start(s, q) >= 0;
           answering += answers;
           only = answers ? s : only;
         }
         size_t got = 0;
         if (answering == 1) {
           const PartialAnswer& part = parts[only];
-          const size_t row = part.row_of.empty() ? q : static_cast<size_t>(part.row_of[q]);
+          const size_t from = static_cast<size_t>(start(only, q));
           got = std::min(k, part.k);
           for (size_t j = 0; j < got; ++j) {
-            dist_out[j] = metric.RdistToDist(part.distances[row * part.k + j]);
-            id_out[j] = part.indices[row * part.k + j];
+            dist_out[j] = metric.RdistToDist(part.distances[from + j]);
+            id_out[j] = part.indices[from + j];
           }
         } else if (answering > 1) {
           spans.clear();
           for (size_t s = 0; s < parts.size(); ++s) {
             const PartialAnswer& part = parts[s];
-            if (!part.row_of.empty() && part.row_of[q] < 0) continue;
-            const size_t row = part.row_of.empty() ? q : static_cast<size_t>(part.row_of[q]);
+            const int64_t offset = start(s, q);
+            if (offset < 0) continue;
+            const size_t from = static_cast<size_t>(offset);
             lists[s].resize(part.k);
             for (size_t j = 0; j < part.k; ++j) {
-              lists[s][j] = Neighbor{part.distances[row * part.k + j], part.indices[row * part.k + j]};
+              lists[s][j] = Neighbor{part.distances[from + j], part.indices[from + j]};
             }
             spans.push_back(lists[s]);
           }
