@@ -9,9 +9,10 @@
 //   the rows into its own order, so a tree shard holds its rows twice.
 // - SearchShards: each listed shard's top-k (reduced distances) on the server's ThreadPool,
 //   merged per query with MergePartialAnswers straight into the response: min(k, rows over the
-//   listed shards) neighbours per query. With `subset` (grid search, sharded mode), each shard is searched through an index
-//   over its rows less subset.excluded, built with subset.index_params and kept in the
-//   SubsetIndexCache for the job's next chunk; merged the same way.
+//   listed shards) neighbours per query. With `subset` (grid search, sharded mode), each shard
+//   is searched through an index over its rows less subset.excluded, built with
+//   subset.index_params and kept in the SubsetIndexCache for the job's next chunk; merged the
+//   same way.
 // - Persistence: LoadShard writes the shard's file (ShardFiles) before answering OK; DropShard
 //   removes it; RestoreShard, called by the server at start before it serves, rebuilds a shard
 //   read back from its file through the same checks and build as LoadShard.
