@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
 #include "core/base/status_macros.h"
 
 namespace knncluster {
@@ -23,6 +24,8 @@ constexpr size_t kPairwiseBlock = 128;
 constexpr size_t kNumpyBufferSize = 8192;
 // Queries per ParallelFor task.
 constexpr size_t kQueryBlock = 256;
+// Up to this k the uniform vote counts by comparing all pairs; above it, it sorts.
+constexpr size_t kCountAllPairsMaxK = 64;
 
 // Scratch for one query; k is usually small.
 using Scratch = absl::InlinedVector<double, 32>;
@@ -49,15 +52,21 @@ double PairwiseSum(const double* a, size_t n) {
   return PairwiseSum(a, n2) + PairwiseSum(a + n2, n - n2);
 }
 
-// The winner of VoteClass given per-neighbour weights.
-int32_t VoteWithWeights(absl::Span<const double> w, absl::Span<const int64_t> indices,
-                        absl::Span<const int32_t> labels) {
-  const size_t k = indices.size();
+// The neighbours' class codes, in neighbour order.
+using Codes = absl::InlinedVector<int32_t, 32>;
+Codes NeighborCodes(absl::Span<const int64_t> indices, absl::Span<const int32_t> labels) {
+  Codes codes(indices.size());
+  for (size_t j = 0; j < indices.size(); ++j) codes[j] = labels[static_cast<size_t>(indices[j])];
+  return codes;
+}
+
+// The winner of VoteClass given per-neighbour weights (the neighbours' codes).
+int32_t VoteWithWeights(absl::Span<const double> w, absl::Span<const int32_t> codes) {
+  const size_t k = codes.size();
   // Only classes present among the neighbours can have a positive weight; weighted_mode visits
   // all classes in ascending order, but an absent class sums to 0 and never beats the running
   // best (which starts at class 0 with weight 0, as weighted_mode's zeros do).
-  absl::InlinedVector<int32_t, 32> present(k);
-  for (size_t j = 0; j < k; ++j) present[j] = labels[static_cast<size_t>(indices[j])];
+  Codes present(codes.begin(), codes.end());
   std::sort(present.begin(), present.end());
   present.erase(std::unique(present.begin(), present.end()), present.end());
   int32_t best = 0;
@@ -65,9 +74,7 @@ int32_t VoteWithWeights(absl::Span<const double> w, absl::Span<const int64_t> in
   Scratch template_row(k);
   for (int32_t c : present) {
     // weighted_mode: template = zeros; template[a == score] = w[a == score]; np.sum(template).
-    for (size_t j = 0; j < k; ++j) {
-      template_row[j] = labels[static_cast<size_t>(indices[j])] == c ? w[j] : 0.0;
-    }
+    for (size_t j = 0; j < k; ++j) template_row[j] = codes[j] == c ? w[j] : 0.0;
     const double weight = NumpySum(template_row);
     if (weight > best_weight) {
       best = c;
@@ -75,6 +82,50 @@ int32_t VoteWithWeights(absl::Span<const double> w, absl::Span<const int64_t> in
     }
   }
   return best;
+}
+
+// VoteWithWeights with every weight 1: a class's template row sums to its count exactly (sums of
+// ones and zeros below 2^53 do not round, in any order), so the winner is the most frequent
+// class, the smallest code among equals, as the ascending visit with a strict `>` picks.
+int32_t VoteUniform(absl::Span<const int32_t> codes) {
+  const size_t k = codes.size();
+  if (k <= kCountAllPairsMaxK) {
+    // Count each neighbour's class over all k (comparisons the compiler vectorises; a sort's
+    // branches on random labels would be mispredicted).
+    int32_t best = codes[0];
+    size_t best_count = 0;
+    for (size_t j = 0; j < k; ++j) {
+      size_t count = 0;
+      for (size_t i = 0; i < k; ++i) count += codes[i] == codes[j];
+      const bool wins = count > best_count || (count == best_count && codes[j] < best);
+      best = wins ? codes[j] : best;
+      best_count = wins ? count : best_count;
+    }
+    return best;
+  }
+  Codes sorted(codes.begin(), codes.end());
+  std::sort(sorted.begin(), sorted.end());
+  int32_t best = sorted[0];
+  size_t best_count = 0;
+  for (size_t begin = 0; begin < k;) {
+    size_t end = begin + 1;
+    while (end < k && sorted[end] == sorted[begin]) ++end;
+    if (end - begin > best_count) {
+      best = sorted[begin];
+      best_count = end - begin;
+    }
+    begin = end;
+  }
+  return best;
+}
+
+// VoteClass from the neighbours' codes.
+int32_t VoteCodes(absl::Span<const double> distances, absl::Span<const int32_t> codes,
+                  Weights weights) {
+  if (weights == Weights::kUniform) return VoteUniform(codes);
+  Scratch w(codes.size());
+  NeighborWeights(distances, weights, absl::MakeSpan(w));
+  return VoteWithWeights(w, codes);
 }
 
 absl::Status CheckNeighbors(const KNeighborsResult& neighbors, size_t n_train) {
@@ -98,22 +149,46 @@ absl::Status CheckNeighbors(const KNeighborsResult& neighbors, size_t n_train) {
   return absl::OkStatus();
 }
 
-absl::Status CheckLabels(const KNeighborsResult& neighbors, absl::Span<const int32_t> labels,
-                         int32_t n_classes) {
+// Checks the neighbours and their labels, and returns every neighbour's class code (row-major,
+// as neighbors.indices), gathered over the pool in passes of independent reads, which the CPU
+// overlaps, rather than scattered through each query's vote (the labels of a large training set
+// are not in cache).
+absl::StatusOr<std::vector<int32_t>> GatherCodes(const KNeighborsResult& neighbors,
+                                                 absl::Span<const int32_t> labels,
+                                                 int32_t n_classes, ThreadPool* pool) {
   if (n_classes < 1) {
     return absl::InvalidArgumentError(
         absl::StrFormat("n_classes: must be >= 1, got %d", n_classes));
   }
   KNN_RETURN_IF_ERROR(CheckNeighbors(neighbors, labels.size()));
-  // Only the labels a neighbour refers to are read.
-  for (int64_t id : neighbors.indices) {
-    const int32_t code = labels[static_cast<size_t>(id)];
-    if (code < 0 || code >= n_classes) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("labels[%d]: class code %d out of range [0, %d)", id, code, n_classes));
+  const size_t total = neighbors.indices.size();
+  std::vector<int32_t> codes(total);
+  constexpr size_t kBlock = 4096;
+  constexpr size_t kNone = ~size_t{0};
+  absl::Mutex mu;
+  size_t first_bad = kNone;  // the first neighbour whose label is out of range
+  ParallelFor(pool, (total + kBlock - 1) / kBlock, [&](size_t b) {
+    const size_t end = std::min(total, (b + 1) * kBlock);
+    bool bad = false;
+    for (size_t i = b * kBlock; i < end; ++i) {
+      codes[i] = labels[static_cast<size_t>(neighbors.indices[i])];
+      bad = bad || codes[i] < 0 || codes[i] >= n_classes;
     }
+    if (!bad) return;
+    for (size_t i = b * kBlock; i < end; ++i) {
+      if (codes[i] < 0 || codes[i] >= n_classes) {
+        absl::MutexLock lock(&mu);
+        first_bad = std::min(first_bad, i);
+        return;
+      }
+    }
+  });
+  if (first_bad != kNone) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("labels[%d]: class code %d out of range [0, %d)",
+                        neighbors.indices[first_bad], codes[first_bad], n_classes));
   }
-  return absl::OkStatus();
+  return codes;
 }
 
 // Runs fn(q, distances, indices) for each query, blocked over the pool.
@@ -174,9 +249,7 @@ int32_t VoteClass(absl::Span<const double> distances, absl::Span<const int64_t> 
                   absl::Span<const int32_t> labels, int32_t n_classes, Weights weights) {
   assert(!indices.empty() && n_classes >= 1);
   (void)n_classes;  // codes are < n_classes by REQUIRES; absent classes never win
-  Scratch w(indices.size());
-  NeighborWeights(distances, weights, absl::MakeSpan(w));
-  return VoteWithWeights(w, indices, labels);
+  return VoteCodes(distances, NeighborCodes(indices, labels), weights);
 }
 
 double RegressionValue(absl::Span<const double> distances, absl::Span<const int64_t> indices,
@@ -199,7 +272,7 @@ double RegressionValue(absl::Span<const double> distances, absl::Span<const int6
 absl::StatusOr<Matrix> ClassProbabilitiesBatch(const KNeighborsResult& neighbors,
                                                absl::Span<const int32_t> labels, int32_t n_classes,
                                                Weights weights, ThreadPool* pool) {
-  KNN_RETURN_IF_ERROR(CheckLabels(neighbors, labels, n_classes));
+  KNN_RETURN_IF_ERROR(GatherCodes(neighbors, labels, n_classes, pool).status());
   Matrix proba(neighbors.num_queries, static_cast<size_t>(n_classes));
   ForEachQuery(neighbors, pool,
                [&](size_t q, absl::Span<const double> d, absl::Span<const int64_t> idx) {
@@ -213,11 +286,14 @@ absl::StatusOr<std::vector<int32_t>> VoteClassBatch(const KNeighborsResult& neig
                                                     absl::Span<const int32_t> labels,
                                                     int32_t n_classes, Weights weights,
                                                     ThreadPool* pool) {
-  KNN_RETURN_IF_ERROR(CheckLabels(neighbors, labels, n_classes));
+  KNN_ASSIGN_OR_RETURN(const std::vector<int32_t> neighbor_codes,
+                       GatherCodes(neighbors, labels, n_classes, pool));
   std::vector<int32_t> codes(neighbors.num_queries);
+  const size_t k = neighbors.k;
   ForEachQuery(neighbors, pool,
-               [&](size_t q, absl::Span<const double> d, absl::Span<const int64_t> idx) {
-                 codes[q] = VoteClass(d, idx, labels, n_classes, weights);
+               [&](size_t q, absl::Span<const double> d, absl::Span<const int64_t>) {
+                 codes[q] = VoteCodes(d, absl::MakeConstSpan(neighbor_codes.data() + q * k, k),
+                                      weights);
                });
   return codes;
 }

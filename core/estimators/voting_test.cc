@@ -1,6 +1,8 @@
 #include "core/estimators/voting.h"
 
 #include <cstdint>
+#include <map>
+#include <random>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -64,6 +66,35 @@ TEST(VotingTest, TiedVotesGoToTheSmallestClassCode) {
 // Exact ties in real arithmetic where scikit-learn's predict (weighted_mode: one numpy pairwise
 // sum per class over all k weights) and the argmax of predict_proba (weights added in neighbour
 // order) disagree. Found by search against scikit-learn 1.2.1; predict must follow weighted_mode.
+// The uniform vote counts instead of summing weighted_mode's template rows; both rules must pick
+// the same class: against a count spelled out here, and against the summing path itself (distance
+// weights with every distance 1 give every neighbour weight 1), over random codes with many ties.
+TEST(VotingTest, UniformVoteIsTheMostFrequentClassSmallestFirst) {
+  std::mt19937_64 rng(7);
+  for (int trial = 0; trial < 2000; ++trial) {
+    const int32_t n_classes = 1 + static_cast<int32_t>(rng() % 6);
+    const size_t n_train = 1 + rng() % 40, k = 1 + rng() % 100;  // both sides of 64
+    std::vector<int32_t> labels(n_train);
+    for (int32_t& c : labels) c = static_cast<int32_t>(rng() % n_classes);
+    std::vector<int64_t> idx(k);
+    for (int64_t& i : idx) i = static_cast<int64_t>(rng() % n_train);
+    std::map<int32_t, int> count;
+    for (int64_t i : idx) ++count[labels[static_cast<size_t>(i)]];
+    int32_t expected = -1;
+    int best = 0;
+    for (const auto& [c, n] : count) {  // ascending codes; strictly more to win
+      if (n > best) {
+        expected = c;
+        best = n;
+      }
+    }
+    const std::vector<double> ones(k, 1.0);
+    SCOPED_TRACE(trial);
+    EXPECT_EQ(VoteClass(ones, idx, labels, n_classes, Weights::kUniform), expected);
+    EXPECT_EQ(VoteClass(ones, idx, labels, n_classes, Weights::kDistance), expected);
+  }
+}
+
 TEST(VotingTest, DistanceVoteSumsInNumpysOrderLikeWeightedMode) {
   struct Case {
     std::vector<double> distances;
