@@ -3,12 +3,14 @@
 
   /usr/bin/python3 bench/run_cluster_bench.py [--build-dir build] [--datasets uniform3d,blobs16d]
 
-Starts a coordinator and 2 workers (--workers) on loopback, fits a kd_tree classifier (k = 10, leaf_size 30)
-on each dataset of make_bench_data.py (labels: row index mod 10) through knnctl, then runs
-bin/cluster_bench, which times kneighbors and predict at batches of 1, 100 and 10,000 queries
-through the coordinator and in-process, alternating the two sides --rounds times, with one
-caller, and at 10,000 also with --inflight callers at once. Prints the ratios, the p50 latency the cluster adds at a
-batch of one, and each worker's peak RSS against 1.5x the raw float64 bytes of its shards + 64 MiB.
+Starts a coordinator and 2 workers (--workers) on loopback, fits a kd_tree classifier (k = 10,
+leaf_size 30) on each dataset of make_bench_data.py (labels: row index mod 10) through knnctl,
+then runs bin/cluster_bench, which times kneighbors and predict at batches of 1, 100 and 10,000
+queries through the coordinator and in-process, alternating the two sides --rounds times, with
+one caller, and at 10,000 also with --inflight callers at once. Prints the ratios, the p50
+latency the cluster adds at a batch of one, the CPU each side spends per batch of 10,000 (the
+cluster's split into client, coordinator and workers), and each worker's peak RSS against 1.5x
+the raw float64 bytes of its shards + 64 MiB.
 Goals: cluster >= 80% of in-process throughput at 10,000; added p50 latency < 1 ms at 1.
 """
 import argparse
@@ -94,7 +96,9 @@ def main():
                            check=True, capture_output=True)
             print(f"uploaded and fitted {name} in {time.time() - t0:.1f} s", flush=True)
         bench = [os.path.join(bin_dir, "cluster_bench"), "--coordinator", addr, "--data", data,
-                 "--datasets", a.datasets, "--budget", a.budget, "--rounds", str(a.rounds)]
+                 "--datasets", a.datasets, "--budget", a.budget, "--rounds", str(a.rounds),
+                 "--coordinator-pid", str(coord.pid),
+                 "--worker-pids", ",".join(str(w.pid) for w, _ in workers)]
         rows = []
         for inflight in a.inflight.split(","):
             # One caller: every batch size. More callers: the large batch, where throughput is
@@ -114,6 +118,19 @@ def main():
                   f"{r['cluster_p50_ms'] - r['in_process_p50_ms']:.3f} |")
         print("\n(qps: median over the rounds; cluster / in-process: median of the per-round "
               "ratios, the two sides alternating)")
+        print()
+        print("| dataset | op | callers | in-process CPU ms | cluster CPU ms | client | coordinator "
+              "| workers | in-process / cluster CPU |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            if r["batch"] != 10000:
+                continue
+            cluster = r["client_cpu_ms"] + r["coordinator_cpu_ms"] + r["workers_cpu_ms"]
+            print(f"| {r['dataset']} | {r['op']} | {r['inflight']} | {r['in_process_cpu_ms']:.1f} | "
+                  f"{cluster:.1f} | {r['client_cpu_ms']:.1f} | {r['coordinator_cpu_ms']:.1f} | "
+                  f"{r['workers_cpu_ms']:.1f} | {r['in_process_cpu_ms'] / cluster:.2f} |")
+        print("\n(CPU: core-milliseconds per batch of 10,000, user + system, median over the rounds; "
+              "on a machine both sides share, throughput can reach at most the CPU ratio)")
         st = json.loads(subprocess.run(knnctl + ["status"], capture_output=True, text=True).stdout)
         print()
         print("| worker | shards | rows | raw float64 MiB | peak RSS MiB | budget (1.5x raw + 64) MiB |")
