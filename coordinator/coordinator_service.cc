@@ -448,10 +448,11 @@ grpc::Status CoordinatorService::KNeighbors(grpc::ServerContext* context,
     KNN_ASSIGN_OR_RETURN(Matrix queries, ResolveQueries(request->queries()));
     const int k = request->has_k() ? request->k() : model->params.n_neighbors;
     std::vector<std::string> missing;
-    // The merge writes straight into the response.
-    KNN_RETURN_IF_ERROR(models_->KNeighbors(*model, queries, k, DeadlineOf(context),
-                                            request->allow_partial() ? &missing : nullptr,
-                                            rpc::NeighborsSinkInto(response->mutable_neighbors())));
+    // The merge writes straight into the response (training indices are 0 .. rows - 1).
+    const bool compact = rpc::CompactIndices(request->compact_indices(), model->rows);
+    KNN_RETURN_IF_ERROR(models_->KNeighbors(
+        *model, queries, k, DeadlineOf(context), request->allow_partial() ? &missing : nullptr,
+        rpc::NeighborsSinkInto(response->mutable_neighbors(), compact)));
     for (const std::string& id : missing) response->add_missing_shards(id);
     return absl::OkStatus();
   };

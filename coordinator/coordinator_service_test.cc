@@ -112,13 +112,14 @@ class CoordinatorTest : public ::testing::Test {
   }
 
   grpc::Status KNeighbors(const std::string& model, const Matrix& q, std::optional<int> k,
-                          v1::KNeighborsResponse* resp) {
+                          v1::KNeighborsResponse* resp, bool compact_indices = false) {
     grpc::ClientContext ctx;
     SetDeadline(&ctx);
     v1::KNeighborsRequest req;
     req.set_model(model);
     rpc::ToProto(q, req.mutable_queries()->mutable_matrix());
     if (k) req.set_k(*k);
+    req.set_compact_indices(compact_indices);
     return stub_->KNeighbors(&ctx, req, resp);
   }
 
@@ -250,6 +251,16 @@ TEST_F(CoordinatorTest, DigitsTutorialEqualsSingleProcess) {
               want_nb.indices);
     EXPECT_EQ(std::vector<double>(nb.neighbors().distances().begin(),
                                   nb.neighbors().distances().end()),
+              want_nb.distances);
+    // Asked for compact indices: the same answer, its indices in indices32.
+    v1::KNeighborsResponse compact;
+    ASSERT_TRUE(KNeighbors("knn", X_test, 7, &compact, /*compact_indices=*/true).ok());
+    EXPECT_EQ(compact.neighbors().indices_size(), 0);
+    EXPECT_EQ(std::vector<int64_t>(compact.neighbors().indices32().begin(),
+                                   compact.neighbors().indices32().end()),
+              want_nb.indices);
+    EXPECT_EQ(std::vector<double>(compact.neighbors().distances().begin(),
+                                  compact.neighbors().distances().end()),
               want_nb.distances);
   }
 

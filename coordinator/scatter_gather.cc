@@ -296,7 +296,7 @@ absl::Status ScatterGather::SearchChunk(absl::Span<const ShardLocation* const> s
                                         const std::vector<uint64_t>* need, size_t words,
                                         const v1::FoldSubset* subset, const Minkowski* to_true,
                                         SearchState* state, double* distances,
-                                        int64_t* indices) const {
+                                        IdsOut indices) const {
   struct Call {
     WorkerHandle worker;
     std::vector<size_t> shards;  // indices into `shards`
@@ -431,6 +431,7 @@ absl::Status ScatterGather::SearchChunk(absl::Span<const ShardLocation* const> s
       }
       out->set_rows(c->rows);
       c->request.set_k(static_cast<uint32_t>(k));
+      c->request.set_compact_indices(rpc::CompactIndices(true, static_cast<uint64_t>(id_end)));
       if (subset != nullptr) *c->request.mutable_subset() = *subset;
     }
     absl::Mutex mu;
@@ -509,7 +510,10 @@ absl::Status ScatterGather::SearchChunk(absl::Span<const ShardLocation* const> s
                                                   nb.num_queries(), nb.k(), c.rows, k));
       }
       if (bad.ok()) {
-        for (int64_t id : nb.indices()) {
+        const IdsIn ids = rpc::IndicesOf(nb);
+        const size_t total = static_cast<size_t>(nb.num_queries()) * nb.k();
+        for (size_t i = 0; i < total; ++i) {
+          const int64_t id = ids[i];
           if (id < 0 || id >= id_end) {
             bad = absl::InternalError(absl::StrCat("returned global index ", id, " outside [0, ",
                                                    id_end, ")"));
@@ -538,7 +542,7 @@ absl::Status ScatterGather::SearchChunk(absl::Span<const ShardLocation* const> s
   std::vector<PartialAnswer> parts;
   for (const auto& c : answered) {
     const v1::Neighbors& nb = c->response.neighbors();
-    parts.push_back(PartialAnswer{nb.k(), nb.distances().data(), nb.indices().data(), c->row_of});
+    parts.push_back(PartialAnswer{nb.k(), nb.distances().data(), rpc::IndicesOf(nb), c->row_of});
   }
   absl::Status merged = MergePartialAnswers(parts, n, k_out, to_true, pool_, distances, indices);
   if (!merged.ok()) {

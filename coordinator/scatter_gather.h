@@ -176,7 +176,7 @@ class ScatterGather {
                            size_t k, size_t k_out, int64_t id_end, absl::Time deadline,
                            const std::vector<uint64_t>* need, size_t words,
                            const v1::FoldSubset* subset, const Minkowski* to_true,
-                           SearchState* state, double* distances, int64_t* indices) const;
+                           SearchState* state, double* distances, IdsOut indices) const;
   // Which shards each query of `queries` needs (bits over `active`, `words` per query).
   void Route(const RoutingGrid& routing, const Minkowski& metric,
              absl::Span<const ShardLocation* const> active, MatrixView queries, size_t words,

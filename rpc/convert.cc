@@ -146,8 +146,8 @@ void ToProto(const KNeighborsResult& r, v1::Neighbors* out) {
   out->mutable_indices()->Assign(r.indices.begin(), r.indices.end());
 }
 
-NeighborsSink NeighborsSinkInto(v1::Neighbors* out) {
-  return [out](size_t rows, size_t k) -> absl::StatusOr<std::pair<double*, int64_t*>> {
+NeighborsSink NeighborsSinkInto(v1::Neighbors* out, bool compact) {
+  return [out, compact](size_t rows, size_t k) -> absl::StatusOr<std::pair<double*, IdsOut>> {
     // A repeated field holds at most INT_MAX values (and a message 64 MiB in any case).
     if (k != 0 && rows > static_cast<size_t>(std::numeric_limits<int>::max()) / k) {
       return absl::InvalidArgumentError(absl::StrFormat(
@@ -158,22 +158,38 @@ NeighborsSink NeighborsSinkInto(v1::Neighbors* out) {
     out->set_num_queries(rows);
     out->set_k(static_cast<uint32_t>(k));
     out->mutable_distances()->Reserve(values);
+    double* distances = out->mutable_distances()->AddNAlreadyReserved(values);
+    if (compact) {
+      out->mutable_indices32()->Reserve(values);
+      return std::make_pair(distances,
+                            IdsOut(out->mutable_indices32()->AddNAlreadyReserved(values)));
+    }
     out->mutable_indices()->Reserve(values);
-    return std::make_pair(out->mutable_distances()->AddNAlreadyReserved(values),
-                          out->mutable_indices()->AddNAlreadyReserved(values));
+    return std::make_pair(distances, IdsOut(out->mutable_indices()->AddNAlreadyReserved(values)));
   };
+}
+
+bool CompactIndices(bool requested, uint64_t id_end) {
+  return requested && id_end <= (uint64_t{1} << 31);
 }
 
 absl::Status CheckShape(const v1::Neighbors& n, const std::string& field) {
   const uint64_t total = n.num_queries() * static_cast<uint64_t>(n.k());
+  const uint64_t wide = static_cast<uint64_t>(n.indices_size());
+  const uint64_t narrow = static_cast<uint64_t>(n.indices32_size());
   if ((n.k() != 0 && total / n.k() != n.num_queries()) ||
-      static_cast<uint64_t>(n.distances_size()) != total ||
-      static_cast<uint64_t>(n.indices_size()) != total) {
+      static_cast<uint64_t>(n.distances_size()) != total || (wide != 0 && narrow != 0) ||
+      wide + narrow != total) {
     return absl::InvalidArgumentError(absl::StrFormat(
-        "%s: expected %d x %d distances and indices, got %d and %d", field, n.num_queries(), n.k(),
-        n.distances_size(), n.indices_size()));
+        "%s: expected %d x %d distances and as many indices in one of indices and indices32, got "
+        "%d, %d and %d",
+        field, n.num_queries(), n.k(), n.distances_size(), n.indices_size(), n.indices32_size()));
   }
   return absl::OkStatus();
+}
+
+IdsIn IndicesOf(const v1::Neighbors& n) {
+  return n.indices32_size() > 0 ? IdsIn(n.indices32().data()) : IdsIn(n.indices().data());
 }
 
 absl::StatusOr<KNeighborsResult> FromProto(const v1::Neighbors& n, const std::string& field) {
@@ -182,7 +198,11 @@ absl::StatusOr<KNeighborsResult> FromProto(const v1::Neighbors& n, const std::st
   r.num_queries = n.num_queries();
   r.k = n.k();
   r.distances.assign(n.distances().begin(), n.distances().end());
-  r.indices.assign(n.indices().begin(), n.indices().end());
+  if (n.indices32_size() > 0) {
+    r.indices.assign(n.indices32().begin(), n.indices32().end());
+  } else {
+    r.indices.assign(n.indices().begin(), n.indices().end());
+  }
   return r;
 }
 

@@ -39,11 +39,19 @@ absl::StatusOr<Model::Task> FromProto(v1::Task t, const std::string& field);
 void ToProto(const KNeighborsResult& r, v1::Neighbors* out);
 absl::StatusOr<KNeighborsResult> FromProto(const v1::Neighbors& n, const std::string& field);
 // A sink (core's NeighborsSink) writing an answer straight into `out`'s arrays, which must be
-// empty. InvalidArgument naming "k" when rows * k values do not fit in one message's field.
-NeighborsSink NeighborsSinkInto(v1::Neighbors* out);
+// empty: the indices into `indices32` when `compact` (the caller knows every index is below 2^31
+// and the reader asked for it), else into `indices`. InvalidArgument naming "k" when rows * k
+// values do not fit in one message's field.
+NeighborsSink NeighborsSinkInto(v1::Neighbors* out, bool compact = false);
+// Whether an answer may use Neighbors.indices32: the reader asked for it and every index is below
+// `id_end` <= 2^31.
+bool CompactIndices(bool requested, uint64_t id_end);
 // The checks of FromProto(Neighbors) alone, for a caller reading the arrays in place: it holds
-// num_queries x k distances and as many indices.
+// num_queries x k distances and as many indices in exactly one of indices / indices32 (both
+// empty when there are none).
 absl::Status CheckShape(const v1::Neighbors& n, const std::string& field);
+// The indices of a Neighbors that passed CheckShape, in place.
+IdsIn IndicesOf(const v1::Neighbors& n);
 
 // Names of datasets and models: the core's one rule (core/base/names.h).
 using ::knncluster::ValidateName;

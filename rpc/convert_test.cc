@@ -1,6 +1,10 @@
 #include "rpc/convert.h"
 
 #include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "rpc/status.h"
@@ -80,8 +84,10 @@ TEST(NeighborsSinkTest, WritesStraightIntoTheMessage) {
   ASSERT_TRUE(arrays.ok());
   for (int i = 0; i < 6; ++i) {
     arrays->first[i] = 0.5 * i;
-    arrays->second[i] = 10 + i;
+    arrays->second.Set(i, 10 + i);
   }
+  EXPECT_EQ(out.indices_size(), 6);
+  EXPECT_EQ(out.indices32_size(), 0);
   auto back = FromProto(out, "neighbors");
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(back->num_queries, 3u);
@@ -93,6 +99,42 @@ TEST(NeighborsSinkTest, WritesStraightIntoTheMessage) {
   auto refused = NeighborsSinkInto(&huge)(size_t{1} << 31, 4);
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(refused.status().message().find("k:"), std::string::npos);
+}
+
+// The compact form: the same values through indices32, read back alike; a reader refuses a
+// message with indices in both fields or in neither.
+TEST(NeighborsSinkTest, CompactIndicesTravelAs32BitValues) {
+  EXPECT_TRUE(CompactIndices(true, uint64_t{1} << 31));
+  EXPECT_FALSE(CompactIndices(true, (uint64_t{1} << 31) + 1));
+  EXPECT_FALSE(CompactIndices(false, 10));
+  v1::Neighbors out;
+  auto arrays = NeighborsSinkInto(&out, /*compact=*/true)(2, 2);
+  ASSERT_TRUE(arrays.ok());
+  const std::vector<int64_t> ids = {0, 7, (int64_t{1} << 31) - 1, 3};
+  for (int i = 0; i < 4; ++i) {
+    arrays->first[i] = i;
+    arrays->second.Set(i, ids[i]);
+  }
+  EXPECT_EQ(out.indices_size(), 0);
+  ASSERT_EQ(out.indices32_size(), 4);
+  EXPECT_EQ(out.indices32(2), std::numeric_limits<int32_t>::max());
+  auto back = FromProto(out, "neighbors");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->indices, ids);
+  const IdsIn in = IndicesOf(out);
+  for (size_t i = 0; i < ids.size(); ++i) EXPECT_EQ(in[i], ids[i]);
+
+  v1::Neighbors both = out;
+  both.add_indices(0);
+  both.add_indices(7);
+  both.add_indices(9);
+  both.add_indices(3);
+  EXPECT_EQ(CheckShape(both, "n").code(), absl::StatusCode::kInvalidArgument);
+  v1::Neighbors neither = out;
+  neither.clear_indices32();
+  absl::Status st = CheckShape(neither, "n");
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("indices32"), std::string::npos) << st.message();
 }
 
 }  // namespace

@@ -37,6 +37,7 @@ void ShardStore::Put(const std::string& shard_id, std::shared_ptr<const Neighbor
   shard.info.cols = index->dim();
   shard.info.algorithm = index->algorithm();
   shard.info.memory_bytes = memory_bytes;
+  for (int64_t id : index->stored_ids()) shard.info.id_end = std::max(shard.info.id_end, id + 1);
   shard.index = std::move(index);
   {
     absl::MutexLock lock(&mu_);

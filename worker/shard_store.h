@@ -36,6 +36,7 @@ struct ShardInfo {
   size_t cols = 0;
   Algorithm algorithm = Algorithm::kBrute;  // as resolved (never kAuto)
   uint64_t memory_bytes = 0;                // data + ids + index structures, approximately
+  int64_t id_end = 0;                       // one past the largest global id (0: no rows)
 };
 
 struct Shard {

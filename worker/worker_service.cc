@@ -490,8 +490,13 @@ absl::Status WorkerService::DoSearchShards(grpc::ServerContext* context,
   const size_t num_queries = queries.rows();
   // The answer is written where it is sent from (refused here, before any search, when it would
   // not fit in one message).
-  KNN_ASSIGN_OR_RETURN(const auto arrays,
-                       rpc::NeighborsSinkInto(response->mutable_neighbors())(num_queries, k));
+  int64_t id_end = 0;
+  for (const Shard& shard : shards) id_end = std::max(id_end, shard.info.id_end);
+  KNN_ASSIGN_OR_RETURN(
+      const auto arrays,
+      rpc::NeighborsSinkInto(response->mutable_neighbors(),
+                             rpc::CompactIndices(request.compact_indices(),
+                                                 static_cast<uint64_t>(id_end)))(num_queries, k));
   if (indexes.empty()) return absl::OkStatus();  // every row excluded: no neighbours at all
   if (indexes.size() == 1) {  // k <= total_rows = the index's rows
     return indexes[0]->KNeighborsRdistInto(queries, static_cast<int>(k), pool_, arrays.first,

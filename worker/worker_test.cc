@@ -173,11 +173,12 @@ class WorkerServerTest : public ::testing::Test {
   }
 
   grpc::Status Search(const std::vector<std::string>& shard_ids, MatrixView queries, uint32_t k,
-                      v1::SearchShardsResponse* response) {
+                      v1::SearchShardsResponse* response, bool compact_indices = false) {
     v1::SearchShardsRequest request;
     for (const std::string& id : shard_ids) request.add_shard_ids(id);
     SetMatrix(queries, request.mutable_queries());
     request.set_k(k);
+    request.set_compact_indices(compact_indices);
     grpc::ClientContext context;
     SetDeadline(&context);
     return stub_->SearchShards(&context, request, response);
@@ -321,6 +322,21 @@ TEST_P(ShardedSearchTest, MergedShardsEqualOneIndexOverAllRows) {
     EXPECT_EQ(std::vector<int64_t>(got.indices().begin(), got.indices().end()), exact->indices);
     EXPECT_EQ(std::vector<double>(got.distances().begin(), got.distances().end()),
               exact->distances);
+    // Asked for compact indices (these global ids are far below 2^31): the same answer, its
+    // indices in indices32 only. One shard searched straight into the message, and two merged.
+    for (const std::vector<std::string>& ids :
+         {std::vector<std::string>{"m/0", "m/1"}, std::vector<std::string>{"m/1"}}) {
+      v1::SearchShardsResponse wide, compact;
+      ASSERT_TRUE(Search(ids, queries, k, &wide).ok());
+      ASSERT_TRUE(Search(ids, queries, k, &compact, /*compact_indices=*/true).ok());
+      const v1::Neighbors& w = wide.neighbors();
+      const v1::Neighbors& c = compact.neighbors();
+      EXPECT_EQ(c.indices_size(), 0);
+      EXPECT_EQ(std::vector<int64_t>(c.indices32().begin(), c.indices32().end()),
+                std::vector<int64_t>(w.indices().begin(), w.indices().end()));
+      EXPECT_EQ(std::vector<double>(c.distances().begin(), c.distances().end()),
+                std::vector<double>(w.distances().begin(), w.distances().end()));
+    }
   }
 
   // A single shard answers alone with min(k, its rows).
@@ -366,6 +382,26 @@ TEST_F(WorkerServerTest, LoadResolvesAutoAndReportsStatus) {
   ASSERT_TRUE(Search({"s"}, data.view().Slice(5, 6), 1, &search).ok());
   EXPECT_EQ(search.neighbors().distances(0), 0.0);
   EXPECT_GE(search.neighbors().indices(0), 1000);
+}
+
+// Compact indices only when every global id of the searched shards fits in 31 bits: a shard whose
+// ids end past 2^31 answers in 64 bits although asked for 32, exactly.
+TEST_F(WorkerServerTest, CompactIndicesOnlyWhenTheIdsFit) {
+  const Matrix data = RandomIntegers(10, 2, 3, 4);
+  v1::LoadShardResponse response;
+  const int64_t first = (int64_t{1} << 31) - 5;  // ids 2^31 - 5 .. 2^31 + 4
+  ASSERT_TRUE(Load("high", data, {}, first, Params(Algorithm::kKdTree, 2), &response).ok());
+  ASSERT_TRUE(Load("low", data, {}, 0, Params(Algorithm::kKdTree, 2), &response).ok());
+  v1::SearchShardsResponse high, low;
+  ASSERT_TRUE(Search({"high"}, data, 10, &high, /*compact_indices=*/true).ok());
+  ASSERT_TRUE(Search({"low"}, data, 10, &low, /*compact_indices=*/true).ok());
+  EXPECT_EQ(high.neighbors().indices32_size(), 0);
+  ASSERT_EQ(high.neighbors().indices_size(), 100);
+  EXPECT_EQ(low.neighbors().indices_size(), 0);
+  ASSERT_EQ(low.neighbors().indices32_size(), 100);
+  for (int i = 0; i < 100; ++i) {
+    EXPECT_EQ(high.neighbors().indices(i), first + low.neighbors().indices32(i)) << i;
+  }
 }
 
 TEST_F(WorkerServerTest, ReplaceAndDropShard) {

@@ -212,6 +212,7 @@ absl::StatusOr<KNeighborsResult> KnnClient::KNeighbors(const std::string& model,
   *request.mutable_queries() = queries;
   if (k) request.set_k(*k);
   request.set_allow_partial(options_.allow_partial);
+  request.set_compact_indices(true);  // rpc::FromProto reads either form
   grpc::ClientContext context;
   KNN_RETURN_IF_ERROR(Prepare(&context));
   v1::KNeighborsResponse response;

@@ -504,6 +504,17 @@ TEST(MergePartialAnswersTest, RoutedPartsMergeLikeOneSearch) {
       }
     }
   }
+  // Ids in 32 bits (a compact message's), read and written: the same answer.
+  std::vector<int32_t> narrow_in(answers[1].indices.begin(), answers[1].indices.end());
+  std::vector<PartialAnswer> mixed = parts;
+  mixed[1].indices = IdsIn(narrow_in.data());
+  std::vector<double> dist32(queries.rows() * k);
+  std::vector<int32_t> idx32(queries.rows() * k);
+  ASSERT_TRUE(MergePartialAnswers(mixed, queries.rows(), k, &*metric, &pool, dist32.data(),
+                                  idx32.data())
+                  .ok());
+  EXPECT_EQ(dist32, dist);
+  EXPECT_EQ(std::vector<int64_t>(idx32.begin(), idx32.end()), idx);
   // A query no part answers, or one with fewer than k neighbours, is named.
   row_of[0][7] = -1;
   row_of[1][7] = -1;
@@ -531,6 +542,9 @@ TEST(NeighborIndexTest, KNeighborsRdistIntoEqualsKNeighborsRdist) {
     ASSERT_TRUE((*index)->KNeighborsRdistInto(queries, 400, &pool, dist.data(), idx.data()).ok());
     EXPECT_EQ(dist, want->distances);
     EXPECT_EQ(idx, want->indices);
+    std::vector<int32_t> idx32(queries.rows() * 300);  // the compact form: the same ids
+    ASSERT_TRUE((*index)->KNeighborsRdistInto(queries, 400, &pool, dist.data(), idx32.data()).ok());
+    EXPECT_EQ(std::vector<int64_t>(idx32.begin(), idx32.end()), want->indices);
     EXPECT_FALSE((*index)->KNeighborsRdistInto(queries, 0, &pool, dist.data(), idx.data()).ok());
   }
 }

@@ -142,7 +142,7 @@ absl::StatusOr<KNeighborsResult> NeighborIndex::Search(MatrixView queries, size_
 }
 
 absl::Status NeighborIndex::SearchInto(MatrixView queries, size_t k, ThreadPool* pool,
-                                       double* distances, int64_t* indices) const {
+                                       double* distances, IdsOut indices) const {
   KNN_RETURN_IF_ERROR(ValidateQueries(queries));
   // Trees: search in LocalityOrder (results are per query, written back in the caller's order).
   std::vector<int64_t> order;
@@ -165,7 +165,7 @@ absl::Status NeighborIndex::SearchInto(MatrixView queries, size_t k, ThreadPool*
       const Neighbor* src = &out[(q - begin) * k];
       for (size_t j = 0; j < k; ++j) {
         distances[dst + j] = src[j].rdist;
-        indices[dst + j] = src[j].id;
+        indices.Set(dst + j, src[j].id);
       }
     }
   });
@@ -192,7 +192,7 @@ absl::StatusOr<KNeighborsResult> NeighborIndex::KNeighborsRdist(MatrixView queri
 }
 
 absl::Status NeighborIndex::KNeighborsRdistInto(MatrixView queries, int k, ThreadPool* pool,
-                                                double* distances, int64_t* indices) const {
+                                                double* distances, IdsOut indices) const {
   if (k < 1) {
     return absl::InvalidArgumentError(absl::StrFormat("n_neighbors: must be >= 1, got %d", k));
   }
@@ -268,12 +268,12 @@ absl::StatusOr<std::unique_ptr<const NeighborIndex>> BuildIndex(
 }
 
 NeighborsSink ResultSink(KNeighborsResult* result) {
-  return [result](size_t rows, size_t k) -> absl::StatusOr<std::pair<double*, int64_t*>> {
+  return [result](size_t rows, size_t k) -> absl::StatusOr<std::pair<double*, IdsOut>> {
     result->num_queries = rows;
     result->k = k;
     result->distances.resize(rows * k);
     result->indices.resize(rows * k);
-    return std::make_pair(result->distances.data(), result->indices.data());
+    return std::make_pair(result->distances.data(), IdsOut(result->indices.data()));
   };
 }
 
@@ -285,7 +285,7 @@ void ToTrueDistances(const Minkowski& metric, KNeighborsResult* result) {
 
 absl::Status MergePartialAnswers(absl::Span<const PartialAnswer> parts, size_t num_queries,
                                  size_t k, const Minkowski* to_true, ThreadPool* pool,
-                                 double* out_distances, int64_t* out_indices) {
+                                 double* out_distances, IdsOut out_indices) {
   const size_t n = num_queries;
   constexpr size_t kBlock = 256;
   constexpr size_t kNone = ~size_t{0};
@@ -306,7 +306,7 @@ absl::Status MergePartialAnswers(absl::Span<const PartialAnswer> parts, size_t n
       };
       for (size_t q = b * kBlock; q < std::min(n, (b + 1) * kBlock); ++q) {
         double* dist_out = out_distances + q * k;
-        int64_t* id_out = out_indices + q * k;
+        const IdsOut id_out = out_indices + q * k;
         // The parts answering q; one alone is copied as it is.
         size_t answering = 0, only = 0;
         for (size_t s = 0; s < parts.size(); ++s) {  // branch-free: routing looks random
@@ -321,7 +321,7 @@ absl::Status MergePartialAnswers(absl::Span<const PartialAnswer> parts, size_t n
           got = std::min(k, part.k);
           for (size_t j = 0; j < got; ++j) {
             dist_out[j] = metric.RdistToDist(part.distances[from + j]);
-            id_out[j] = part.indices[from + j];
+            id_out.Set(j, part.indices[from + j]);
           }
         } else if (answering > 1) {
           spans.clear();
@@ -339,7 +339,7 @@ absl::Status MergePartialAnswers(absl::Span<const PartialAnswer> parts, size_t n
           got = MergeTopK(spans, k, merged.data());
           for (size_t j = 0; j < got; ++j) {
             dist_out[j] = metric.RdistToDist(merged[j].rdist);
-            id_out[j] = merged[j].id;
+            id_out.Set(j, merged[j].id);
           }
         }
         if (got < k) {

@@ -60,11 +60,49 @@ struct KNeighborsResult {
   int64_t index(size_t q, size_t j) const { return indices[q * k + j]; }
 };
 
+// Where ids (training indices) are written: 64-bit values, or 32-bit ones when the writer's
+// caller knows every id is below 2^31 (a message's compact form: a quarter of an answer's bytes
+// less). Exactly one pointer is set.
+class IdsOut {
+ public:
+  IdsOut(int64_t* wide) : wide_(wide) {}    // NOLINT: implicit, an int64_t array is the usual
+  IdsOut(int32_t* narrow) : narrow_(narrow) {}  // NOLINT
+  // REQUIRES: 0 <= id < 2^31 when narrow.
+  void Set(size_t i, int64_t id) const {
+    if (wide_ != nullptr) {
+      wide_[i] = id;
+    } else {
+      narrow_[i] = static_cast<int32_t>(id);
+    }
+  }
+  // The array from element `offset` on.
+  IdsOut operator+(size_t offset) const {
+    return wide_ != nullptr ? IdsOut(wide_ + offset) : IdsOut(narrow_ + offset);
+  }
+
+ private:
+  int64_t* wide_ = nullptr;
+  int32_t* narrow_ = nullptr;
+};
+
+// Ids read in place, from 64-bit or 32-bit values (IdsOut's two forms).
+class IdsIn {
+ public:
+  IdsIn() = default;
+  IdsIn(const int64_t* wide) : wide_(wide) {}    // NOLINT
+  IdsIn(const int32_t* narrow) : narrow_(narrow) {}  // NOLINT
+  int64_t operator[](size_t i) const { return wide_ != nullptr ? wide_[i] : narrow_[i]; }
+
+ private:
+  const int64_t* wide_ = nullptr;
+  const int32_t* narrow_ = nullptr;
+};
+
 // Where an answer of rows x k neighbours is written: called once with its shape before any value
 // is written; returns the two arrays (distances, indices) of rows * k values to fill, e.g. a
 // KNeighborsResult's or a response message's, or an error that ends the search.
 using NeighborsSink =
-    std::function<absl::StatusOr<std::pair<double*, int64_t*>>(size_t rows, size_t k)>;
+    std::function<absl::StatusOr<std::pair<double*, IdsOut>>(size_t rows, size_t k)>;
 // A sink into *result (shaped and sized to the answer).
 NeighborsSink ResultSink(KNeighborsResult* result);
 
@@ -108,7 +146,7 @@ class NeighborIndex {
   // As KNeighborsRdist, into the caller's arrays (e.g. a response message's), each of
   // queries.rows() * min(k, size()) values.
   absl::Status KNeighborsRdistInto(MatrixView queries, int k, ThreadPool* pool,
-                                   double* distances, int64_t* indices) const;
+                                   double* distances, IdsOut indices) const;
 
   // All training rows within `radius` (inclusive) of each query, sorted as above.
   absl::StatusOr<RadiusResult> RadiusNeighbors(MatrixView queries, double radius,
@@ -130,7 +168,7 @@ class NeighborIndex {
   absl::StatusOr<KNeighborsResult> Search(MatrixView queries, size_t k, ThreadPool* pool) const;
   // Writes queries.rows() * k distances and indices. REQUIRES: 1 <= k <= size().
   absl::Status SearchInto(MatrixView queries, size_t k, ThreadPool* pool, double* distances,
-                          int64_t* indices) const;
+                          IdsOut indices) const;
 
   size_t size_;
   size_t dim_;
@@ -147,7 +185,7 @@ absl::StatusOr<std::unique_ptr<const NeighborIndex>> BuildIndex(
 struct PartialAnswer {
   size_t k = 0;
   const double* distances = nullptr;
-  const int64_t* indices = nullptr;
+  IdsIn indices;
   // The row answering query q is row_of[q], or none when row_of[q] < 0 (the part was not asked
   // about q: routed queries). Empty: row q answers query q, for every query.
   absl::Span<const int32_t> row_of;
@@ -162,7 +200,7 @@ struct PartialAnswer {
 // such query when a query is answered by no part or gets fewer than k neighbours in all.
 absl::Status MergePartialAnswers(absl::Span<const PartialAnswer> parts, size_t num_queries,
                                  size_t k, const Minkowski* to_true, ThreadPool* pool,
-                                 double* out_distances, int64_t* out_indices);
+                                 double* out_distances, IdsOut out_indices);
 
 // MergePartialAnswers over whole KNeighborsResults (every part answers every query).
 // InvalidArgument when the parts' shapes differ.

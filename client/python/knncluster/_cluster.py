@@ -355,17 +355,21 @@ class Cluster:
     def kneighbors(self, model, X, k):
         """(distances, indices) of the k nearest training rows of each row of X; X may be the
         name of a dataset on the cluster instead of an array."""
+        # compact_indices: the answer's indices come as 32-bit values when they fit.
         if isinstance(X, str):
             requests = [coordinator_pb2.KNeighborsRequest(
-                model=model, queries=coordinator_pb2.Queries(dataset=X), k=k)]
+                model=model, queries=coordinator_pb2.Queries(dataset=X), k=k,
+                compact_indices=True)]
         else:
             requests = [coordinator_pb2.KNeighborsRequest(
-                model=model, queries=_queries(X[b:e]), k=k)
+                model=model, queries=_queries(X[b:e]), k=k, compact_indices=True)
                 for b, e in self._batches(X, 20 * k)]
         responses = self._query("KNeighbors", requests, model)
         dist = np.concatenate([np.array(r.neighbors.distances, dtype=np.float64)
                                for r in responses])
-        ind = np.concatenate([np.array(r.neighbors.indices, dtype=np.int64) for r in responses])
+        ind = np.concatenate([
+            np.array(r.neighbors.indices32 if len(r.neighbors.indices32) else r.neighbors.indices,
+                     dtype=np.int64) for r in responses])
         return dist.reshape(-1, k), ind.reshape(-1, k)
 
     def predict(self, model, X):
