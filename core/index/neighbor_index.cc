@@ -141,15 +141,23 @@ absl::StatusOr<KNeighborsResult> NeighborIndex::Search(MatrixView queries, size_
   return result;
 }
 
+std::vector<int64_t> NeighborIndex::SearchOrder(MatrixView queries) const {
+  if (algorithm() != Algorithm::kBrute && dim_ <= kMaxLocalityDim && queries.rows() > 2 &&
+      queries.cols() == dim_) {
+    return LocalityOrder(queries);
+  }
+  return {};
+}
+
 absl::Status NeighborIndex::SearchInto(MatrixView queries, size_t k, ThreadPool* pool,
-                                       double* distances, IdsOut indices) const {
+                                       double* distances, IdsOut indices, bool reorder) const {
   KNN_RETURN_IF_ERROR(ValidateQueries(queries));
-  // Trees: search in LocalityOrder (results are per query, written back in the caller's order).
+  // Trees: search in SearchOrder (results are per query, written back in the caller's order).
   std::vector<int64_t> order;
+  if (reorder) order = SearchOrder(queries);
   Matrix reordered;
   MatrixView search_queries = queries;
-  if (algorithm() != Algorithm::kBrute && dim_ <= kMaxLocalityDim && queries.rows() > 2) {
-    order = LocalityOrder(queries);
+  if (!order.empty()) {
     reordered = Matrix::Gather(queries, order);
     search_queries = reordered.view();
   }
@@ -197,6 +205,15 @@ absl::Status NeighborIndex::KNeighborsRdistInto(MatrixView queries, int k, Threa
     return absl::InvalidArgumentError(absl::StrFormat("n_neighbors: must be >= 1, got %d", k));
   }
   return SearchInto(queries, std::min(static_cast<size_t>(k), size_), pool, distances, indices);
+}
+
+absl::Status NeighborIndex::KNeighborsRdistAsGiven(MatrixView queries, int k, ThreadPool* pool,
+                                                   double* distances, IdsOut indices) const {
+  if (k < 1) {
+    return absl::InvalidArgumentError(absl::StrFormat("n_neighbors: must be >= 1, got %d", k));
+  }
+  return SearchInto(queries, std::min(static_cast<size_t>(k), size_), pool, distances, indices,
+                    /*reorder=*/false);
 }
 
 absl::StatusOr<RadiusResult> NeighborIndex::RadiusNeighbors(MatrixView queries, double radius,
@@ -283,6 +300,47 @@ void ToTrueDistances(const Minkowski& metric, KNeighborsResult* result) {
   });
 }
 
+size_t MergeRows(absl::Span<const AnswerRow> rows, size_t k, const Minkowski* to_true,
+                 double* out_distances, IdsOut out_indices, MergeScratch* scratch) {
+  MergeScratch local;
+  MergeScratch& sc = scratch != nullptr ? *scratch : local;
+  struct Identity {
+    double RdistToDist(double r) const { return r; }
+  };
+  auto body = [&](auto metric) -> size_t {
+    if (rows.size() == 1) {  // one row alone is copied as it is
+      const AnswerRow& row = rows[0];
+      const size_t got = std::min(k, row.k);
+      for (size_t j = 0; j < got; ++j) {
+        out_distances[j] = metric.RdistToDist(row.distances[j]);
+        out_indices.Set(j, row.indices[j]);
+      }
+      return got;
+    }
+    if (sc.lists.size() < rows.size()) sc.lists.resize(rows.size());
+    sc.spans.clear();
+    for (size_t s = 0; s < rows.size(); ++s) {
+      sc.lists[s].resize(rows[s].k);
+      for (size_t j = 0; j < rows[s].k; ++j) {
+        sc.lists[s][j] = Neighbor{rows[s].distances[j], rows[s].indices[j]};
+      }
+      sc.spans.push_back(sc.lists[s]);
+    }
+    sc.merged.resize(k);
+    const size_t got = MergeTopK(sc.spans, k, sc.merged.data());
+    for (size_t j = 0; j < got; ++j) {
+      out_distances[j] = metric.RdistToDist(sc.merged[j].rdist);
+      out_indices.Set(j, sc.merged[j].id);
+    }
+    return got;
+  };
+  if (rows.empty()) return 0;
+  if (to_true == nullptr) return body(Identity{});
+  size_t got = 0;
+  to_true->Visit([&](auto m) { got = body(m); });
+  return got;
+}
+
 absl::Status MergePartialAnswers(absl::Span<const PartialAnswer> parts, size_t num_queries,
                                  size_t k, const Minkowski* to_true, ThreadPool* pool,
                                  double* out_distances, IdsOut out_indices) {
@@ -292,74 +350,29 @@ absl::Status MergePartialAnswers(absl::Span<const PartialAnswer> parts, size_t n
   absl::Mutex short_mu;
   size_t first_short = kNone;  // the smallest query left short, and what it got
   size_t first_short_count = 0;
-  auto body = [&](auto metric) {
-    ParallelFor(pool, (n + kBlock - 1) / kBlock, [&](size_t b) {
-      std::vector<std::vector<Neighbor>> lists(parts.size());
-      std::vector<absl::Span<const Neighbor>> spans;
-      spans.reserve(parts.size());
-      std::vector<Neighbor> merged(k);
-      // The first value of part s's row for query q (its offset), or -1 when s did not answer q.
-      auto start = [&](size_t s, size_t q) -> int64_t {
-        const PartialAnswer& part = parts[s];
+  ParallelFor(pool, (n + kBlock - 1) / kBlock, [&](size_t b) {
+    std::vector<AnswerRow> rows;
+    rows.reserve(parts.size());
+    MergeScratch scratch;
+    for (size_t q = b * kBlock; q < std::min(n, (b + 1) * kBlock); ++q) {
+      rows.clear();
+      for (const PartialAnswer& part : parts) {
         const int64_t row = part.row_of.empty() ? static_cast<int64_t>(q) : part.row_of[q];
-        return row < 0 ? -1 : row * static_cast<int64_t>(part.k);
-      };
-      for (size_t q = b * kBlock; q < std::min(n, (b + 1) * kBlock); ++q) {
-        double* dist_out = out_distances + q * k;
-        const IdsOut id_out = out_indices + q * k;
-        // The parts answering q; one alone is copied as it is.
-        size_t answering = 0, only = 0;
-        for (size_t s = 0; s < parts.size(); ++s) {  // branch-free: routing looks random
-          const bool answers = start(s, q) >= 0;
-          answering += answers;
-          only = answers ? s : only;
-        }
-        size_t got = 0;
-        if (answering == 1) {
-          const PartialAnswer& part = parts[only];
-          const size_t from = static_cast<size_t>(start(only, q));
-          got = std::min(k, part.k);
-          for (size_t j = 0; j < got; ++j) {
-            dist_out[j] = metric.RdistToDist(part.distances[from + j]);
-            id_out.Set(j, part.indices[from + j]);
-          }
-        } else if (answering > 1) {
-          spans.clear();
-          for (size_t s = 0; s < parts.size(); ++s) {
-            const PartialAnswer& part = parts[s];
-            const int64_t offset = start(s, q);
-            if (offset < 0) continue;
-            const size_t from = static_cast<size_t>(offset);
-            lists[s].resize(part.k);
-            for (size_t j = 0; j < part.k; ++j) {
-              lists[s][j] = Neighbor{part.distances[from + j], part.indices[from + j]};
-            }
-            spans.push_back(lists[s]);
-          }
-          got = MergeTopK(spans, k, merged.data());
-          for (size_t j = 0; j < got; ++j) {
-            dist_out[j] = metric.RdistToDist(merged[j].rdist);
-            id_out.Set(j, merged[j].id);
-          }
-        }
-        if (got < k) {
-          absl::MutexLock lock(&short_mu);
-          if (q < first_short) {
-            first_short = q;
-            first_short_count = got;
-          }
+        if (row < 0) continue;  // part was not asked about q
+        const size_t from = static_cast<size_t>(row) * part.k;
+        rows.push_back(AnswerRow{part.distances + from, part.indices + from, part.k});
+      }
+      const size_t got =
+          MergeRows(rows, k, to_true, out_distances + q * k, out_indices + q * k, &scratch);
+      if (got < k) {
+        absl::MutexLock lock(&short_mu);
+        if (q < first_short) {
+          first_short = q;
+          first_short_count = got;
         }
       }
-    });
-  };
-  struct Identity {
-    double RdistToDist(double r) const { return r; }
-  };
-  if (to_true == nullptr) {
-    body(Identity{});
-  } else {
-    to_true->Visit([&](auto m) { body(m); });
-  }
+    }
+  });
   if (first_short != kNone) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "query %d: the partial answers hold %d distinct neighbours of the %d needed", first_short,

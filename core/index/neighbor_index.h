@@ -92,6 +92,10 @@ class IdsIn {
   IdsIn(const int64_t* wide) : wide_(wide) {}    // NOLINT
   IdsIn(const int32_t* narrow) : narrow_(narrow) {}  // NOLINT
   int64_t operator[](size_t i) const { return wide_ != nullptr ? wide_[i] : narrow_[i]; }
+  // The array from element `offset` on.
+  IdsIn operator+(size_t offset) const {
+    return wide_ != nullptr ? IdsIn(wide_ + offset) : IdsIn(narrow_ + offset);
+  }
 
  private:
   const int64_t* wide_ = nullptr;
@@ -148,6 +152,15 @@ class NeighborIndex {
   absl::Status KNeighborsRdistInto(MatrixView queries, int k, ThreadPool* pool,
                                    double* distances, IdsOut indices) const;
 
+  // The order in which a search visits a batch's queries (their row numbers): for trees up to 8
+  // dimensions a spatially coherent one, so that consecutive queries walk the same nodes and
+  // leaves; empty (as given) otherwise. Consecutive pieces of this order, searched with
+  // KNeighborsRdistAsGiven, cost about as much per query as the whole batch.
+  std::vector<int64_t> SearchOrder(MatrixView queries) const;
+  // As KNeighborsRdistInto, visiting the queries in the order given (e.g. a piece of SearchOrder).
+  absl::Status KNeighborsRdistAsGiven(MatrixView queries, int k, ThreadPool* pool,
+                                      double* distances, IdsOut indices) const;
+
   // All training rows within `radius` (inclusive) of each query, sorted as above.
   absl::StatusOr<RadiusResult> RadiusNeighbors(MatrixView queries, double radius,
                                                ThreadPool* pool) const;
@@ -166,9 +179,10 @@ class NeighborIndex {
  private:
   absl::Status ValidateQueries(MatrixView queries) const;
   absl::StatusOr<KNeighborsResult> Search(MatrixView queries, size_t k, ThreadPool* pool) const;
-  // Writes queries.rows() * k distances and indices. REQUIRES: 1 <= k <= size().
+  // Writes queries.rows() * k distances and indices, visiting the queries in SearchOrder when
+  // `reorder`, else as given. REQUIRES: 1 <= k <= size().
   absl::Status SearchInto(MatrixView queries, size_t k, ThreadPool* pool, double* distances,
-                          IdsOut indices) const;
+                          IdsOut indices, bool reorder = true) const;
 
   size_t size_;
   size_t dim_;
@@ -190,6 +204,26 @@ struct PartialAnswer {
   // about q: routed queries). Empty: row q answers query q, for every query.
   absl::Span<const int32_t> row_of;
 };
+
+// One row of neighbours answering a query (sorted by the ordering of top_k.h), viewed in place.
+struct AnswerRow {
+  const double* distances = nullptr;
+  IdsIn indices;
+  size_t k = 0;
+};
+
+// Buffers MergeRows reuses from one query to the next (one per thread).
+struct MergeScratch {
+  std::vector<std::vector<Neighbor>> lists;
+  std::vector<absl::Span<const Neighbor>> spans;
+  std::vector<Neighbor> merged;
+};
+
+// One query's merge: its rows from the parts answering it (one row alone is copied) into its
+// min(k, neighbours in all) nearest, written to out_distances / out_indices[0, k) (true distances
+// with `to_true`, else as given); returns how many were written. `scratch` may be null.
+size_t MergeRows(absl::Span<const AnswerRow> rows, size_t k, const Minkowski* to_true,
+                 double* out_distances, IdsOut out_indices, MergeScratch* scratch = nullptr);
 
 // Merges, for each of `num_queries` queries, the rows of the parts answering it into its k
 // nearest with MergeTopK (a query answered by one part takes that row's first k), on `pool` in
