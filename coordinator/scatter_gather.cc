@@ -281,6 +281,54 @@ void ScatterGather::Route(const RoutingGrid& routing, const Minkowski& metric,
 
 namespace {
 
+// The request of one worker's call for a chunk: the call's shards (positions in `shards`) and the
+// chunk's queries needing any of them (every query when `need` is null), in order. row_of[q]: the
+// request row of chunk query q, or -1 (left empty when need is null); sent[r]: the chunk query of
+// request row r. Returns the number of rows sent.
+size_t BuildSearchRequest(absl::Span<const ShardLocation* const> shards,
+                          const std::vector<size_t>& call_shards, MatrixView queries,
+                          const std::vector<uint64_t>* need, size_t words, size_t k,
+                          int64_t id_end, const v1::FoldSubset* subset,
+                          v1::SearchShardsRequest* request, std::vector<int32_t>* row_of,
+                          std::vector<uint32_t>* sent) {
+  const size_t n = queries.rows(), dim = queries.cols();
+  for (size_t s : call_shards) request->add_shard_ids(shards[s]->shard_id);
+  v1::Matrix* out = request->mutable_queries();
+  out->set_cols(dim);
+  size_t rows = n;
+  if (need == nullptr) {
+    out->mutable_values()->Assign(queries.data(), queries.data() + n * dim);
+    sent->resize(n);
+    for (size_t q = 0; q < n; ++q) (*sent)[q] = static_cast<uint32_t>(q);
+  } else {
+    // The chunk's rows needing any of this call's shards, in order. Branch-free: which worker a
+    // query goes to is as good as random, so branches would be mispredicted.
+    std::vector<uint64_t> mask(words, 0);
+    for (size_t s : call_shards) mask[s / 64] |= uint64_t{1} << (s % 64);
+    row_of->resize(n);
+    sent->resize(n);
+    rows = 0;
+    for (size_t q = 0; q < n; ++q) {
+      uint64_t hit = 0;
+      for (size_t w = 0; w < words; ++w) hit |= (*need)[q * words + w] & mask[w];
+      const size_t any = hit != 0;
+      (*row_of)[q] = any ? static_cast<int32_t>(rows) : -1;
+      (*sent)[rows] = static_cast<uint32_t>(q);
+      rows += any;
+    }
+    sent->resize(rows);
+    const int values = static_cast<int>(rows * dim);
+    out->mutable_values()->Reserve(values);
+    double* to = out->mutable_values()->AddNAlreadyReserved(values);
+    for (size_t r = 0; r < rows; ++r) std::copy_n(queries.row((*sent)[r]), dim, to + r * dim);
+  }
+  out->set_rows(rows);
+  request->set_k(static_cast<uint32_t>(k));
+  request->set_compact_indices(rpc::CompactIndices(true, static_cast<uint64_t>(id_end)));
+  if (subset != nullptr) *request->mutable_subset() = *subset;
+  return rows;
+}
+
 // Codes that say the worker, not the request, failed: the shards are tried on other replicas.
 bool WorkerAtFault(absl::StatusCode code) {
   return code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kNotFound ||
@@ -289,6 +337,20 @@ bool WorkerAtFault(absl::StatusCode code) {
 }
 
 }  // namespace
+
+const std::string* ScatterGather::PickReplica(const ShardLocation& shard, const SearchState& state,
+                                              const std::set<std::string>& tried,
+                                              std::map<std::string, uint64_t>* assigned) const {
+  const std::string* best = nullptr;
+  for (const std::string& w : shard.worker_ids) {
+    if (state.failed_workers.count(w) > 0 || tried.count(w) > 0 || !workers_->IsAlive(w)) {
+      continue;
+    }
+    if (best == nullptr || (*assigned)[w] < (*assigned)[*best]) best = &w;
+  }
+  if (best != nullptr) (*assigned)[*best] += shard.rows;
+  return best;
+}
 
 absl::Status ScatterGather::SearchChunk(absl::Span<const ShardLocation* const> shards,
                                         MatrixView queries, size_t k, size_t k_out,
@@ -310,7 +372,6 @@ absl::Status ScatterGather::SearchChunk(absl::Span<const ShardLocation* const> s
     bool cancelled_dead = false;  // cancelled here: the pool declared the worker dead
   };
   const size_t n = queries.rows();
-  const size_t dim = queries.cols();
   // The shards some query needs.
   std::vector<size_t> pending;
   if (need == nullptr) {
@@ -339,17 +400,8 @@ absl::Status ScatterGather::SearchChunk(absl::Span<const ShardLocation* const> s
     std::vector<std::string> unavailable;
     bool all_overloaded = true;
     for (size_t s : pending) {
-      const std::string* best = nullptr;
-      for (const std::string& w : shards[s]->worker_ids) {
-        if (state->failed_workers.count(w) > 0 || tried[s].count(w) > 0 ||
-            !workers_->IsAlive(w)) {
-          continue;
-        }
-        if (best == nullptr || assigned[w] < assigned[*best]) best = &w;
-      }
-      if (best != nullptr) {
+      if (const std::string* best = PickReplica(*shards[s], *state, tried[s], &assigned)) {
         by_worker[*best].push_back(s);
-        assigned[*best] += shards[s]->rows;
         continue;
       }
       if (state->allow_partial) {
@@ -401,38 +453,9 @@ absl::Status ScatterGather::SearchChunk(absl::Span<const ShardLocation* const> s
     for (const auto& call : calls) {
       Call* c = call.get();
       c->ctx.set_deadline(absl::ToChronoTime(call_deadline));
-      for (size_t s : c->shards) c->request.add_shard_ids(shards[s]->shard_id);
-      v1::Matrix* out = c->request.mutable_queries();
-      out->set_cols(dim);
-      if (need == nullptr) {
-        c->rows = n;
-        out->mutable_values()->Assign(queries.data(), queries.data() + n * dim);
-      } else {
-        // The chunk's rows needing any of this call's shards, in order. Branch-free: which
-        // worker a query goes to is as good as random, so branches would be mispredicted.
-        std::vector<uint64_t> mask(words, 0);
-        for (size_t s : c->shards) mask[s / 64] |= uint64_t{1} << (s % 64);
-        c->row_of.resize(n);
-        std::vector<uint32_t> sent(n);
-        size_t rows = 0;
-        for (size_t q = 0; q < n; ++q) {
-          uint64_t hit = 0;
-          for (size_t w = 0; w < words; ++w) hit |= (*need)[q * words + w] & mask[w];
-          const size_t any = hit != 0;
-          c->row_of[q] = any ? static_cast<int32_t>(rows) : -1;
-          sent[rows] = static_cast<uint32_t>(q);
-          rows += any;
-        }
-        c->rows = rows;
-        const int values = static_cast<int>(rows * dim);
-        out->mutable_values()->Reserve(values);
-        double* to = out->mutable_values()->AddNAlreadyReserved(values);
-        for (size_t r = 0; r < rows; ++r) std::copy_n(queries.row(sent[r]), dim, to + r * dim);
-      }
-      out->set_rows(c->rows);
-      c->request.set_k(static_cast<uint32_t>(k));
-      c->request.set_compact_indices(rpc::CompactIndices(true, static_cast<uint64_t>(id_end)));
-      if (subset != nullptr) *c->request.mutable_subset() = *subset;
+      std::vector<uint32_t> sent;
+      c->rows = BuildSearchRequest(shards, c->shards, queries, need, words, k, id_end, subset,
+                                   &c->request, &c->row_of, &sent);
     }
     absl::Mutex mu;
     size_t remaining = calls.size();

@@ -40,6 +40,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -177,6 +178,12 @@ class ScatterGather {
                            const std::vector<uint64_t>* need, size_t words,
                            const v1::FoldSubset* subset, const Minkowski* to_true,
                            SearchState* state, double* distances, IdsOut indices) const;
+  // The replica a chunk asks for `shard`: among its live copies not failed in this search nor
+  // `tried` for it, the worker with the fewest rows `assigned` so far (then counted there); null
+  // when there is none.
+  const std::string* PickReplica(const ShardLocation& shard, const SearchState& state,
+                                 const std::set<std::string>& tried,
+                                 std::map<std::string, uint64_t>* assigned) const;
   // Which shards each query of `queries` needs (bits over `active`, `words` per query).
   void Route(const RoutingGrid& routing, const Minkowski& metric,
              absl::Span<const ShardLocation* const> active, MatrixView queries, size_t words,
