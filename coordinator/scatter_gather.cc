@@ -283,14 +283,13 @@ namespace {
 
 // The request of one worker's call for a chunk: the call's shards (positions in `shards`) and the
 // chunk's queries needing any of them (every query when `need` is null), in order. row_of[q]: the
-// request row of chunk query q, or -1 (left empty when need is null); sent[r]: the chunk query of
-// request row r. Returns the number of rows sent.
+// request row of chunk query q, or -1 (left empty when need is null). Returns the number of rows
+// sent.
 size_t BuildSearchRequest(absl::Span<const ShardLocation* const> shards,
                           const std::vector<size_t>& call_shards, MatrixView queries,
                           const std::vector<uint64_t>* need, size_t words, size_t k,
                           int64_t id_end, const v1::FoldSubset* subset,
-                          v1::SearchShardsRequest* request, std::vector<int32_t>* row_of,
-                          std::vector<uint32_t>* sent) {
+                          v1::SearchShardsRequest* request, std::vector<int32_t>* row_of) {
   const size_t n = queries.rows(), dim = queries.cols();
   for (size_t s : call_shards) request->add_shard_ids(shards[s]->shard_id);
   v1::Matrix* out = request->mutable_queries();
@@ -298,29 +297,26 @@ size_t BuildSearchRequest(absl::Span<const ShardLocation* const> shards,
   size_t rows = n;
   if (need == nullptr) {
     out->mutable_values()->Assign(queries.data(), queries.data() + n * dim);
-    sent->resize(n);
-    for (size_t q = 0; q < n; ++q) (*sent)[q] = static_cast<uint32_t>(q);
   } else {
     // The chunk's rows needing any of this call's shards, in order. Branch-free: which worker a
     // query goes to is as good as random, so branches would be mispredicted.
     std::vector<uint64_t> mask(words, 0);
     for (size_t s : call_shards) mask[s / 64] |= uint64_t{1} << (s % 64);
     row_of->resize(n);
-    sent->resize(n);
+    std::vector<uint32_t> sent(n);  // request row -> chunk query
     rows = 0;
     for (size_t q = 0; q < n; ++q) {
       uint64_t hit = 0;
       for (size_t w = 0; w < words; ++w) hit |= (*need)[q * words + w] & mask[w];
       const size_t any = hit != 0;
       (*row_of)[q] = any ? static_cast<int32_t>(rows) : -1;
-      (*sent)[rows] = static_cast<uint32_t>(q);
+      sent[rows] = static_cast<uint32_t>(q);
       rows += any;
     }
-    sent->resize(rows);
     const int values = static_cast<int>(rows * dim);
     out->mutable_values()->Reserve(values);
     double* to = out->mutable_values()->AddNAlreadyReserved(values);
-    for (size_t r = 0; r < rows; ++r) std::copy_n(queries.row((*sent)[r]), dim, to + r * dim);
+    for (size_t r = 0; r < rows; ++r) std::copy_n(queries.row(sent[r]), dim, to + r * dim);
   }
   out->set_rows(rows);
   request->set_k(static_cast<uint32_t>(k));
@@ -453,9 +449,8 @@ absl::Status ScatterGather::SearchChunk(absl::Span<const ShardLocation* const> s
     for (const auto& call : calls) {
       Call* c = call.get();
       c->ctx.set_deadline(absl::ToChronoTime(call_deadline));
-      std::vector<uint32_t> sent;
       c->rows = BuildSearchRequest(shards, c->shards, queries, need, words, k, id_end, subset,
-                                   &c->request, &c->row_of, &sent);
+                                   &c->request, &c->row_of);
     }
     absl::Mutex mu;
     size_t remaining = calls.size();

@@ -436,8 +436,9 @@ grpc::Status WorkerService::SearchShards(grpc::ServerContext* context,
   return rpc::ToGrpcStatus(DoSearchShards(context, *request, response));
 }
 
-absl::StatusOr<WorkerService::SearchPlan> WorkerService::PrepareSearch(
-    const v1::SearchShardsRequest& request) {
+absl::Status WorkerService::DoSearchShards(grpc::ServerContext* context,
+                                           const v1::SearchShardsRequest& request,
+                                           v1::SearchShardsResponse* response) {
   // Validate everything before searching anything.
   if (request.k() < 1) return absl::InvalidArgumentError("k: must be >= 1, got 0");
   if (request.shard_ids_size() == 0) {
@@ -450,20 +451,18 @@ absl::StatusOr<WorkerService::SearchPlan> WorkerService::PrepareSearch(
           absl::StrFormat("shard_ids[%d]: shard \"%s\" is listed twice", i, request.shard_ids(i)));
     }
   }
-  SearchPlan plan;
-  KNN_ASSIGN_OR_RETURN(plan.queries, rpc::FromProto(request.queries(), "queries"));
+  KNN_ASSIGN_OR_RETURN(const Matrix queries, rpc::FromProto(request.queries(), "queries"));
   std::optional<SubsetSpec> subset;
   if (request.has_subset()) {
     KNN_ASSIGN_OR_RETURN(subset, SubsetFromProto(request.subset()));
   }
   const std::vector<std::string> shard_ids(request.shard_ids().begin(), request.shard_ids().end());
   // Our own references: the shards stay alive for this search even if replaced or dropped.
-  KNN_ASSIGN_OR_RETURN(plan.shards, store_->Find(shard_ids));
-  const std::vector<Shard>& shards = plan.shards;
+  KNN_ASSIGN_OR_RETURN(const std::vector<Shard> shards, store_->Find(shard_ids));
   for (size_t s = 0; s < shards.size(); ++s) {
-    if (plan.queries.cols() != shards[s].info.cols) {
+    if (queries.cols() != shards[s].info.cols) {
       return absl::InvalidArgumentError(absl::StrFormat(
-          "queries: expected %d features, got %d", shards[s].info.cols, plan.queries.cols()));
+          "queries: expected %d features, got %d", shards[s].info.cols, queries.cols()));
     }
     // Reduced distances of different metrics cannot be merged (a subset search uses one p).
     const double p0 = shards[0].index->metric().p(), p = shards[s].index->metric().p();
@@ -477,43 +476,36 @@ absl::StatusOr<WorkerService::SearchPlan> WorkerService::PrepareSearch(
 
   // What each shard is searched through: its own index, or its subset index (none when every
   // row of the shard is excluded).
+  std::vector<std::shared_ptr<const NeighborIndex>> indexes;
   if (subset.has_value()) {
-    KNN_ASSIGN_OR_RETURN(plan.indexes, SubsetIndexes(*subset, shards, subset_indexes_, pool_));
-    plan.indexes.erase(std::remove(plan.indexes.begin(), plan.indexes.end(), nullptr),
-                       plan.indexes.end());
+    KNN_ASSIGN_OR_RETURN(indexes, SubsetIndexes(*subset, shards, subset_indexes_, pool_));
+    indexes.erase(std::remove(indexes.begin(), indexes.end(), nullptr), indexes.end());
   } else {
-    for (const Shard& shard : shards) plan.indexes.push_back(shard.index);
+    for (const Shard& shard : shards) indexes.push_back(shard.index);
   }
   size_t total_rows = 0;
-  for (const auto& index : plan.indexes) total_rows += index->size();
-  plan.k = std::min<size_t>({static_cast<size_t>(request.k()), total_rows,
-                             static_cast<size_t>(std::numeric_limits<int>::max())});
-  int64_t id_end = 0;
-  for (const Shard& shard : shards) id_end = std::max(id_end, shard.info.id_end);
-  plan.compact = rpc::CompactIndices(request.compact_indices(), static_cast<uint64_t>(id_end));
-  return plan;
-}
-
-absl::Status WorkerService::SearchPiece(grpc::ServerContext* context, const SearchPlan& plan,
-                                        MatrixView queries, bool as_given, v1::Neighbors* out) {
-  const size_t k = plan.k;
+  for (const auto& index : indexes) total_rows += index->size();
+  const size_t k = std::min<size_t>({static_cast<size_t>(request.k()), total_rows,
+                                     static_cast<size_t>(std::numeric_limits<int>::max())});
   const size_t num_queries = queries.rows();
   // The answer is written where it is sent from (refused here, before any search, when it would
   // not fit in one message).
-  KNN_ASSIGN_OR_RETURN(const auto arrays,
-                       rpc::NeighborsSinkInto(out, plan.compact)(num_queries, k));
-  if (plan.indexes.empty()) return absl::OkStatus();  // every row excluded: no neighbours at all
-  if (plan.indexes.size() == 1) {  // k <= total_rows = the index's rows
-    const NeighborIndex& index = *plan.indexes[0];
-    return as_given ? index.KNeighborsRdistAsGiven(queries, static_cast<int>(k), pool_,
-                                                   arrays.first, arrays.second)
-                    : index.KNeighborsRdistInto(queries, static_cast<int>(k), pool_, arrays.first,
-                                                arrays.second);
+  int64_t id_end = 0;
+  for (const Shard& shard : shards) id_end = std::max(id_end, shard.info.id_end);
+  KNN_ASSIGN_OR_RETURN(
+      const auto arrays,
+      rpc::NeighborsSinkInto(response->mutable_neighbors(),
+                             rpc::CompactIndices(request.compact_indices(),
+                                                 static_cast<uint64_t>(id_end)))(num_queries, k));
+  if (indexes.empty()) return absl::OkStatus();  // every row excluded: no neighbours at all
+  if (indexes.size() == 1) {  // k <= total_rows = the index's rows
+    return indexes[0]->KNeighborsRdistInto(queries, static_cast<int>(k), pool_, arrays.first,
+                                           arrays.second);
   }
   // Each index's own top-k (min(k, its rows) per query), on all cores, then the one merge.
   std::vector<KNeighborsResult> parts;
-  parts.reserve(plan.indexes.size());
-  for (const auto& index : plan.indexes) {
+  parts.reserve(indexes.size());
+  for (const auto& index : indexes) {
     if (context->IsCancelled()) return Cancelled("SearchShards");
     KNN_ASSIGN_OR_RETURN(KNeighborsResult part,
                          index->KNeighborsRdist(queries, static_cast<int>(k), pool_));
@@ -530,61 +522,6 @@ absl::Status WorkerService::SearchPiece(grpc::ServerContext* context, const Sear
     // twice in k.
     return absl::InvalidArgumentError(
         "shard_ids: the listed shards hold the same global rows; list each row's shard once");
-  }
-  return absl::OkStatus();
-}
-
-absl::Status WorkerService::DoSearchShards(grpc::ServerContext* context,
-                                           const v1::SearchShardsRequest& request,
-                                           v1::SearchShardsResponse* response) {
-  KNN_ASSIGN_OR_RETURN(const SearchPlan plan, PrepareSearch(request));
-  return SearchPiece(context, plan, plan.queries, /*as_given=*/false,
-                     response->mutable_neighbors());
-}
-
-grpc::Status WorkerService::SearchShardsParts(grpc::ServerContext* context,
-                                              const v1::SearchShardsRequest* request,
-                                              grpc::ServerWriter<v1::SearchShardsPart>* writer) {
-  if (grpc::Status denied = guard_.Check(context); !denied.ok()) return denied;
-  auto ticket = Admit("SearchShards", request->ByteSizeLong());
-  if (!ticket.ok()) return rpc::ToGrpcStatus(ticket.status());
-  if (testing_search_delay_ > absl::ZeroDuration()) {
-    absl::Status st = TestingDelay(context, testing_search_delay_, "SearchShards");
-    if (!st.ok()) return rpc::ToGrpcStatus(st);
-  }
-  return rpc::ToGrpcStatus(DoSearchShardsParts(context, *request, writer));
-}
-
-absl::Status WorkerService::DoSearchShardsParts(grpc::ServerContext* context,
-                                                const v1::SearchShardsRequest& request,
-                                                grpc::ServerWriter<v1::SearchShardsPart>* writer) {
-  constexpr uint32_t kMaxParts = 64;
-  if (request.parts() > kMaxParts) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("parts: at most %d, got %d", kMaxParts, request.parts()));
-  }
-  KNN_ASSIGN_OR_RETURN(const SearchPlan plan, PrepareSearch(request));
-  const size_t n = plan.queries.rows();
-  // The order every index searches in (each the same kind of structure over the same width);
-  // cut into consecutive pieces, each searched as given and sent at once.
-  std::vector<int64_t> order;
-  if (!plan.indexes.empty()) order = plan.indexes[0]->SearchOrder(plan.queries);
-  if (order.empty()) {
-    order.resize(n);
-    std::iota(order.begin(), order.end(), int64_t{0});
-  }
-  const size_t parts = std::max<size_t>(1, std::min<size_t>(request.parts(), std::max<size_t>(n, 1)));
-  for (size_t p = 0; p < parts; ++p) {
-    const size_t begin = n * p / parts, end = n * (p + 1) / parts;
-    if (context->IsCancelled()) return Cancelled("SearchShards");
-    const std::vector<int64_t> rows(order.begin() + begin, order.begin() + end);
-    v1::SearchShardsPart part;
-    part.mutable_query_rows()->Reserve(static_cast<int>(rows.size()));
-    for (int64_t r : rows) part.add_query_rows(static_cast<uint32_t>(r));
-    const Matrix piece = Matrix::Gather(plan.queries, rows);
-    KNN_RETURN_IF_ERROR(
-        SearchPiece(context, plan, piece, /*as_given=*/true, part.mutable_neighbors()));
-    if (!writer->Write(part)) return Cancelled("SearchShards");
   }
   return absl::OkStatus();
 }

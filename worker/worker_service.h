@@ -7,8 +7,6 @@
 //   stores it, replacing a shard of the same id. One copy of the rows is staged and then kept by
 //   the store (for fold-subset searches): brute force searches that very buffer; a tree copies
 //   the rows into its own order, so a tree shard holds its rows twice.
-// - SearchShardsParts: SearchShards cut into parts along the search's own query order, each part
-//   searched as given and written as soon as it is done (with the query rows it answers).
 // - SearchShards: each listed shard's top-k (reduced distances) on the server's ThreadPool,
 //   merged per query with MergePartialAnswers straight into the response: min(k, rows over the
 //   listed shards) neighbours per query. With `subset` (grid search, sharded mode), each shard
@@ -37,19 +35,13 @@
 
 #include <atomic>
 #include <cstdint>
-#include <memory>
 #include <string>
-#include <vector>
 
 #include "absl/status/status.h"
-#include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "core/base/matrix.h"
-#include "core/index/neighbor_index.h"
 #include "knncluster/v1/worker.grpc.pb.h"
 #include "rpc/admission.h"
 #include "rpc/credentials.h"
-#include "worker/shard_store.h"
 
 namespace knncluster {
 class ThreadPool;
@@ -99,9 +91,6 @@ class WorkerService final : public v1::Worker::Service {
                          v1::LoadShardResponse* response) override;
   grpc::Status SearchShards(grpc::ServerContext* context, const v1::SearchShardsRequest* request,
                             v1::SearchShardsResponse* response) override;
-  grpc::Status SearchShardsParts(grpc::ServerContext* context,
-                                 const v1::SearchShardsRequest* request,
-                                 grpc::ServerWriter<v1::SearchShardsPart>* writer) override;
   grpc::Status DropShard(grpc::ServerContext* context, const v1::DropShardRequest* request,
                          v1::DropShardResponse* response) override;
   grpc::Status GetWorkerStatus(grpc::ServerContext* context,
@@ -128,25 +117,8 @@ class WorkerService final : public v1::Worker::Service {
   absl::Status DoLoadShard(grpc::ServerContext* context,
                            grpc::ServerReader<v1::LoadShardRequest>* reader,
                            v1::LoadShardResponse* response);
-  // A validated SearchShards request: its queries, the shards (kept alive for the search), the
-  // index each is searched through, k, and whether the answer's indices are compact.
-  struct SearchPlan {
-    Matrix queries;
-    std::vector<Shard> shards;
-    std::vector<std::shared_ptr<const NeighborIndex>> indexes;
-    size_t k = 0;
-    bool compact = false;
-  };
-  absl::StatusOr<SearchPlan> PrepareSearch(const v1::SearchShardsRequest& request);
-  // Searches `queries` (the plan's, or a piece of them) over the plan's indexes into `out`,
-  // visiting them in the order given when `as_given`, else in the search's own order.
-  absl::Status SearchPiece(grpc::ServerContext* context, const SearchPlan& plan,
-                           MatrixView queries, bool as_given, v1::Neighbors* out);
   absl::Status DoSearchShards(grpc::ServerContext* context, const v1::SearchShardsRequest& request,
                               v1::SearchShardsResponse* response);
-  absl::Status DoSearchShardsParts(grpc::ServerContext* context,
-                                   const v1::SearchShardsRequest& request,
-                                   grpc::ServerWriter<v1::SearchShardsPart>* writer);
   absl::Status DoPutDataset(grpc::ServerContext* context,
                             grpc::ServerReader<v1::PutDatasetRequest>* reader,
                             v1::PutDatasetResponse* response);

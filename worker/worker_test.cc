@@ -184,24 +184,6 @@ class WorkerServerTest : public ::testing::Test {
     return stub_->SearchShards(&context, request, response);
   }
 
-  // SearchShardsParts: the parts received, in order.
-  grpc::Status SearchParts(const std::vector<std::string>& shard_ids, MatrixView queries,
-                           uint32_t k, uint32_t parts, std::vector<v1::SearchShardsPart>* out,
-                           bool compact_indices = false) {
-    v1::SearchShardsRequest request;
-    for (const std::string& id : shard_ids) request.add_shard_ids(id);
-    SetMatrix(queries, request.mutable_queries());
-    request.set_k(k);
-    request.set_parts(parts);
-    request.set_compact_indices(compact_indices);
-    grpc::ClientContext context;
-    SetDeadline(&context);
-    auto reader = stub_->SearchShardsParts(&context, request);
-    v1::SearchShardsPart part;
-    while (reader->Read(&part)) out->push_back(part);
-    return reader->Finish();
-  }
-
   // Streams a dataset: the header, `features` in chunks of `chunk_rows`, then `labels` in chunks
   // of `label_chunk`. Empty `hash`: the dataset's content hash.
   grpc::Status PutDataset(MatrixView features, const std::vector<double>& labels,
@@ -354,38 +336,6 @@ TEST_P(ShardedSearchTest, MergedShardsEqualOneIndexOverAllRows) {
                 std::vector<int64_t>(w.indices().begin(), w.indices().end()));
       EXPECT_EQ(std::vector<double>(c.distances().begin(), c.distances().end()),
                 std::vector<double>(w.distances().begin(), w.distances().end()));
-      // In parts: every query row answered in exactly one part, with SearchShards' row.
-      for (uint32_t parts : {1u, 3u, 7u, 64u}) {  // 64: more parts than the 60 queries
-        SCOPED_TRACE(absl::StrCat("parts=", parts, " shards=", ids.size()));
-        std::vector<v1::SearchShardsPart> got_parts;
-        const grpc::Status st =
-            SearchParts(ids, queries, k, parts, &got_parts, /*compact_indices=*/true);
-        ASSERT_TRUE(st.ok()) << st.error_message();
-        EXPECT_EQ(got_parts.size(), std::min<size_t>(parts, queries.rows()));
-        std::vector<int> seen(queries.rows(), 0);
-        const size_t kk = w.k();
-        for (const v1::SearchShardsPart& part : got_parts) {
-          const v1::Neighbors& nb = part.neighbors();
-          ASSERT_EQ(nb.num_queries(), static_cast<uint64_t>(part.query_rows_size()));
-          ASSERT_EQ(nb.k(), kk);
-          ASSERT_EQ(nb.indices32_size(), part.query_rows_size() * static_cast<int>(kk));
-          for (int r = 0; r < part.query_rows_size(); ++r) {
-            const size_t q = part.query_rows(r);
-            ASSERT_LT(q, queries.rows());
-            ++seen[q];
-            for (size_t j = 0; j < kk; ++j) {
-              EXPECT_EQ(nb.indices32(r * kk + j), w.indices(q * kk + j));
-              EXPECT_EQ(nb.distances(r * kk + j), w.distances(q * kk + j));
-            }
-          }
-        }
-        EXPECT_EQ(seen, std::vector<int>(queries.rows(), 1));
-      }
-      std::vector<v1::SearchShardsPart> none;
-      const grpc::Status too_many = SearchParts(ids, queries, k, 65, &none);
-      EXPECT_EQ(too_many.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-      EXPECT_NE(too_many.error_message().find("parts:"), std::string::npos);
-      EXPECT_TRUE(none.empty());
     }
   }
 

@@ -546,33 +546,6 @@ TEST(NeighborIndexTest, KNeighborsRdistIntoEqualsKNeighborsRdist) {
     ASSERT_TRUE((*index)->KNeighborsRdistInto(queries, 400, &pool, dist.data(), idx32.data()).ok());
     EXPECT_EQ(std::vector<int64_t>(idx32.begin(), idx32.end()), want->indices);
     EXPECT_FALSE((*index)->KNeighborsRdistInto(queries, 0, &pool, dist.data(), idx.data()).ok());
-    // In pieces of SearchOrder (a permutation for trees in 3 dimensions, none for brute force),
-    // each searched as given: every query's row of the whole search.
-    std::vector<int64_t> order = (*index)->SearchOrder(queries);
-    EXPECT_EQ(order.empty(), a == Algorithm::kBrute);
-    if (order.empty()) {
-      for (size_t q = 0; q < queries.rows(); ++q) order.push_back(static_cast<int64_t>(q));
-    }
-    std::vector<int64_t> sorted = order;
-    std::sort(sorted.begin(), sorted.end());
-    for (size_t q = 0; q < queries.rows(); ++q) ASSERT_EQ(sorted[q], static_cast<int64_t>(q));
-    const size_t kk = 300;  // min(400, rows)
-    for (size_t begin = 0; begin < order.size(); begin += 17) {
-      const std::vector<int64_t> piece(order.begin() + begin,
-                                       order.begin() + std::min(order.size(), begin + 17));
-      const Matrix piece_queries = Matrix::Gather(queries, piece);
-      std::vector<double> pd(piece.size() * kk);
-      std::vector<int64_t> pi(piece.size() * kk);
-      ASSERT_TRUE((*index)->KNeighborsRdistAsGiven(piece_queries, 400, &pool, pd.data(), pi.data())
-                      .ok());
-      for (size_t r = 0; r < piece.size(); ++r) {
-        const size_t q = static_cast<size_t>(piece[r]);
-        for (size_t j = 0; j < kk; ++j) {
-          ASSERT_EQ(pi[r * kk + j], want->index(q, j)) << q;
-          ASSERT_EQ(pd[r * kk + j], want->distance(q, j)) << q;
-        }
-      }
-    }
   }
 }
 

@@ -141,23 +141,15 @@ absl::StatusOr<KNeighborsResult> NeighborIndex::Search(MatrixView queries, size_
   return result;
 }
 
-std::vector<int64_t> NeighborIndex::SearchOrder(MatrixView queries) const {
-  if (algorithm() != Algorithm::kBrute && dim_ <= kMaxLocalityDim && queries.rows() > 2 &&
-      queries.cols() == dim_) {
-    return LocalityOrder(queries);
-  }
-  return {};
-}
-
 absl::Status NeighborIndex::SearchInto(MatrixView queries, size_t k, ThreadPool* pool,
-                                       double* distances, IdsOut indices, bool reorder) const {
+                                       double* distances, IdsOut indices) const {
   KNN_RETURN_IF_ERROR(ValidateQueries(queries));
-  // Trees: search in SearchOrder (results are per query, written back in the caller's order).
+  // Trees: search in LocalityOrder (results are per query, written back in the caller's order).
   std::vector<int64_t> order;
-  if (reorder) order = SearchOrder(queries);
   Matrix reordered;
   MatrixView search_queries = queries;
-  if (!order.empty()) {
+  if (algorithm() != Algorithm::kBrute && dim_ <= kMaxLocalityDim && queries.rows() > 2) {
+    order = LocalityOrder(queries);
     reordered = Matrix::Gather(queries, order);
     search_queries = reordered.view();
   }
@@ -205,15 +197,6 @@ absl::Status NeighborIndex::KNeighborsRdistInto(MatrixView queries, int k, Threa
     return absl::InvalidArgumentError(absl::StrFormat("n_neighbors: must be >= 1, got %d", k));
   }
   return SearchInto(queries, std::min(static_cast<size_t>(k), size_), pool, distances, indices);
-}
-
-absl::Status NeighborIndex::KNeighborsRdistAsGiven(MatrixView queries, int k, ThreadPool* pool,
-                                                   double* distances, IdsOut indices) const {
-  if (k < 1) {
-    return absl::InvalidArgumentError(absl::StrFormat("n_neighbors: must be >= 1, got %d", k));
-  }
-  return SearchInto(queries, std::min(static_cast<size_t>(k), size_), pool, distances, indices,
-                    /*reorder=*/false);
 }
 
 absl::StatusOr<RadiusResult> NeighborIndex::RadiusNeighbors(MatrixView queries, double radius,

@@ -152,15 +152,6 @@ class NeighborIndex {
   absl::Status KNeighborsRdistInto(MatrixView queries, int k, ThreadPool* pool,
                                    double* distances, IdsOut indices) const;
 
-  // The order in which a search visits a batch's queries (their row numbers): for trees up to 8
-  // dimensions a spatially coherent one, so that consecutive queries walk the same nodes and
-  // leaves; empty (as given) otherwise. Consecutive pieces of this order, searched with
-  // KNeighborsRdistAsGiven, cost about as much per query as the whole batch.
-  std::vector<int64_t> SearchOrder(MatrixView queries) const;
-  // As KNeighborsRdistInto, visiting the queries in the order given (e.g. a piece of SearchOrder).
-  absl::Status KNeighborsRdistAsGiven(MatrixView queries, int k, ThreadPool* pool,
-                                      double* distances, IdsOut indices) const;
-
   // All training rows within `radius` (inclusive) of each query, sorted as above.
   absl::StatusOr<RadiusResult> RadiusNeighbors(MatrixView queries, double radius,
                                                ThreadPool* pool) const;
@@ -179,10 +170,9 @@ class NeighborIndex {
  private:
   absl::Status ValidateQueries(MatrixView queries) const;
   absl::StatusOr<KNeighborsResult> Search(MatrixView queries, size_t k, ThreadPool* pool) const;
-  // Writes queries.rows() * k distances and indices, visiting the queries in SearchOrder when
-  // `reorder`, else as given. REQUIRES: 1 <= k <= size().
+  // Writes queries.rows() * k distances and indices. REQUIRES: 1 <= k <= size().
   absl::Status SearchInto(MatrixView queries, size_t k, ThreadPool* pool, double* distances,
-                          IdsOut indices, bool reorder = true) const;
+                          IdsOut indices) const;
 
   size_t size_;
   size_t dim_;
