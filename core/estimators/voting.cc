@@ -231,18 +231,24 @@ void NeighborWeights(absl::Span<const double> distances, Weights weights, absl::
   }
 }
 
-void ClassProbabilities(absl::Span<const double> distances, absl::Span<const int64_t> indices,
-                        absl::Span<const int32_t> labels, Weights weights, absl::Span<double> out) {
-  assert(!indices.empty());
-  Scratch w(indices.size());
+namespace {
+// ClassProbabilities from the neighbours' codes.
+void ProbabilitiesOfCodes(absl::Span<const double> distances, absl::Span<const int32_t> codes,
+                          Weights weights, absl::Span<double> out) {
+  Scratch w(codes.size());
   NeighborWeights(distances, weights, absl::MakeSpan(w));
   std::fill(out.begin(), out.end(), 0.0);
-  for (size_t j = 0; j < indices.size(); ++j) {
-    out[static_cast<size_t>(labels[static_cast<size_t>(indices[j])])] += w[j];
-  }
+  for (size_t j = 0; j < codes.size(); ++j) out[static_cast<size_t>(codes[j])] += w[j];
   double normalizer = NumpySum(out);
   if (normalizer == 0.0) normalizer = 1.0;
   for (double& v : out) v /= normalizer;
+}
+}  // namespace
+
+void ClassProbabilities(absl::Span<const double> distances, absl::Span<const int64_t> indices,
+                        absl::Span<const int32_t> labels, Weights weights, absl::Span<double> out) {
+  assert(!indices.empty());
+  ProbabilitiesOfCodes(distances, NeighborCodes(indices, labels), weights, out);
 }
 
 int32_t VoteClass(absl::Span<const double> distances, absl::Span<const int64_t> indices,
@@ -272,12 +278,15 @@ double RegressionValue(absl::Span<const double> distances, absl::Span<const int6
 absl::StatusOr<Matrix> ClassProbabilitiesBatch(const KNeighborsResult& neighbors,
                                                absl::Span<const int32_t> labels, int32_t n_classes,
                                                Weights weights, ThreadPool* pool) {
-  KNN_RETURN_IF_ERROR(GatherCodes(neighbors, labels, n_classes, pool).status());
+  KNN_ASSIGN_OR_RETURN(const std::vector<int32_t> neighbor_codes,
+                       GatherCodes(neighbors, labels, n_classes, pool));
   Matrix proba(neighbors.num_queries, static_cast<size_t>(n_classes));
+  const size_t k = neighbors.k;
   ForEachQuery(neighbors, pool,
-               [&](size_t q, absl::Span<const double> d, absl::Span<const int64_t> idx) {
-                 ClassProbabilities(d, idx, labels, weights,
-                                    absl::MakeSpan(proba.row(q), static_cast<size_t>(n_classes)));
+               [&](size_t q, absl::Span<const double> d, absl::Span<const int64_t>) {
+                 ProbabilitiesOfCodes(
+                     d, absl::MakeConstSpan(neighbor_codes.data() + q * k, k), weights,
+                     absl::MakeSpan(proba.row(q), static_cast<size_t>(n_classes)));
                });
   return proba;
 }

@@ -65,41 +65,43 @@ struct KNeighborsResult {
 // less). Exactly one pointer is set.
 class IdsOut {
  public:
-  IdsOut(int64_t* wide) : wide_(wide) {}    // NOLINT: implicit, an int64_t array is the usual
-  IdsOut(int32_t* narrow) : narrow_(narrow) {}  // NOLINT
+  IdsOut(int64_t* wide) : wide_(wide) {}  // NOLINT: implicit, an int64_t array is the usual
+  IdsOut(int32_t* narrow) : narrow_(narrow), is_narrow_(true) {}  // NOLINT
   // REQUIRES: 0 <= id < 2^31 when narrow.
   void Set(size_t i, int64_t id) const {
-    if (wide_ != nullptr) {
-      wide_[i] = id;
-    } else {
+    if (is_narrow_) {
       narrow_[i] = static_cast<int32_t>(id);
+    } else {
+      wide_[i] = id;
     }
   }
   // The array from element `offset` on.
   IdsOut operator+(size_t offset) const {
-    return wide_ != nullptr ? IdsOut(wide_ + offset) : IdsOut(narrow_ + offset);
+    return is_narrow_ ? IdsOut(narrow_ + offset) : IdsOut(wide_ + offset);
   }
 
  private:
   int64_t* wide_ = nullptr;
   int32_t* narrow_ = nullptr;
+  bool is_narrow_ = false;
 };
 
 // Ids read in place, from 64-bit or 32-bit values (IdsOut's two forms).
 class IdsIn {
  public:
   IdsIn() = default;
-  IdsIn(const int64_t* wide) : wide_(wide) {}    // NOLINT
-  IdsIn(const int32_t* narrow) : narrow_(narrow) {}  // NOLINT
-  int64_t operator[](size_t i) const { return wide_ != nullptr ? wide_[i] : narrow_[i]; }
+  IdsIn(const int64_t* wide) : wide_(wide) {}  // NOLINT
+  IdsIn(const int32_t* narrow) : narrow_(narrow), is_narrow_(true) {}  // NOLINT
+  int64_t operator[](size_t i) const { return is_narrow_ ? narrow_[i] : wide_[i]; }
   // The array from element `offset` on.
   IdsIn operator+(size_t offset) const {
-    return wide_ != nullptr ? IdsIn(wide_ + offset) : IdsIn(narrow_ + offset);
+    return is_narrow_ ? IdsIn(narrow_ + offset) : IdsIn(wide_ + offset);
   }
 
  private:
   const int64_t* wide_ = nullptr;
   const int32_t* narrow_ = nullptr;
+  bool is_narrow_ = false;
 };
 
 // Where an answer of rows x k neighbours is written: called once with its shape before any value
