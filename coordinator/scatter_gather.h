@@ -83,7 +83,7 @@ struct RoutingGrid {
   // k-th nearest training row.
   std::vector<double> kth_dist;
 
-  // Derived from the fields above and the model's shards by ComputeCandidates (not stored). A
+  // Derived from the fields above and the model's shards by ComputeSoleShards (not stored). A
   // query q inside cell c has dist(q, c) <= h (h: the cell's half-diagonal), so U_q <= h +
   // kth(c), and a shard whose box is farther than 2h + kth(c) from c holds no row within U_q of
   // q. When exactly one shard is that close, sole_shard[c] is its position in `shards` and the

@@ -513,9 +513,7 @@ absl::Status WorkerService::DoSearchShards(grpc::ServerContext* context,
   }
   if (context->IsCancelled()) return Cancelled("SearchShards");
   std::vector<PartialAnswer> views;
-  for (const KNeighborsResult& part : parts) {
-    views.push_back(PartialAnswer{part.k, part.distances.data(), part.indices.data(), {}});
-  }
+  for (const KNeighborsResult& part : parts) views.push_back(PartialAnswer::Whole(part));
   if (!MergePartialAnswers(views, num_queries, k, nullptr, pool_, arrays.first, arrays.second)
            .ok()) {
     // Only possible when listed shards hold the same rows (replicas): their rows were counted

@@ -283,10 +283,28 @@ void ToTrueDistances(const Minkowski& metric, KNeighborsResult* result) {
   });
 }
 
+namespace {
+
+// One row of neighbours answering a query (sorted by the ordering of top_k.h), viewed in place.
+struct AnswerRow {
+  const double* distances = nullptr;
+  IdsIn indices;
+  size_t k = 0;
+};
+
+// Buffers MergeRows reuses from one query to the next (one per thread).
+struct MergeScratch {
+  std::vector<std::vector<Neighbor>> lists;
+  std::vector<absl::Span<const Neighbor>> spans;
+  std::vector<Neighbor> merged;
+};
+
+// One query's merge: its rows from the parts answering it (one row alone is copied) into its
+// min(k, neighbours in all) nearest, written to out_distances / out_indices[0, k) (true distances
+// with `to_true`, else as given); returns how many were written. REQUIRES: scratch non-null.
 size_t MergeRows(absl::Span<const AnswerRow> rows, size_t k, const Minkowski* to_true,
                  double* out_distances, IdsOut out_indices, MergeScratch* scratch) {
-  MergeScratch local;
-  MergeScratch& sc = scratch != nullptr ? *scratch : local;
+  MergeScratch& sc = *scratch;
   struct Identity {
     double RdistToDist(double r) const { return r; }
   };
@@ -323,6 +341,8 @@ size_t MergeRows(absl::Span<const AnswerRow> rows, size_t k, const Minkowski* to
   to_true->Visit([&](auto m) { got = body(m); });
   return got;
 }
+
+}  // namespace
 
 absl::Status MergePartialAnswers(absl::Span<const PartialAnswer> parts, size_t num_queries,
                                  size_t k, const Minkowski* to_true, ThreadPool* pool,
@@ -373,7 +393,7 @@ absl::StatusOr<KNeighborsResult> MergeKNeighbors(absl::Span<const KNeighborsResu
     if (p->num_queries != n || p->distances.size() != n * p->k || p->indices.size() != n * p->k) {
       return absl::InvalidArgumentError("parts: partial answers of different shapes");
     }
-    views.push_back(PartialAnswer{p->k, p->distances.data(), p->indices.data(), {}});
+    views.push_back(PartialAnswer::Whole(*p));
   }
   KNeighborsResult out;
   out.num_queries = n;

@@ -195,27 +195,12 @@ struct PartialAnswer {
   // The row answering query q is row_of[q], or none when row_of[q] < 0 (the part was not asked
   // about q: routed queries). Empty: row q answers query q, for every query.
   absl::Span<const int32_t> row_of;
-};
 
-// One row of neighbours answering a query (sorted by the ordering of top_k.h), viewed in place.
-struct AnswerRow {
-  const double* distances = nullptr;
-  IdsIn indices;
-  size_t k = 0;
+  // A whole KNeighborsResult (row q answers query q), viewed in place.
+  static PartialAnswer Whole(const KNeighborsResult& r) {
+    return PartialAnswer{r.k, r.distances.data(), r.indices.data(), {}};
+  }
 };
-
-// Buffers MergeRows reuses from one query to the next (one per thread).
-struct MergeScratch {
-  std::vector<std::vector<Neighbor>> lists;
-  std::vector<absl::Span<const Neighbor>> spans;
-  std::vector<Neighbor> merged;
-};
-
-// One query's merge: its rows from the parts answering it (one row alone is copied) into its
-// min(k, neighbours in all) nearest, written to out_distances / out_indices[0, k) (true distances
-// with `to_true`, else as given); returns how many were written. `scratch` may be null.
-size_t MergeRows(absl::Span<const AnswerRow> rows, size_t k, const Minkowski* to_true,
-                 double* out_distances, IdsOut out_indices, MergeScratch* scratch = nullptr);
 
 // Merges, for each of `num_queries` queries, the rows of the parts answering it into its k
 // nearest with MergeTopK (a query answered by one part takes that row's first k), on `pool` in
