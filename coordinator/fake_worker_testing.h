@@ -1,9 +1,11 @@
 // Test-only: an in-process knncluster.v1.Worker built directly on the core (BuildIndex,
-// KNeighborsRdist, MergeTopK), so coordinator tests run without worker/ code. Serves on
-// 127.0.0.1:0. Not for production use.
+// KNeighborsRdist, MergePartialAnswers), so coordinator tests run without worker/ code. Honours
+// SearchShardsRequest's distance bounds as the real worker does. Serves on 127.0.0.1:0. Not for
+// production use.
 #ifndef KNNCLUSTER_COORDINATOR_FAKE_WORKER_TESTING_H_
 #define KNNCLUSTER_COORDINATOR_FAKE_WORKER_TESTING_H_
 
+#include <cmath>
 #include <map>
 #include <memory>
 #include <string>
@@ -81,31 +83,34 @@ class FakeWorkerService final : public v1::Worker::Service {
     }
     auto queries = rpc::FromProto(request->queries(), "queries");
     if (!queries.ok()) return rpc::ToGrpcStatus(queries.status());
+    std::vector<double> bounds;
+    if (request->bounded_rows_size() > 0) {
+      bounds.assign(queries->rows(), HUGE_VAL);
+      for (int i = 0; i < request->bounded_rows_size(); ++i) {
+        bounds.at(request->bounded_rows(i)) = request->rdist_bounds(i);
+      }
+      absl::MutexLock lock(&mu_);
+      bounded_rows_ += request->bounded_rows_size();
+    }
     std::vector<KNeighborsResult> parts;
+    std::vector<PartialAnswer> views;
     size_t total = 0;
     for (const auto& index : indexes) {
-      auto r = index->KNeighborsRdist(*queries, static_cast<int>(request->k()), nullptr);
+      auto r = index->KNeighborsRdist(*queries, static_cast<int>(request->k()), nullptr, bounds);
       if (!r.ok()) return rpc::ToGrpcStatus(r.status());
       total += index->size();
       parts.push_back(*std::move(r));
     }
+    for (const KNeighborsResult& part : parts) views.push_back(PartialAnswer::Whole(part));
     KNeighborsResult out;
     out.num_queries = queries->rows();
     out.k = std::min<size_t>(request->k(), total);
-    for (size_t q = 0; q < out.num_queries; ++q) {
-      std::vector<std::vector<Neighbor>> lists(parts.size());
-      std::vector<absl::Span<const Neighbor>> spans;
-      for (size_t i = 0; i < parts.size(); ++i) {
-        for (size_t j = 0; j < parts[i].k; ++j) {
-          lists[i].push_back({parts[i].distance(q, j), parts[i].index(q, j)});
-        }
-        spans.push_back(lists[i]);
-      }
-      for (const Neighbor& n : MergeTopK(spans, out.k)) {
-        out.distances.push_back(n.rdist);
-        out.indices.push_back(n.id);
-      }
-    }
+    out.distances.resize(out.num_queries * out.k);
+    out.indices.resize(out.num_queries * out.k);
+    absl::Status merged =
+        MergePartialAnswers(views, out.num_queries, out.k, nullptr, nullptr, out.distances.data(),
+                            out.indices.data(), bounds.empty() ? ShortRows::kFail : ShortRows::kPad);
+    if (!merged.ok()) return rpc::ToGrpcStatus(merged);
     rpc::ToProto(out, response->mutable_neighbors());
     return grpc::Status::OK;
   }
@@ -137,6 +142,11 @@ class FakeWorkerService final : public v1::Worker::Service {
     absl::MutexLock lock(&mu_);
     return searches_;
   }
+  // Queries that came with a distance bound (SearchShardsRequest.bounded_rows), over all calls.
+  int bounded_rows() {
+    absl::MutexLock lock(&mu_);
+    return bounded_rows_;
+  }
   void Clear() {
     absl::MutexLock lock(&mu_);
     shards_.clear();
@@ -152,6 +162,7 @@ class FakeWorkerService final : public v1::Worker::Service {
   std::map<std::string, std::shared_ptr<const NeighborIndex>> shards_ ABSL_GUARDED_BY(mu_);
   int loads_ ABSL_GUARDED_BY(mu_) = 0;
   int searches_ ABSL_GUARDED_BY(mu_) = 0;
+  int bounded_rows_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Duration search_delay_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();
   bool never_ ABSL_GUARDED_BY(mu_) = false;
 };

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <set>
 #include <memory>
@@ -209,19 +210,20 @@ absl::Status ScatterGather::SearchImpl(absl::Span<const ShardLocation> shards, M
   for (const ShardLocation* s : active) {
     if (s->box_lo.size() != dim || s->box_hi.size() != dim) route = false;
   }
-  const size_t words = (active.size() + 63) / 64;
+  // Distance bounds hold when every shard answers: not with allow_partial, where a query's
+  // neighbours may lie on a missing shard and the others must then give their own k nearest.
+  const bool bounds = route && !state.allow_partial;
 
   const size_t k_out = static_cast<size_t>(std::min<uint64_t>(k, total_rows));
   KNN_ASSIGN_OR_RETURN(const auto out, sink(queries.rows(), k_out));
   const size_t chunk = ChunkRows(queries.cols(), k);
-  std::vector<uint64_t> need;
+  ChunkRouting routed;
   for (size_t begin = 0; begin < queries.rows(); begin += chunk) {
     const size_t end = std::min(queries.rows(), begin + chunk);
-    if (route) Route(*routing, *metric, active, queries.Slice(begin, end), words, &need);
+    if (route) Route(*routing, *metric, active, queries.Slice(begin, end), bounds, &routed);
     KNN_RETURN_IF_ERROR(SearchChunk(active, queries.Slice(begin, end), k, k_out, id_end,
-                                    deadline, route ? &need : nullptr, words, subset, metric,
-                                    &state, out.first + begin * k_out,
-                                    out.second + begin * k_out));
+                                    deadline, route ? &routed : nullptr, subset, metric, &state,
+                                    out.first + begin * k_out, out.second + begin * k_out));
   }
   if (missing != nullptr) missing->assign(state.missing.begin(), state.missing.end());
   return absl::OkStatus();
@@ -229,10 +231,14 @@ absl::Status ScatterGather::SearchImpl(absl::Span<const ShardLocation> shards, M
 
 void ScatterGather::Route(const RoutingGrid& routing, const Minkowski& metric,
                           absl::Span<const ShardLocation* const> active, MatrixView queries,
-                          size_t words, std::vector<uint64_t>* need) const {
+                          bool bounds, ChunkRouting* out) const {
   const size_t dim = queries.cols();
   const size_t n = queries.rows();
-  need->assign(n * words, 0);
+  const size_t words = (active.size() + 63) / 64;
+  out->words = words;
+  out->need.assign(n * words, 0);
+  out->rdist_bounds.clear();
+  if (bounds) out->rdist_bounds.assign(n, std::numeric_limits<double>::infinity());
   // Each of the grid's shards' position in `active` (-1: not active).
   std::vector<int> active_of(routing.shards.size(), -1);
   for (size_t s = 0; s < active.size(); ++s) {
@@ -247,7 +253,7 @@ void ScatterGather::Route(const RoutingGrid& routing, const Minkowski& metric,
       std::vector<double> center(dim), scratch(dim);
       for (size_t i = block * kBlock; i < std::min(n, (block + 1) * kBlock); ++i) {
         const double* q = queries.row(i);
-        uint64_t* bits = need->data() + i * words;
+        uint64_t* bits = out->need.data() + i * words;
         bool inside = false;
         const size_t cell = routing.CellOf(q, &inside);
         if (have_sole && inside && routing.sole_shard[cell] != RoutingGrid::kSeveral) {
@@ -263,13 +269,15 @@ void ScatterGather::Route(const RoutingGrid& routing, const Minkowski& metric,
             (m.RdistToDist(m.Rdist(q, center.data(), dim)) + routing.kth_dist[cell]) *
             (1 + kBoundSlack);
         const double rbound = m.DistToRdist(bound);
-        bool any = false;
+        size_t sent = 0;
         for (size_t s = 0; s < active.size(); ++s) {
           if (BoxRdist(m, q, active[s]->box_lo, active[s]->box_hi, scratch.data()) <= rbound) {
             bits[s / 64] |= uint64_t{1} << (s % 64);
-            any = true;
+            ++sent;
           }
         }
+        if (bounds && sent > 1) out->rdist_bounds[i] = rbound;
+        const bool any = sent > 0;
         // Cannot happen (q's nearest row lies within the bound); every shard, to be safe.
         if (!any) {
           for (size_t s = 0; s < active.size(); ++s) bits[s / 64] |= uint64_t{1} << (s % 64);
@@ -282,24 +290,26 @@ void ScatterGather::Route(const RoutingGrid& routing, const Minkowski& metric,
 namespace {
 
 // The request of one worker's call for a chunk: the call's shards (positions in `shards`) and the
-// chunk's queries needing any of them (every query when `need` is null), in order. row_of[q]: the
-// request row of chunk query q, or -1 (left empty when need is null). Returns the number of rows
-// sent.
+// chunk's queries needing any of them (every query when `routed` is null), in order, with the
+// bounds of those that have one. row_of[q]: the request row of chunk query q, or -1 (left empty
+// when routed is null). Returns the number of rows sent.
 size_t BuildSearchRequest(absl::Span<const ShardLocation* const> shards,
                           const std::vector<size_t>& call_shards, MatrixView queries,
-                          const std::vector<uint64_t>* need, size_t words, size_t k,
-                          int64_t id_end, const v1::FoldSubset* subset,
-                          v1::SearchShardsRequest* request, std::vector<int32_t>* row_of) {
+                          const ChunkRouting* routed, size_t k, int64_t id_end,
+                          const v1::FoldSubset* subset, v1::SearchShardsRequest* request,
+                          std::vector<int32_t>* row_of) {
   const size_t n = queries.rows(), dim = queries.cols();
   for (size_t s : call_shards) request->add_shard_ids(shards[s]->shard_id);
   v1::Matrix* out = request->mutable_queries();
   out->set_cols(dim);
   size_t rows = n;
-  if (need == nullptr) {
+  if (routed == nullptr) {
     out->mutable_values()->Assign(queries.data(), queries.data() + n * dim);
   } else {
     // The chunk's rows needing any of this call's shards, in order. Branch-free: which worker a
     // query goes to is as good as random, so branches would be mispredicted.
+    const size_t words = routed->words;
+    const std::vector<uint64_t>* need = &routed->need;
     std::vector<uint64_t> mask(words, 0);
     for (size_t s : call_shards) mask[s / 64] |= uint64_t{1} << (s % 64);
     row_of->resize(n);
@@ -317,6 +327,15 @@ size_t BuildSearchRequest(absl::Span<const ShardLocation* const> shards,
     out->mutable_values()->Reserve(values);
     double* to = out->mutable_values()->AddNAlreadyReserved(values);
     for (size_t r = 0; r < rows; ++r) std::copy_n(queries.row(sent[r]), dim, to + r * dim);
+    if (!routed->rdist_bounds.empty()) {
+      for (size_t r = 0; r < rows; ++r) {
+        const double bound = routed->rdist_bounds[sent[r]];
+        if (bound < std::numeric_limits<double>::infinity()) {
+          request->add_bounded_rows(static_cast<uint32_t>(r));
+          request->add_rdist_bounds(bound);
+        }
+      }
+    }
   }
   out->set_rows(rows);
   request->set_k(static_cast<uint32_t>(k));
@@ -351,7 +370,7 @@ const std::string* ScatterGather::PickReplica(const ShardLocation& shard, const 
 absl::Status ScatterGather::SearchChunk(absl::Span<const ShardLocation* const> shards,
                                         MatrixView queries, size_t k, size_t k_out,
                                         int64_t id_end, absl::Time deadline,
-                                        const std::vector<uint64_t>* need, size_t words,
+                                        const ChunkRouting* routed,
                                         const v1::FoldSubset* subset, const Minkowski* to_true,
                                         SearchState* state, double* distances,
                                         IdsOut indices) const {
@@ -370,12 +389,13 @@ absl::Status ScatterGather::SearchChunk(absl::Span<const ShardLocation* const> s
   const size_t n = queries.rows();
   // The shards some query needs.
   std::vector<size_t> pending;
-  if (need == nullptr) {
+  if (routed == nullptr) {
     for (size_t s = 0; s < shards.size(); ++s) pending.push_back(s);
   } else {
+    const size_t words = routed->words;
     std::vector<uint64_t> used(words, 0);
     for (size_t q = 0; q < n; ++q) {
-      for (size_t w = 0; w < words; ++w) used[w] |= (*need)[q * words + w];
+      for (size_t w = 0; w < words; ++w) used[w] |= routed->need[q * words + w];
     }
     for (size_t s = 0; s < shards.size(); ++s) {
       if ((used[s / 64] >> (s % 64)) & 1) pending.push_back(s);
@@ -449,7 +469,7 @@ absl::Status ScatterGather::SearchChunk(absl::Span<const ShardLocation* const> s
     for (const auto& call : calls) {
       Call* c = call.get();
       c->ctx.set_deadline(absl::ToChronoTime(call_deadline));
-      c->rows = BuildSearchRequest(shards, c->shards, queries, need, words, k, id_end, subset,
+      c->rows = BuildSearchRequest(shards, c->shards, queries, routed, k, id_end, subset,
                                    &c->request, &c->row_of);
     }
     absl::Mutex mu;
@@ -532,7 +552,9 @@ absl::Status ScatterGather::SearchChunk(absl::Span<const ShardLocation* const> s
         const size_t total = static_cast<size_t>(nb.num_queries()) * nb.k();
         for (size_t i = 0; i < total; ++i) {
           const int64_t id = ids[i];
-          if (id < 0 || id >= id_end) {
+          // (kNoNeighborId: a bounded row's padding; the merge refuses it where a neighbour
+          // is needed)
+          if ((id < 0 && id != kNoNeighborId) || id >= id_end) {
             bad = absl::InternalError(absl::StrCat("returned global index ", id, " outside [0, ",
                                                    id_end, ")"));
             break;

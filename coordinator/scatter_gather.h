@@ -14,7 +14,11 @@
 // distance (triangle inequality; c is the centre of q's grid cell, kth(c) its exact k-th
 // distance over all training rows). Every row of q's answer (ties included) lies within U_q, so
 // the merged answer is the same, bit for bit; each worker still gets one call per chunk, with
-// the subset of the chunk's queries routed to it.
+// the subset of the chunk's queries routed to it. A query sent to several workers carries U_q
+// (reduced) as its distance bound: each searches only within it and pads its row, so the worker
+// across a border spends little on a query whose neighbours lie mostly on the other side, and
+// the merge of the rows is still exact (not with allow_partial: a missing shard breaks the
+// bound's premise that every shard answers).
 //
 // Replicas and failure: a shard may live on several workers (ShardLocation::worker_ids, in the
 // order to try them). Each chunk picks, for every shard, a live replica (spreading rows evenly
@@ -103,6 +107,19 @@ struct RoutingGrid {
   void ComputeSoleShards(absl::Span<const ShardLocation> model_shards, const Minkowski& metric);
 };
 
+// A chunk's routing (ScatterGather's Route): which shards each query needs and, for those sent
+// to several, its distance bound.
+struct ChunkRouting {
+  size_t words = 0;  // per query in `need`: (shards + 63) / 64
+  // Query q needs shard s when bit s of need[q * words + s / 64] is set (at least one each).
+  std::vector<uint64_t> need;
+  // Empty, or per query: the reduced distance its k-th neighbour cannot exceed (U_q) for the
+  // queries sent to several shards, +inf for the others. Sent with them
+  // (SearchShardsRequest.rdist_bounds), so that each worker searches within it: a query near a
+  // shard's border costs the shard across it little.
+  std::vector<double> rdist_bounds;
+};
+
 struct ScatterGatherOptions {
   // Deadline of each SearchShards call (capped by the caller's deadline).
   absl::Duration rpc_deadline = absl::Seconds(60);
@@ -169,25 +186,25 @@ class ScatterGather {
                           const Minkowski* metric, const v1::FoldSubset* subset,
                           std::vector<std::string>* missing_shards,
                           const NeighborsSink& sink) const;
-  // One chunk over `shards`. need: null sends every query to every shard's worker; else query q
-  // needs shard s when bit s of need[q * words + s / 64] is set (every query needs one at least).
-  // The merged answer goes to distances / indices (k_out per query), true distances when
-  // `to_true` is set (else reduced).
+  // One chunk over `shards`. routed: null sends every query to every shard's worker. The merged
+  // answer goes to distances / indices (k_out per query), true distances when `to_true` is set
+  // (else reduced).
   absl::Status SearchChunk(absl::Span<const ShardLocation* const> shards, MatrixView queries,
                            size_t k, size_t k_out, int64_t id_end, absl::Time deadline,
-                           const std::vector<uint64_t>* need, size_t words,
-                           const v1::FoldSubset* subset, const Minkowski* to_true,
-                           SearchState* state, double* distances, IdsOut indices) const;
+                           const ChunkRouting* routed, const v1::FoldSubset* subset,
+                           const Minkowski* to_true, SearchState* state, double* distances,
+                           IdsOut indices) const;
   // The replica a chunk asks for `shard`: among its live copies not failed in this search nor
   // `tried` for it, the worker with the fewest rows `assigned` so far (then counted there); null
   // when there is none.
   const std::string* PickReplica(const ShardLocation& shard, const SearchState& state,
                                  const std::set<std::string>& tried,
                                  std::map<std::string, uint64_t>* assigned) const;
-  // Which shards each query of `queries` needs (bits over `active`, `words` per query).
+  // Which shards each query of `queries` needs (bits over `active`), and with `bounds` the
+  // distance bound of each query sent to several.
   void Route(const RoutingGrid& routing, const Minkowski& metric,
-             absl::Span<const ShardLocation* const> active, MatrixView queries, size_t words,
-             std::vector<uint64_t>* need) const;
+             absl::Span<const ShardLocation* const> active, MatrixView queries, bool bounds,
+             ChunkRouting* out) const;
 
   WorkerPool* const workers_;
   ThreadPool* const pool_;

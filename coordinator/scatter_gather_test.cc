@@ -362,6 +362,8 @@ TEST_F(RoutedScatterGatherTest, RoutedAnswersEqualSingleProcessSearchBitForBit) 
     EXPECT_LT(sole, 256u) << "p=" << p;
     auto oracle = BuildIndex(std::make_shared<const Matrix>(data_), {}, params.index_options());
     ASSERT_TRUE(oracle.ok());
+    int bounded = 0;
+    for (const auto& w : workers_) bounded -= w->service().bounded_rows();
     for (int k : {1, 8}) {
       auto want = (*oracle)->KNeighbors(queries_, k, nullptr);
       auto got = sg.Search(shards, queries_, k, *metric, absl::InfiniteFuture(), &grid);
@@ -369,6 +371,10 @@ TEST_F(RoutedScatterGatherTest, RoutedAnswersEqualSingleProcessSearchBitForBit) 
       EXPECT_EQ(got->indices, want->indices) << "p=" << p << " k=" << k;
       EXPECT_EQ(got->distances, want->distances) << "p=" << p << " k=" << k;
     }
+    // Queries sent to several shards went with their distance bound (and the workers searched
+    // within it), so the equality above covers bounded, padded rows.
+    for (const auto& w : workers_) bounded += w->service().bounded_rows();
+    EXPECT_GT(bounded, 0) << "p=" << p;
     // The one-shard cells are sound: every neighbour of a query inside such a cell lies in
     // that shard.
     auto want = (*oracle)->KNeighbors(queries_, 8, nullptr);
@@ -406,6 +412,31 @@ TEST_F(RoutedScatterGatherTest, RoutedQueriesGoOnlyToTheirShardsWorkers) {
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_EQ(workers_[0]->service().searches(), before0 + 1);
   EXPECT_EQ(workers_[1]->service().searches(), before1);  // w1 holds only the middle shard
+}
+
+TEST_F(RoutedScatterGatherTest, AllowPartialSendsNoDistanceBounds) {
+  // A bound assumes every shard answers; with allow_partial a shard may be missing, and then the
+  // others must give their own k nearest, unbounded.
+  ScatterGather sg(pool_.get(), nullptr, {});
+  NeighborsParams params;
+  const std::vector<ShardLocation> shards = Place(params);
+  auto metric = Minkowski::Create(2);
+  const RoutingGrid grid = Grid(sg, shards, 4, *metric);
+  auto oracle = BuildIndex(std::make_shared<const Matrix>(data_), {}, params.index_options());
+  ASSERT_TRUE(oracle.ok());
+  const int before = workers_[0]->service().bounded_rows() + workers_[1]->service().bounded_rows();
+  std::vector<std::string> missing;
+  auto got = sg.Search(shards, queries_, 4, *metric, absl::InfiniteFuture(), &grid, &missing);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_TRUE(missing.empty());
+  EXPECT_EQ(workers_[0]->service().bounded_rows() + workers_[1]->service().bounded_rows(), before);
+  auto want = (*oracle)->KNeighbors(queries_, 4, nullptr);
+  ASSERT_TRUE(want.ok());
+  EXPECT_EQ(got->indices, want->indices);
+  EXPECT_EQ(got->distances, want->distances);
+  // The same search without allow_partial sends bounds.
+  ASSERT_TRUE(sg.Search(shards, queries_, 4, *metric, absl::InfiniteFuture(), &grid).ok());
+  EXPECT_GT(workers_[0]->service().bounded_rows() + workers_[1]->service().bounded_rows(), before);
 }
 
 TEST(RoutingGridTest, CellOfClampsAndSaysWhetherTheQueryIsInside) {

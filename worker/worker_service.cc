@@ -184,6 +184,36 @@ absl::StatusOr<SubsetSpec> SubsetFromProto(const v1::FoldSubset& s) {
 
 // The subset index of every shard (null when all its rows are excluded), from the cache or built
 // (the missing ones in parallel on `pool`) and then cached.
+// SearchShards' distance bounds, one per query (+inf where none), or empty when the request has
+// none.
+absl::StatusOr<std::vector<double>> RdistBounds(const v1::SearchShardsRequest& request,
+                                                size_t rows) {
+  const auto& at = request.bounded_rows();
+  const auto& bound = request.rdist_bounds();
+  if (at.size() != bound.size()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "rdist_bounds: expected one value per bounded_rows entry (%d), got %d", at.size(),
+        bound.size()));
+  }
+  std::vector<double> out;
+  if (at.empty()) return out;
+  out.assign(rows, std::numeric_limits<double>::infinity());
+  for (int i = 0; i < at.size(); ++i) {
+    if (at[i] >= rows || (i > 0 && at[i] <= at[i - 1])) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "bounded_rows[%d]: %d is not a request row above the previous entry (%d queries, "
+          "strictly ascending)",
+          i, at[i], rows));
+    }
+    if (!(bound[i] >= 0)) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("rdist_bounds[%d]: must be >= 0 (or +inf), got %g", i, bound[i]));
+    }
+    out[at[i]] = bound[i];
+  }
+  return out;
+}
+
 absl::StatusOr<std::vector<std::shared_ptr<const NeighborIndex>>> SubsetIndexes(
     const SubsetSpec& spec, const std::vector<Shard>& shards, SubsetIndexCache* cache,
     ThreadPool* pool) {
@@ -452,6 +482,7 @@ absl::Status WorkerService::DoSearchShards(grpc::ServerContext* context,
     }
   }
   KNN_ASSIGN_OR_RETURN(const Matrix queries, rpc::FromProto(request.queries(), "queries"));
+  KNN_ASSIGN_OR_RETURN(const std::vector<double> bounds, RdistBounds(request, queries.rows()));
   std::optional<SubsetSpec> subset;
   if (request.has_subset()) {
     KNN_ASSIGN_OR_RETURN(subset, SubsetFromProto(request.subset()));
@@ -500,7 +531,7 @@ absl::Status WorkerService::DoSearchShards(grpc::ServerContext* context,
   if (indexes.empty()) return absl::OkStatus();  // every row excluded: no neighbours at all
   if (indexes.size() == 1) {  // k <= total_rows = the index's rows
     return indexes[0]->KNeighborsRdistInto(queries, static_cast<int>(k), pool_, arrays.first,
-                                           arrays.second);
+                                           arrays.second, bounds);
   }
   // Each index's own top-k (min(k, its rows) per query), on all cores, then the one merge.
   std::vector<KNeighborsResult> parts;
@@ -508,13 +539,15 @@ absl::Status WorkerService::DoSearchShards(grpc::ServerContext* context,
   for (const auto& index : indexes) {
     if (context->IsCancelled()) return Cancelled("SearchShards");
     KNN_ASSIGN_OR_RETURN(KNeighborsResult part,
-                         index->KNeighborsRdist(queries, static_cast<int>(k), pool_));
+                         index->KNeighborsRdist(queries, static_cast<int>(k), pool_, bounds));
     parts.push_back(std::move(part));
   }
   if (context->IsCancelled()) return Cancelled("SearchShards");
   std::vector<PartialAnswer> views;
   for (const KNeighborsResult& part : parts) views.push_back(PartialAnswer::Whole(part));
-  if (!MergePartialAnswers(views, num_queries, k, nullptr, pool_, arrays.first, arrays.second)
+  // Bounded rows may hold fewer than k here (the rest lies on other workers): padded again.
+  if (!MergePartialAnswers(views, num_queries, k, nullptr, pool_, arrays.first, arrays.second,
+                           bounds.empty() ? ShortRows::kFail : ShortRows::kPad)
            .ok()) {
     // Only possible when listed shards hold the same rows (replicas): their rows were counted
     // twice in k.

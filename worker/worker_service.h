@@ -12,7 +12,8 @@
 //   listed shards) neighbours per query. With `subset` (grid search, sharded mode), each shard
 //   is searched through an index over its rows less subset.excluded, built with
 //   subset.index_params and kept in the SubsetIndexCache for the job's next chunk; merged the
-//   same way.
+//   same way. Queries with a distance bound (bounded_rows / rdist_bounds: the coordinator's
+//   routing bound) are searched within it and their rows padded (NeighborIndex::KNeighborsRdist).
 // - Persistence: LoadShard writes the shard's file (ShardFiles) before answering OK; DropShard
 //   removes it; RestoreShard, called by the server at start before it serves, rebuilds a shard
 //   read back from its file through the same checks and build as LoadShard.

@@ -404,6 +404,93 @@ TEST_F(WorkerServerTest, CompactIndicesOnlyWhenTheIdsFit) {
   }
 }
 
+// Queries with a distance bound (the coordinator's routing bound) keep exactly their neighbours
+// within it, padded with (+inf, -1): one shard searched into the message, and two merged here.
+TEST_F(WorkerServerTest, BoundedQueriesKeepTheirNeighboursWithinTheBound) {
+  const Matrix data = RandomIntegers(400, 3, 5, 21);
+  const size_t split = 250;
+  LoadTwoShards(data, split, Params(Algorithm::kKdTree, 2));
+  const Matrix queries = RandomIntegers(40, 3, 6, 22);
+  const uint32_t k = 9;
+  auto oracle = BuildIndex(std::make_shared<const Matrix>(data), {}, {Algorithm::kBrute, 5, 2});
+  ASSERT_TRUE(oracle.ok());
+  auto all = (*oracle)->KNeighborsRdist(queries, static_cast<int>(k), nullptr);
+  ASSERT_TRUE(all.ok());
+  std::vector<int64_t> ids_b(data.rows() - split);  // shard "m/1": its global ids
+  std::iota(ids_b.begin(), ids_b.end(), static_cast<int64_t>(split));
+  auto rows_b = BuildIndex(std::make_shared<const Matrix>(Matrix::Gather(data, ids_b)), ids_b,
+                           {Algorithm::kBrute, 5, 2});
+  ASSERT_TRUE(rows_b.ok());
+  auto only_b = (*rows_b)->KNeighborsRdist(queries, static_cast<int>(k), nullptr);
+  ASSERT_TRUE(only_b.ok());
+  // Every third query bounded by its k-th distance over all rows, halved for every sixth.
+  std::vector<double> bound(queries.rows(), std::numeric_limits<double>::infinity());
+  for (size_t q = 0; q < queries.rows(); q += 3) {
+    bound[q] = all->distance(q, k - 1) / (q % 6 == 0 ? 2 : 1);
+  }
+  for (const std::vector<std::string>& ids :
+       {std::vector<std::string>{"m/0", "m/1"}, std::vector<std::string>{"m/1"}}) {
+    SCOPED_TRACE(ids.size());
+    const KNeighborsResult& full = ids.size() == 2 ? *all : *only_b;
+    v1::SearchShardsRequest request;
+    for (const std::string& id : ids) request.add_shard_ids(id);
+    SetMatrix(queries, request.mutable_queries());
+    request.set_k(k);
+    request.set_compact_indices(true);
+    for (size_t q = 0; q < queries.rows(); q += 3) {
+      request.add_bounded_rows(static_cast<uint32_t>(q));
+      request.add_rdist_bounds(bound[q]);
+    }
+    v1::SearchShardsResponse response;
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    const grpc::Status status = stub_->SearchShards(&context, request, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    const v1::Neighbors& got = response.neighbors();
+    ASSERT_EQ(got.indices32_size(), static_cast<int>(queries.rows() * k));
+    size_t padded = 0;
+    for (size_t q = 0; q < queries.rows(); ++q) {
+      for (size_t j = 0; j < k; ++j) {
+        const int i = static_cast<int>(q * k + j);
+        if (full.distance(q, j) <= bound[q]) {
+          EXPECT_EQ(got.indices32(i), full.index(q, j)) << q << " " << j;
+          EXPECT_EQ(got.distances(i), full.distance(q, j)) << q << " " << j;
+        } else {
+          ++padded;
+          EXPECT_EQ(got.indices32(i), -1) << q << " " << j;
+          EXPECT_EQ(got.distances(i), std::numeric_limits<double>::infinity()) << q << " " << j;
+        }
+      }
+    }
+    EXPECT_GT(padded, 0u);
+  }
+  // Malformed bounds fail the call alone, naming the field.
+  const auto bad = [&](const std::vector<uint32_t>& rows, const std::vector<double>& bounds) {
+    v1::SearchShardsRequest request;
+    request.add_shard_ids("m/0");
+    SetMatrix(queries, request.mutable_queries());
+    request.set_k(k);
+    for (uint32_t r : rows) request.add_bounded_rows(r);
+    for (double b : bounds) request.add_rdist_bounds(b);
+    v1::SearchShardsResponse response;
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    return stub_->SearchShards(&context, request, &response);
+  };
+  for (const auto& [status, field] : std::vector<std::pair<grpc::Status, std::string>>{
+           {bad({1, 2}, {1.0}), "rdist_bounds: expected one value per bounded_rows entry"},
+           {bad({3, 3}, {1.0, 1.0}), "bounded_rows[1]"},
+           {bad({5, 2}, {1.0, 1.0}), "bounded_rows[1]"},
+           {bad({40}, {1.0}), "bounded_rows[0]"},
+           {bad({0, 1}, {1.0, -2.0}), "rdist_bounds[1]: must be >= 0"},
+           {bad({0}, {std::nan("")}), "rdist_bounds[0]"}}) {
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << field;
+    EXPECT_THAT(status.error_message(), HasSubstr(field));
+  }
+  v1::SearchShardsResponse response;
+  EXPECT_TRUE(Search({"m/0"}, queries, k, &response).ok());  // and the worker serves on
+}
+
 TEST_F(WorkerServerTest, ReplaceAndDropShard) {
   const Matrix first = RandomIntegers(50, 2, 3, 1);
   const Matrix second = RandomIntegers(80, 2, 3, 2);

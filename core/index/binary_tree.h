@@ -135,7 +135,8 @@ class BinaryTree final : public NeighborIndex {
   size_t num_nodes() const { return nodes_.size(); }
 
  protected:
-  void SearchBlock(MatrixView queries, size_t k, Neighbor* out) const override {
+  void SearchBlock(MatrixView queries, size_t k, const double* rdist_bounds,
+                   Neighbor* out) const override {
     this->metric().Visit([&](auto m) {
       tree_internal::VisitDim(dim(), [&](auto fixed_dim) {
         constexpr size_t D = decltype(fixed_dim)::value;
@@ -148,8 +149,9 @@ class BinaryTree final : public NeighborIndex {
         for (size_t q = 0; q < queries.rows(); ++q) {
           const double* query = queries.row(q);
           scratch.qnorm = filter_.enabled() ? filter_.PrepareQuery(query, scratch.qf.data()) : -1;
+          if (rdist_bounds != nullptr) heap.Clear(rdist_bounds[q]);
           SearchOne<D>(m, query, &heap, &scratch);
-          heap.TakeSorted(out + q * k);
+          heap.TakeSortedPadded(out + q * k);
         }
       });
     });

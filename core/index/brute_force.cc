@@ -40,19 +40,22 @@ void BruteForceIndex::ExactSearch(const double* query, TopK* heap) const {
   });
 }
 
-void BruteForceIndex::SearchBlock(MatrixView queries, size_t k, Neighbor* out) const {
+void BruteForceIndex::SearchBlock(MatrixView queries, size_t k, const double* rdist_bounds,
+                                  Neighbor* out) const {
   if (filter_.enabled()) {
-    FilteredSearchBlock(queries, k, out);
+    FilteredSearchBlock(queries, k, rdist_bounds, out);
     return;
   }
   TopK heap(k);
   for (size_t q = 0; q < queries.rows(); ++q) {
+    if (rdist_bounds != nullptr) heap.Clear(rdist_bounds[q]);
     ExactSearch(queries.row(q), &heap);
-    heap.TakeSorted(out + q * k);
+    heap.TakeSortedPadded(out + q * k);
   }
 }
 
-void BruteForceIndex::FilteredSearchBlock(MatrixView queries, size_t k, Neighbor* out) const {
+void BruteForceIndex::FilteredSearchBlock(MatrixView queries, size_t k,
+                                          const double* rdist_bounds, Neighbor* out) const {
   const EuclideanMetric m;
   const size_t nq = queries.rows(), d = dim(), n = data_->rows();
   const index_internal::FloatKernels& kern = filter_.kernels();
@@ -64,6 +67,7 @@ void BruteForceIndex::FilteredSearchBlock(MatrixView queries, size_t k, Neighbor
   std::vector<float> thr(padded, -std::numeric_limits<float>::infinity());
   std::vector<TopK> heaps(nq, TopK(k));
   for (size_t q = 0; q < nq; ++q) {
+    if (rdist_bounds != nullptr) heaps[q].Clear(rdist_bounds[q]);
     qnorm[q] = filter_.PrepareQuery(queries.row(q), &qf[q * d]);
     if (qnorm[q] >= 0) {
       thr[q] = filter_.Threshold(heaps[q].WorstRdist(), qnorm[q]);
@@ -96,7 +100,7 @@ void BruteForceIndex::FilteredSearchBlock(MatrixView queries, size_t k, Neighbor
       }
     }
   }
-  for (size_t q = 0; q < nq; ++q) heaps[q].TakeSorted(out + q * k);
+  for (size_t q = 0; q < nq; ++q) heaps[q].TakeSortedPadded(out + q * k);
 }
 
 void BruteForceIndex::RadiusSearchOne(const double* query, double rdist_bound,

@@ -29,7 +29,8 @@ class BruteForceIndex final : public NeighborIndex {
   absl::Span<const int64_t> stored_ids() const override { return ids_; }
 
  protected:
-  void SearchBlock(MatrixView queries, size_t k, Neighbor* out) const override;
+  void SearchBlock(MatrixView queries, size_t k, const double* rdist_bounds,
+                   Neighbor* out) const override;
   void RadiusSearchOne(const double* query, double rdist_bound,
                        std::vector<Neighbor>* out) const override;
 
@@ -37,7 +38,8 @@ class BruteForceIndex final : public NeighborIndex {
   // The plain scan: every row's exact Rdist.
   void ExactSearch(const double* query, TopK* heap) const;
   // The two-stage p = 2 scan for a block of queries.
-  void FilteredSearchBlock(MatrixView queries, size_t k, Neighbor* out) const;
+  void FilteredSearchBlock(MatrixView queries, size_t k, const double* rdist_bounds,
+                           Neighbor* out) const;
 
   std::shared_ptr<const Matrix> data_;
   std::vector<int64_t> ids_;

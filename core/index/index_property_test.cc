@@ -551,3 +551,174 @@ TEST(NeighborIndexTest, KNeighborsRdistIntoEqualsKNeighborsRdist) {
 
 }  // namespace
 }  // namespace knncluster
+
+namespace knncluster {
+namespace {
+
+// A bounded search (rdist_bounds) keeps exactly the unbounded answer's neighbours within each
+// query's bound, in order, ties at the bound included, and pads the rest; every algorithm and p,
+// with the filter (brute force p = 2) and without, on many ties.
+TEST(BoundedSearchTest, KeepsExactlyTheNeighboursWithinTheBoundThenPads) {
+  std::mt19937 rng(31);
+  const size_t n = 700, d = 3, k = 12;
+  Matrix data(n, d), queries(200, d);
+  for (size_t i = 0; i < n * d; ++i) data.data()[i] = static_cast<double>(rng() % 6);
+  for (size_t i = 0; i < queries.rows() * d; ++i) {
+    queries.data()[i] = static_cast<double>(rng() % 8) - 1;
+  }
+  ThreadPool pool(2);
+  for (double p : {1.0, 2.0, 3.0, kInf}) {
+    for (Algorithm a : kAlgorithms) {
+      SCOPED_TRACE(absl::StrFormat("p=%g %s", p, AlgorithmName(a)));
+      auto index = BuildIndex(std::make_shared<Matrix>(data), {}, {a, 8, p});
+      ASSERT_TRUE(index.ok());
+      auto full = (*index)->KNeighborsRdist(queries, static_cast<int>(k), &pool);
+      ASSERT_TRUE(full.ok());
+      // Bounds: exactly some neighbour's distance (ties at the bound), between two, 0, +inf.
+      std::vector<double> bounds(queries.rows());
+      for (size_t q = 0; q < queries.rows(); ++q) {
+        switch (q % 5) {
+          case 0: bounds[q] = full->distance(q, k - 1); break;
+          case 1: bounds[q] = full->distance(q, q % k); break;
+          case 2: bounds[q] = (full->distance(q, 2) + full->distance(q, 3)) / 2; break;
+          case 3: bounds[q] = 0; break;
+          default: bounds[q] = kInf;
+        }
+      }
+      auto got = (*index)->KNeighborsRdist(queries, static_cast<int>(k), &pool, bounds);
+      ASSERT_TRUE(got.ok()) << got.status();
+      ASSERT_EQ(got->k, k);
+      size_t padded = 0;
+      for (size_t q = 0; q < queries.rows(); ++q) {
+        for (size_t j = 0; j < k; ++j) {
+          if (full->distance(q, j) <= bounds[q]) {
+            EXPECT_EQ(got->index(q, j), full->index(q, j)) << "query " << q << " j " << j;
+            EXPECT_EQ(got->distance(q, j), full->distance(q, j)) << "query " << q << " j " << j;
+          } else {
+            ++padded;
+            EXPECT_EQ(got->index(q, j), kNoNeighborId) << "query " << q << " j " << j;
+            EXPECT_EQ(got->distance(q, j), kInf) << "query " << q << " j " << j;
+          }
+        }
+      }
+      EXPECT_GT(padded, queries.rows());  // the bounds did cut
+      // Into the caller's arrays, ids in 32 bits: the same.
+      std::vector<double> dist(queries.rows() * k);
+      std::vector<int32_t> idx32(queries.rows() * k);
+      ASSERT_TRUE((*index)
+                      ->KNeighborsRdistInto(queries, static_cast<int>(k), &pool, dist.data(),
+                                            idx32.data(), bounds)
+                      .ok());
+      EXPECT_EQ(dist, got->distances);
+      EXPECT_EQ(std::vector<int64_t>(idx32.begin(), idx32.end()), got->indices);
+    }
+  }
+}
+
+TEST(BoundedSearchTest, BadBoundsAreNamed) {
+  Matrix data(20, 2), queries(3, 2);
+  for (size_t i = 0; i < 40; ++i) data.data()[i] = static_cast<double>(i % 7);
+  auto index = BuildIndex(std::make_shared<Matrix>(data), {}, {Algorithm::kKdTree, 4, 2});
+  ASSERT_TRUE(index.ok());
+  const std::vector<double> two = {1, 1};
+  auto st = (*index)->KNeighborsRdist(queries, 2, nullptr, two).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("rdist_bounds: expected 3 values"), std::string::npos) << st;
+  for (double bad : {-1.0, std::nan("")}) {
+    const std::vector<double> b = {1, bad, 1};
+    st = (*index)->KNeighborsRdist(queries, 2, nullptr, b).status();
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(st.message().find("rdist_bounds[1]"), std::string::npos) << st;
+  }
+}
+
+// Shards searched within a bound that is at least each query's k-th distance over all rows (a
+// coordinator's routing bound) merge into the single search's answer; a part's padding is not a
+// neighbour (a bound below the k-th leaves the merge short: kFail names it, kPad pads).
+TEST(BoundedSearchTest, BoundedShardsMergeLikeOneSearch) {
+  std::mt19937 rng(8);
+  const size_t n = 600, d = 2, k = 7;
+  Matrix all(n, d), queries(120, d);
+  for (size_t i = 0; i < n * d; ++i) all.data()[i] = static_cast<double>(rng() % 9);
+  for (size_t i = 0; i < queries.rows() * d; ++i) queries.data()[i] = static_cast<double>(rng() % 9);
+  ThreadPool pool(2);
+  auto whole = BuildIndex(std::make_shared<Matrix>(all), {}, {Algorithm::kKdTree, 5, 2});
+  ASSERT_TRUE(whole.ok());
+  auto want = (*whole)->KNeighborsRdist(queries, static_cast<int>(k), &pool);
+  ASSERT_TRUE(want.ok());
+  // Spatial shards: x < 4 and x >= 4.
+  std::vector<std::vector<int64_t>> ids(2);
+  for (size_t i = 0; i < n; ++i) ids[all.at(i, 0) < 4 ? 0 : 1].push_back(static_cast<int64_t>(i));
+  for (double slack : {1.0, 1.5}) {  // the k-th distance itself (ties), and above it
+    std::vector<double> bounds(queries.rows());
+    for (size_t q = 0; q < queries.rows(); ++q) bounds[q] = want->distance(q, k - 1) * slack;
+    std::vector<KNeighborsResult> parts;
+    for (size_t s = 0; s < 2; ++s) {
+      auto shard = BuildIndex(std::make_shared<Matrix>(Matrix::Gather(all, ids[s])), ids[s],
+                              {Algorithm::kBallTree, 5, 2});
+      ASSERT_TRUE(shard.ok());
+      auto part = (*shard)->KNeighborsRdist(queries, static_cast<int>(k), &pool, bounds);
+      ASSERT_TRUE(part.ok());
+      parts.push_back(*std::move(part));
+    }
+    size_t padded = 0;
+    for (const KNeighborsResult& p : parts) {
+      padded += std::count(p.indices.begin(), p.indices.end(), kNoNeighborId);
+    }
+    EXPECT_GT(padded, 0u);
+    std::vector<PartialAnswer> views = {PartialAnswer::Whole(parts[0]),
+                                        PartialAnswer::Whole(parts[1])};
+    for (ShortRows mode : {ShortRows::kFail, ShortRows::kPad}) {
+      std::vector<double> dist(queries.rows() * k);
+      std::vector<int64_t> idx(queries.rows() * k);
+      ASSERT_TRUE(MergePartialAnswers(views, queries.rows(), k, nullptr, &pool, dist.data(),
+                                      idx.data(), mode)
+                      .ok());
+      EXPECT_EQ(idx, want->indices) << "slack " << slack;
+      EXPECT_EQ(dist, want->distances) << "slack " << slack;
+    }
+  }
+  // A bound below query 5's k-th distance: its merged row is short.
+  std::vector<double> bounds(queries.rows(), kInf);
+  bounds[5] = want->distance(5, k - 1) / 2;
+  std::vector<KNeighborsResult> parts;
+  for (size_t s = 0; s < 2; ++s) {
+    auto shard = BuildIndex(std::make_shared<Matrix>(Matrix::Gather(all, ids[s])), ids[s],
+                            {Algorithm::kBrute, 5, 2});
+    ASSERT_TRUE(shard.ok());
+    parts.push_back(*(*shard)->KNeighborsRdist(queries, static_cast<int>(k), &pool, bounds));
+  }
+  std::vector<PartialAnswer> views = {PartialAnswer::Whole(parts[0]),
+                                      PartialAnswer::Whole(parts[1])};
+  std::vector<double> dist(queries.rows() * k);
+  std::vector<int64_t> idx(queries.rows() * k);
+  absl::Status st = MergePartialAnswers(views, queries.rows(), k, nullptr, &pool, dist.data(),
+                                        idx.data(), ShortRows::kFail);
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(st.message().find("query 5:"), std::string::npos) << st;
+  ASSERT_TRUE(MergePartialAnswers(views, queries.rows(), k, nullptr, &pool, dist.data(),
+                                  idx.data(), ShortRows::kPad)
+                  .ok());
+  size_t held = 0;
+  while (held < k && idx[5 * k + held] != kNoNeighborId) ++held;
+  ASSERT_LT(held, k);
+  for (size_t j = 0; j < k; ++j) {
+    if (j < held) {
+      EXPECT_EQ(idx[5 * k + j], want->index(5, j));
+    } else {
+      EXPECT_EQ(idx[5 * k + j], kNoNeighborId);
+      EXPECT_EQ(dist[5 * k + j], kInf);
+    }
+  }
+  // One part alone answering the short query: its row is copied up to the padding, then short.
+  std::vector<int32_t> only0(queries.rows(), -1), none(queries.rows(), -1);
+  for (size_t q = 0; q < queries.rows(); ++q) only0[q] = static_cast<int32_t>(q);
+  views[0].row_of = only0;
+  views[1].row_of = none;
+  st = MergePartialAnswers(views, queries.rows(), k, nullptr, &pool, dist.data(), idx.data(),
+                           ShortRows::kFail);
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace knncluster

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -130,28 +131,50 @@ absl::Status NeighborIndex::ValidateQueries(MatrixView queries) const {
 }
 
 absl::StatusOr<KNeighborsResult> NeighborIndex::Search(MatrixView queries, size_t k,
-                                                       ThreadPool* pool) const {
+                                                       ThreadPool* pool,
+                                                       absl::Span<const double> rdist_bounds) const {
   KNeighborsResult result;
   result.num_queries = queries.rows();
   result.k = k;
   result.distances.resize(queries.rows() * k);
   result.indices.resize(queries.rows() * k);
-  KNN_RETURN_IF_ERROR(
-      SearchInto(queries, k, pool, result.distances.data(), result.indices.data()));
+  KNN_RETURN_IF_ERROR(SearchInto(queries, k, pool, rdist_bounds, result.distances.data(),
+                                 result.indices.data()));
   return result;
 }
 
 absl::Status NeighborIndex::SearchInto(MatrixView queries, size_t k, ThreadPool* pool,
-                                       double* distances, IdsOut indices) const {
+                                       absl::Span<const double> rdist_bounds, double* distances,
+                                       IdsOut indices) const {
   KNN_RETURN_IF_ERROR(ValidateQueries(queries));
+  if (!rdist_bounds.empty()) {
+    if (rdist_bounds.size() != queries.rows()) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "rdist_bounds: expected %d values (one per query), got %d", queries.rows(),
+          rdist_bounds.size()));
+    }
+    for (size_t q = 0; q < rdist_bounds.size(); ++q) {
+      if (!(rdist_bounds[q] >= 0)) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "rdist_bounds[%d]: must be >= 0 (or +inf), got %g", q, rdist_bounds[q]));
+      }
+    }
+  }
   // Trees: search in LocalityOrder (results are per query, written back in the caller's order).
   std::vector<int64_t> order;
   Matrix reordered;
   MatrixView search_queries = queries;
+  std::vector<double> reordered_bounds;
+  const double* search_bounds = rdist_bounds.empty() ? nullptr : rdist_bounds.data();
   if (algorithm() != Algorithm::kBrute && dim_ <= kMaxLocalityDim && queries.rows() > 2) {
     order = LocalityOrder(queries);
     reordered = Matrix::Gather(queries, order);
     search_queries = reordered.view();
+    if (search_bounds != nullptr) {
+      reordered_bounds.resize(order.size());
+      for (size_t i = 0; i < order.size(); ++i) reordered_bounds[i] = rdist_bounds[order[i]];
+      search_bounds = reordered_bounds.data();
+    }
   }
   const size_t block = QueryBlock(queries.rows(), pool);
   const size_t blocks = (queries.rows() + block - 1) / block;
@@ -159,7 +182,8 @@ absl::Status NeighborIndex::SearchInto(MatrixView queries, size_t k, ThreadPool*
     const size_t begin = b * block;
     const size_t end = std::min(queries.rows(), begin + block);
     std::vector<Neighbor> out((end - begin) * k);
-    SearchBlock(search_queries.Slice(begin, end), k, out.data());
+    SearchBlock(search_queries.Slice(begin, end), k,
+                search_bounds == nullptr ? nullptr : search_bounds + begin, out.data());
     for (size_t q = begin; q < end; ++q) {
       const size_t dst = (order.empty() ? q : static_cast<size_t>(order[q])) * k;
       const Neighbor* src = &out[(q - begin) * k];
@@ -178,25 +202,27 @@ absl::StatusOr<KNeighborsResult> NeighborIndex::KNeighbors(MatrixView queries, i
     return absl::InvalidArgumentError(absl::StrFormat(
         "n_neighbors: must be in [1, %d] (the number of training samples), got %d", size_, k));
   }
-  KNN_ASSIGN_OR_RETURN(KNeighborsResult result, Search(queries, static_cast<size_t>(k), pool));
+  KNN_ASSIGN_OR_RETURN(KNeighborsResult result, Search(queries, static_cast<size_t>(k), pool, {}));
   ToTrueDistances(metric_, &result);
   return result;
 }
 
-absl::StatusOr<KNeighborsResult> NeighborIndex::KNeighborsRdist(MatrixView queries, int k,
-                                                                ThreadPool* pool) const {
+absl::StatusOr<KNeighborsResult> NeighborIndex::KNeighborsRdist(
+    MatrixView queries, int k, ThreadPool* pool, absl::Span<const double> rdist_bounds) const {
   if (k < 1) {
     return absl::InvalidArgumentError(absl::StrFormat("n_neighbors: must be >= 1, got %d", k));
   }
-  return Search(queries, std::min(static_cast<size_t>(k), size_), pool);
+  return Search(queries, std::min(static_cast<size_t>(k), size_), pool, rdist_bounds);
 }
 
 absl::Status NeighborIndex::KNeighborsRdistInto(MatrixView queries, int k, ThreadPool* pool,
-                                                double* distances, IdsOut indices) const {
+                                                double* distances, IdsOut indices,
+                                                absl::Span<const double> rdist_bounds) const {
   if (k < 1) {
     return absl::InvalidArgumentError(absl::StrFormat("n_neighbors: must be >= 1, got %d", k));
   }
-  return SearchInto(queries, std::min(static_cast<size_t>(k), size_), pool, distances, indices);
+  return SearchInto(queries, std::min(static_cast<size_t>(k), size_), pool, rdist_bounds,
+                    distances, indices);
 }
 
 absl::StatusOr<RadiusResult> NeighborIndex::RadiusNeighbors(MatrixView queries, double radius,
@@ -290,6 +316,13 @@ struct AnswerRow {
   const double* distances = nullptr;
   IdsIn indices;
   size_t k = 0;
+
+  // How many of the first `limit` are neighbours (the rest: a bounded search's padding).
+  size_t Held(size_t limit) const {
+    size_t n = 0;
+    while (n < limit && indices[n] != kNoNeighborId) ++n;
+    return n;
+  }
 };
 
 // Buffers MergeRows reuses from one query to the next (one per thread).
@@ -311,7 +344,7 @@ size_t MergeRows(absl::Span<const AnswerRow> rows, size_t k, const Minkowski* to
   auto body = [&](auto metric) -> size_t {
     if (rows.size() == 1) {  // one row alone is copied as it is
       const AnswerRow& row = rows[0];
-      const size_t got = std::min(k, row.k);
+      const size_t got = row.Held(std::min(k, row.k));
       for (size_t j = 0; j < got; ++j) {
         out_distances[j] = metric.RdistToDist(row.distances[j]);
         out_indices.Set(j, row.indices[j]);
@@ -321,8 +354,8 @@ size_t MergeRows(absl::Span<const AnswerRow> rows, size_t k, const Minkowski* to
     if (sc.lists.size() < rows.size()) sc.lists.resize(rows.size());
     sc.spans.clear();
     for (size_t s = 0; s < rows.size(); ++s) {
-      sc.lists[s].resize(rows[s].k);
-      for (size_t j = 0; j < rows[s].k; ++j) {
+      sc.lists[s].resize(rows[s].Held(rows[s].k));
+      for (size_t j = 0; j < sc.lists[s].size(); ++j) {
         sc.lists[s][j] = Neighbor{rows[s].distances[j], rows[s].indices[j]};
       }
       sc.spans.push_back(sc.lists[s]);
@@ -346,7 +379,8 @@ size_t MergeRows(absl::Span<const AnswerRow> rows, size_t k, const Minkowski* to
 
 absl::Status MergePartialAnswers(absl::Span<const PartialAnswer> parts, size_t num_queries,
                                  size_t k, const Minkowski* to_true, ThreadPool* pool,
-                                 double* out_distances, IdsOut out_indices) {
+                                 double* out_distances, IdsOut out_indices,
+                                 ShortRows short_rows) {
   const size_t n = num_queries;
   constexpr size_t kBlock = 256;
   constexpr size_t kNone = ~size_t{0};
@@ -367,7 +401,12 @@ absl::Status MergePartialAnswers(absl::Span<const PartialAnswer> parts, size_t n
       }
       const size_t got =
           MergeRows(rows, k, to_true, out_distances + q * k, out_indices + q * k, &scratch);
-      if (got < k) {
+      if (got < k && short_rows == ShortRows::kPad) {
+        for (size_t j = got; j < k; ++j) {
+          out_distances[q * k + j] = std::numeric_limits<double>::infinity();
+          out_indices.Set(q * k + j, kNoNeighborId);
+        }
+      } else if (got < k) {
         absl::MutexLock lock(&short_mu);
         if (q < first_short) {
           first_short = q;

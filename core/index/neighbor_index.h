@@ -147,12 +147,20 @@ class NeighborIndex {
 
   // As KNeighbors, but distances stay reduced (for merging partial answers across shards), and
   // k may exceed size(): each query then gets min(k, size()) neighbours.
-  absl::StatusOr<KNeighborsResult> KNeighborsRdist(MatrixView queries, int k,
-                                                   ThreadPool* pool) const;
+  // rdist_bounds: empty, or one reduced distance per query (>= 0, +inf for none) known to be at
+  // least the query's k-th over every shard (a coordinator's routing bound). Rows farther than
+  // its bound cannot be among the query's k nearest anywhere, so the search leaves them out and
+  // prunes by the bound from the start; a query with fewer than min(k, size()) rows within it
+  // has its row padded with (+inf, kNoNeighborId) (top_k.h). Every neighbour within the bound,
+  // ties included, is kept: merged with the other shards' answers the result is the unbounded
+  // one. InvalidArgument ("rdist_bounds: ...") for a wrong count, NaN or a negative value.
+  absl::StatusOr<KNeighborsResult> KNeighborsRdist(MatrixView queries, int k, ThreadPool* pool,
+                                                   absl::Span<const double> rdist_bounds = {}) const;
   // As KNeighborsRdist, into the caller's arrays (e.g. a response message's), each of
   // queries.rows() * min(k, size()) values.
   absl::Status KNeighborsRdistInto(MatrixView queries, int k, ThreadPool* pool,
-                                   double* distances, IdsOut indices) const;
+                                   double* distances, IdsOut indices,
+                                   absl::Span<const double> rdist_bounds = {}) const;
 
   // All training rows within `radius` (inclusive) of each query, sorted as above.
   absl::StatusOr<RadiusResult> RadiusNeighbors(MatrixView queries, double radius,
@@ -163,17 +171,22 @@ class NeighborIndex {
       : size_(size), dim_(dim), metric_(metric) {}
 
   // Searches a block of queries: writes each query's k nearest (sorted, reduced distances) to
-  // out[q * k, (q + 1) * k). REQUIRES: 1 <= k <= size(); queries.cols() == dim().
-  virtual void SearchBlock(MatrixView queries, size_t k, Neighbor* out) const = 0;
+  // out[q * k, (q + 1) * k). With rdist_bounds (else null), query q's neighbours are those
+  // within rdist_bounds[q], padded (TopK::TakeSortedPadded). REQUIRES: 1 <= k <= size();
+  // queries.cols() == dim().
+  virtual void SearchBlock(MatrixView queries, size_t k, const double* rdist_bounds,
+                           Neighbor* out) const = 0;
   // Appends every row with rdist <= rdist_bound to `out` (unsorted).
   virtual void RadiusSearchOne(const double* query, double rdist_bound,
                                std::vector<Neighbor>* out) const = 0;
 
  private:
   absl::Status ValidateQueries(MatrixView queries) const;
-  absl::StatusOr<KNeighborsResult> Search(MatrixView queries, size_t k, ThreadPool* pool) const;
+  absl::StatusOr<KNeighborsResult> Search(MatrixView queries, size_t k, ThreadPool* pool,
+                                          absl::Span<const double> rdist_bounds) const;
   // Writes queries.rows() * k distances and indices. REQUIRES: 1 <= k <= size().
-  absl::Status SearchInto(MatrixView queries, size_t k, ThreadPool* pool, double* distances,
+  absl::Status SearchInto(MatrixView queries, size_t k, ThreadPool* pool,
+                          absl::Span<const double> rdist_bounds, double* distances,
                           IdsOut indices) const;
 
   size_t size_;
@@ -202,16 +215,24 @@ struct PartialAnswer {
   }
 };
 
+// What MergePartialAnswers does with a query whose parts hold fewer than k neighbours in all.
+enum class ShortRows {
+  kFail,  // FailedPrecondition naming the first such query (a complete answer was expected)
+  kPad,   // pad its row with (+inf, kNoNeighborId): bounded partial answers, merged again later
+};
+
 // Merges, for each of `num_queries` queries, the rows of the parts answering it into its k
 // nearest with MergeTopK (a query answered by one part takes that row's first k), on `pool` in
 // blocks, writing out_distances / out_indices[q * k, (q + 1) * k). Distances are reduced or true
 // alike (all parts the same kind); with `to_true` (may be null) reduced distances are converted
-// with its RdistToDist on the way out. This is the one merge of partial answers: a worker's
-// across its shards and the coordinator's across workers. FailedPrecondition naming the first
-// such query when a query is answered by no part or gets fewer than k neighbours in all.
+// with its RdistToDist on the way out. A part's row ends at its first kNoNeighborId (a bounded
+// search's padding). This is the one merge of partial answers: a worker's across its shards and
+// the coordinator's across workers. A query answered by no part or left with fewer than k
+// neighbours in all is handled as `short_rows` says.
 absl::Status MergePartialAnswers(absl::Span<const PartialAnswer> parts, size_t num_queries,
                                  size_t k, const Minkowski* to_true, ThreadPool* pool,
-                                 double* out_distances, IdsOut out_indices);
+                                 double* out_distances, IdsOut out_indices,
+                                 ShortRows short_rows = ShortRows::kFail);
 
 // MergePartialAnswers over whole KNeighborsResults (every part answers every query).
 // InvalidArgument when the parts' shapes differ.

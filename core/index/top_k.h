@@ -29,6 +29,12 @@ struct Neighbor {
   }
 };
 
+// The id that fills a row holding fewer than k neighbours: a search given a distance bound
+// (NeighborIndex::KNeighborsRdist's rdist_bounds) leaves out rows farther than the bound and pads
+// the row with Neighbor{+inf, kNoNeighborId}, which sorts after every real neighbour. Training
+// indices are never negative.
+inline constexpr int64_t kNoNeighborId = -1;
+
 // The ordering: (rdist, id) ascending.
 inline bool NeighborLess(const Neighbor& a, const Neighbor& b) {
   return a.rdist < b.rdist || (a.rdist == b.rdist && a.id < b.id);
@@ -54,10 +60,17 @@ class TopK {
     size_ = 0;
     worst_ = std::numeric_limits<double>::infinity();
   }
+  // Empties the heap and refuses, from now on, candidates farther than rdist_bound (a bounded
+  // search: fewer than k may then be held; TakeSortedPadded fills the rest).
+  void Clear(double rdist_bound) {
+    size_ = 0;
+    worst_ = rdist_bound;
+  }
 
-  // The reduced distance a candidate must not exceed to be kept: +inf until k are held.
-  // Searches prune a region only when its lower bound is strictly greater than this, so
-  // candidates tied with the worst are still examined (and win if their id is smaller).
+  // The reduced distance a candidate must not exceed to be kept: the bound (+inf unless Clear
+  // set one) until k are held. Searches prune a region only when its lower bound is strictly
+  // greater than this, so candidates tied with the worst are still examined (and win if their
+  // id is smaller).
   double WorstRdist() const { return worst_; }
 
   // Offers a candidate; keeps it if it is among the k smallest so far.
@@ -74,6 +87,14 @@ class TopK {
     if (!sorted_) std::sort_heap(items_.begin(), items_.begin() + size_, Less());
     std::copy(items_.begin(), items_.begin() + size_, out);
     Clear();
+  }
+  // As TakeSorted, writing all k of out[0, k): the slots past size() get
+  // Neighbor{+inf, kNoNeighborId}.
+  void TakeSortedPadded(Neighbor* out) {
+    const size_t held = size_;
+    TakeSorted(out);
+    std::fill(out + held, out + k_,
+              Neighbor{std::numeric_limits<double>::infinity(), kNoNeighborId});
   }
   std::vector<Neighbor> TakeSorted() {
     std::vector<Neighbor> out(size_);
@@ -95,6 +116,7 @@ class TopK {
       if (!NeighborLess(n, a[j - 1])) return;
       --j;  // n replaces the worst
     } else {
+      if (n.rdist > worst_) return;  // beyond Clear's bound
       ++size_;
     }
     while (j > 0 && NeighborLess(n, a[j - 1])) {
@@ -109,6 +131,7 @@ class TopK {
   void PushHeap(Neighbor n) {
     const auto begin = items_.begin();
     if (size_ < k_) {
+      if (n.rdist > worst_) return;  // beyond Clear's bound
       items_[size_++] = n;
       std::push_heap(begin, begin + size_, Less());
     } else if (NeighborLess(n, items_.front())) {

@@ -1,6 +1,8 @@
 #include "core/index/top_k.h"
 
+#include <limits>
 #include <random>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -96,6 +98,41 @@ TEST(MergeTopKTest, KeepsAReplicatedRowOnce) {
   std::vector<absl::Span<const Neighbor>> spans = {a, b};
   std::vector<Neighbor> want = {{1, 4}, {2, 6}, {3, 1}};
   EXPECT_EQ(MergeTopK(spans, 5), want);
+}
+
+}  // namespace
+}  // namespace knncluster
+
+namespace knncluster {
+namespace {
+
+TEST(TopKTest, ABoundRefusesFartherCandidatesKeepsTiesAndPads) {
+  TopK heap(4);
+  heap.Clear(2.0);
+  EXPECT_EQ(heap.WorstRdist(), 2.0);
+  heap.Push(3.0, 1);  // beyond the bound
+  heap.Push(2.0, 9);  // at the bound: kept
+  heap.Push(0.5, 4);
+  EXPECT_EQ(heap.size(), 2u);
+  EXPECT_EQ(heap.WorstRdist(), 2.0);  // not full: still the bound
+  Neighbor out[4];
+  heap.TakeSortedPadded(out);
+  EXPECT_EQ(out[0], (Neighbor{0.5, 4}));
+  EXPECT_EQ(out[1], (Neighbor{2.0, 9}));
+  const Neighbor pad{std::numeric_limits<double>::infinity(), kNoNeighborId};
+  EXPECT_EQ(out[2], pad);
+  EXPECT_EQ(out[3], pad);
+  // Taking clears the bound too; the heap representation (k > kMaxSortedK) bounds alike.
+  EXPECT_EQ(heap.WorstRdist(), std::numeric_limits<double>::infinity());
+  TopK big(TopK::kMaxSortedK + 3);
+  big.Clear(1.0);
+  for (int i = 0; i < 100; ++i) big.Push(static_cast<double>(i % 4) / 2, i);  // 0, .5, 1, 1.5
+  EXPECT_EQ(big.size(), big.k());  // 75 within the bound, the smallest k kept
+  std::vector<Neighbor> all = big.TakeSorted();
+  for (const Neighbor& nb : all) EXPECT_LE(nb.rdist, 1.0);
+  big.Clear(0.25);
+  for (int i = 0; i < 100; ++i) big.Push(static_cast<double>(i % 4) / 2, i);
+  EXPECT_EQ(big.size(), 25u);  // only the zeros
 }
 
 }  // namespace
