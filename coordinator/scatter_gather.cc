@@ -471,6 +471,18 @@ absl::Status ScatterGather::SearchChunk(absl::Span<const ShardLocation* const> s
       c->ctx.set_deadline(absl::ToChronoTime(call_deadline));
       c->rows = BuildSearchRequest(shards, c->shards, queries, routed, k, id_end, subset,
                                    &c->request, &c->row_of);
+      // The answer's arrays at their final size (at most rows x k), so that parsing it copies
+      // each value once (the field is `optional`: the parse keeps them).
+      const size_t most = c->rows * k;
+      if (most <= static_cast<size_t>(std::numeric_limits<int>::max())) {
+        v1::Neighbors* nb = c->response.mutable_neighbors();
+        nb->mutable_distances()->Reserve(static_cast<int>(most));
+        if (c->request.compact_indices()) {
+          nb->mutable_indices32()->Reserve(static_cast<int>(most));
+        } else {
+          nb->mutable_indices()->Reserve(static_cast<int>(most));
+        }
+      }
     }
     absl::Mutex mu;
     size_t remaining = calls.size();

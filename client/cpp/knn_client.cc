@@ -1,7 +1,9 @@
 #include "client/cpp/knn_client.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "absl/status/status.h"
@@ -216,6 +218,15 @@ absl::StatusOr<KNeighborsResult> KnnClient::KNeighbors(const std::string& model,
   grpc::ClientContext context;
   KNN_RETURN_IF_ERROR(Prepare(&context));
   v1::KNeighborsResponse response;
+  if (k && *k > 0 && queries.has_matrix()) {
+    // The answer's arrays at their final size, so that parsing it copies each value once
+    // (KNeighborsResponse.neighbors is `optional`: the parse keeps them).
+    const uint64_t most = queries.matrix().rows() * static_cast<uint64_t>(*k);
+    if (most <= static_cast<uint64_t>(std::numeric_limits<int>::max())) {
+      response.mutable_neighbors()->mutable_distances()->Reserve(static_cast<int>(most));
+      response.mutable_neighbors()->mutable_indices32()->Reserve(static_cast<int>(most));
+    }
+  }
   grpc::Status status = stub_->KNeighbors(&context, request, &response);
   if (!status.ok()) return rpc::FromGrpcStatus(status);
   if (missing_shards != nullptr) {
