@@ -464,13 +464,16 @@ absl::StatusOr<std::shared_ptr<const ModelEntry>> ModelManager::Fit(const FitSpe
 absl::StatusOr<std::shared_ptr<const RoutingGrid>> ModelManager::BuildRoutingGrid(
     const ModelEntry& entry, absl::Time deadline) const {
   // The grid spans the bounding box of the training rows (the union of the shards' boxes),
-  // with about max_routing_cells cells; each centre's k-th distance comes from the cluster
-  // itself (exact over all rows), so U_q = dist(q, c) + kth(c) is a true upper bound.
+  // with at most one cell per kRowsPerRoutingCell rows and max_routing_cells; each centre's
+  // k-th distance comes from the cluster itself (exact over all rows), so U_q = dist(q, c) +
+  // kth(c) is a true upper bound.
   const size_t dim = entry.cols;
   auto grid = std::make_shared<RoutingGrid>();
   grid->k = static_cast<size_t>(entry.params.n_neighbors);
+  const uint64_t cells_wanted = std::max<uint64_t>(
+      1, std::min<uint64_t>(options_.max_routing_cells, entry.rows / ModelManagerOptions::kRowsPerRoutingCell));
   grid->cells_per_dim = std::max<size_t>(
-      1, static_cast<size_t>(std::floor(std::pow(static_cast<double>(options_.max_routing_cells),
+      1, static_cast<size_t>(std::floor(std::pow(static_cast<double>(cells_wanted),
                                                   1.0 / static_cast<double>(dim)) + 1e-9)));
   std::vector<double> lo(dim, std::numeric_limits<double>::infinity());
   std::vector<double> hi(dim, -std::numeric_limits<double>::infinity());
