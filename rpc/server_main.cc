@@ -54,6 +54,8 @@ int LimitMallocArenas() {
 #ifdef __GLIBC__
   if (std::getenv("MALLOC_ARENA_MAX") != nullptr) return 0;
   const int arenas = std::max(2, static_cast<int>(std::thread::hardware_concurrency()));
+  if (std::getenv("MALLOC_MMAP_THRESHOLD_") == nullptr) mallopt(M_MMAP_THRESHOLD, 1 << 20);
+  if (std::getenv("MALLOC_TRIM_THRESHOLD_") == nullptr) mallopt(M_TRIM_THRESHOLD, 8 << 20);
   return mallopt(M_ARENA_MAX, arenas) == 1 ? arenas : 0;
 #else
   return 0;
