@@ -79,6 +79,8 @@ void RoutingGrid::ComputeSoleShards(absl::Span<const ShardLocation> model_shards
                                     const Minkowski& metric) {
   shards.clear();
   sole_shard.clear();
+  reach_all = 0;
+  hi.clear();
   const size_t dim = lo.size();
   if (model_shards.empty() || model_shards.size() >= kSeveral || dim == 0 ||
       width.size() != dim) {
@@ -96,6 +98,11 @@ void RoutingGrid::ComputeSoleShards(absl::Span<const ShardLocation> model_shards
     for (size_t j = 0; j < dim; ++j) corner[j] = center[j] + width[j] / 2;
     const double h = m.RdistToDist(m.Rdist(center.data(), corner.data(), dim));
     sole_shard.assign(cells, kSeveral);
+    reach_all = (h + *std::max_element(kth_dist.begin(), kth_dist.end())) * (1 + kBoundSlack);
+    hi.resize(dim);
+    for (size_t j = 0; j < dim; ++j) {
+      hi[j] = lo[j] + static_cast<double>(cells_per_dim) * width[j];
+    }
     for (size_t c = 0; c < cells; ++c) {
       Center(c, center.data());
       const double reach = (2 * h + kth_dist[c]) * (1 + kBoundSlack);
@@ -247,13 +254,34 @@ void ScatterGather::Route(const RoutingGrid& routing, const Minkowski& metric,
     }
   }
   const bool have_sole = !routing.sole_shard.empty();
+  const bool have_reach = have_sole && routing.reach_all > 0 && routing.hi.size() == dim;
   constexpr size_t kBlock = 1024;
   metric.Visit([&](auto m) {
+    const double r_all = m.DistToRdist(routing.reach_all);
     ParallelFor(pool_, (n + kBlock - 1) / kBlock, [&](size_t block) {
       std::vector<double> center(dim), scratch(dim);
       for (size_t i = block * kBlock; i < std::min(n, (block + 1) * kBlock); ++i) {
         const double* q = queries.row(i);
         uint64_t* bits = out->need.data() + i * words;
+        if (have_reach) {
+          bool in_grid = true;
+          for (size_t j = 0; j < dim; ++j) {
+            in_grid = in_grid && q[j] >= routing.lo[j] && q[j] < routing.hi[j];
+          }
+          if (in_grid) {  // U_q <= reach_all: the shards whose box is that close
+            size_t near = 0, which = 0;
+            for (size_t s = 0; s < active.size(); ++s) {
+              if (BoxRdist(m, q, active[s]->box_lo, active[s]->box_hi, scratch.data()) <= r_all) {
+                ++near;
+                which = s;
+              }
+            }
+            if (near == 1) {
+              bits[which / 64] |= uint64_t{1} << (which % 64);
+              continue;
+            }
+          }
+        }
         bool inside = false;
         const size_t cell = routing.CellOf(q, &inside);
         if (have_sole && inside && routing.sole_shard[cell] != RoutingGrid::kSeveral) {
