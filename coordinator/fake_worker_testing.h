@@ -8,6 +8,7 @@
 #include <cmath>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -111,6 +112,10 @@ class FakeWorkerService final : public v1::Worker::Service {
         MergePartialAnswers(views, out.num_queries, out.k, nullptr, nullptr, out.distances.data(),
                             out.indices.data(), bounds.empty() ? ShortRows::kFail : ShortRows::kPad);
     if (!merged.ok()) return rpc::ToGrpcStatus(merged);
+    {
+      absl::MutexLock lock(&mu_);
+      if (bad_index_.has_value() && !out.indices.empty()) out.indices.back() = *bad_index_;
+    }
     rpc::ToProto(out, response->mutable_neighbors());
     return grpc::Status::OK;
   }
@@ -151,6 +156,11 @@ class FakeWorkerService final : public v1::Worker::Service {
     absl::MutexLock lock(&mu_);
     shards_.clear();
   }
+  // A broken worker: every answer's last index becomes `id` (nullopt: answers are right).
+  void SetBadIndex(std::optional<int64_t> id) {
+    absl::MutexLock lock(&mu_);
+    bad_index_ = id;
+  }
   // Every SearchShards call waits this long first (as a hung or partitioned worker would).
   void SetSearchDelay(absl::Duration d) {
     absl::MutexLock lock(&mu_);
@@ -163,6 +173,7 @@ class FakeWorkerService final : public v1::Worker::Service {
   int loads_ ABSL_GUARDED_BY(mu_) = 0;
   int searches_ ABSL_GUARDED_BY(mu_) = 0;
   int bounded_rows_ ABSL_GUARDED_BY(mu_) = 0;
+  std::optional<int64_t> bad_index_ ABSL_GUARDED_BY(mu_);
   absl::Duration search_delay_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();
   bool never_ ABSL_GUARDED_BY(mu_) = false;
 };

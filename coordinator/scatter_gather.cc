@@ -372,6 +372,37 @@ size_t BuildSearchRequest(absl::Span<const ShardLocation* const> shards,
   return rows;
 }
 
+// The smallest and the largest of `ids` ({0, -1} when empty).
+template <typename Field>
+std::pair<int64_t, int64_t> IndexRange(const Field& ids) {
+  int64_t lo = 0, hi = -1;
+  if (ids.empty()) return {lo, hi};
+  lo = hi = ids[0];
+  for (const auto id : ids) {
+    lo = std::min<int64_t>(lo, id);
+    hi = std::max<int64_t>(hi, id);
+  }
+  return {lo, hi};
+}
+
+// Padding (kNoNeighborId) only in the rows the request gave a distance bound.
+absl::Status CheckPaddingIsBounded(const v1::Neighbors& nb, const v1::SearchShardsRequest& request) {
+  const IdsIn ids = rpc::IndicesOf(nb);
+  const auto& bounded = request.bounded_rows();
+  int next = 0;  // bounded_rows is ascending
+  for (uint64_t r = 0; r < nb.num_queries(); ++r) {
+    while (next < bounded.size() && bounded[next] < r) ++next;
+    if (next < bounded.size() && bounded[next] == r) continue;
+    for (uint32_t j = 0; j < nb.k(); ++j) {
+      if (ids[r * nb.k() + j] == kNoNeighborId) {
+        return absl::InternalError(absl::StrCat("returned no neighbour (index ", kNoNeighborId,
+                                                ") in row ", r, ", which had no distance bound"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 // Codes that say the worker, not the request, failed: the shards are tried on other replicas.
 bool WorkerAtFault(absl::StatusCode code) {
   return code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kNotFound ||
@@ -588,17 +619,17 @@ absl::Status ScatterGather::SearchChunk(absl::Span<const ShardLocation* const> s
                                                   nb.num_queries(), nb.k(), c.rows, k));
       }
       if (bad.ok()) {
-        const IdsIn ids = rpc::IndicesOf(nb);
-        const size_t total = static_cast<size_t>(nb.num_queries()) * nb.k();
-        for (size_t i = 0; i < total; ++i) {
-          const int64_t id = ids[i];
-          // (kNoNeighborId: a bounded row's padding; the merge refuses it where a neighbour
-          // is needed)
-          if ((id < 0 && id != kNoNeighborId) || id >= id_end) {
-            bad = absl::InternalError(absl::StrCat("returned global index ", id, " outside [0, ",
-                                                   id_end, ")"));
-            break;
-          }
+        // Every index in [0, id_end), or kNoNeighborId (a bounded row's padding; the merge
+        // refuses it where a neighbour is needed). One branch-free pass for the range, on the
+        // batch's critical path.
+        const auto [lo, hi] = nb.indices32_size() > 0 ? IndexRange(nb.indices32())
+                                                      : IndexRange(nb.indices());
+        if (lo < kNoNeighborId || hi >= id_end) {
+          bad = absl::InternalError(absl::StrCat("returned global index ",
+                                                 lo < kNoNeighborId ? lo : hi, " outside [0, ",
+                                                 id_end, ")"));
+        } else if (lo == kNoNeighborId) {
+          bad = CheckPaddingIsBounded(nb, c.request);
         }
       }
       if (!bad.ok()) {

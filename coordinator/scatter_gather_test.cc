@@ -129,6 +129,30 @@ TEST_F(ScatterGatherTest, OneCallPerWorkerPerBatch) {
   for (auto& w : workers_) EXPECT_EQ(w->service().searches(), 1);
 }
 
+// A worker answering an index outside its model's rows, or padding (-1) in a row the coordinator
+// gave no distance bound, fails the batch INTERNAL, naming it.
+TEST_F(ScatterGatherTest, AnIndexOutsideTheModelIsAMalformedAnswer) {
+  ScatterGather sg(pool_.get(), nullptr, {});
+  const std::vector<ShardLocation> shards = Place(NeighborsParams());
+  auto metric = Minkowski::Create(2);
+  for (const int64_t bad : {int64_t{301}, int64_t{-2}, int64_t{1} << 40}) {
+    workers_[1]->service().SetBadIndex(bad);
+    auto got = sg.Search(shards, queries_, 3, *metric, absl::InfiniteFuture());
+    EXPECT_EQ(got.status().code(), absl::StatusCode::kInternal) << bad;
+    EXPECT_THAT(got.status().message(),
+                HasSubstr(absl::StrCat("sent a malformed answer: returned global index ", bad,
+                                       " outside [0, 301)")));
+  }
+  workers_[1]->service().SetBadIndex(kNoNeighborId);
+  auto got = sg.Search(shards, queries_, 3, *metric, absl::InfiniteFuture());
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(got.status().message(),
+              HasSubstr(absl::StrCat("returned no neighbour (index -1) in row ",
+                                     queries_.rows() - 1, ", which had no distance bound")));
+  workers_[1]->service().SetBadIndex(std::nullopt);
+  EXPECT_TRUE(sg.Search(shards, queries_, 3, *metric, absl::InfiniteFuture()).ok());
+}
+
 TEST_F(ScatterGatherTest, StoppedWorkerFailsTheBatchNamingShardAndWorker) {
   ScatterGatherOptions so;
   so.rpc_deadline = absl::Seconds(5);
