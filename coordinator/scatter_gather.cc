@@ -545,8 +545,11 @@ absl::Status ScatterGather::SearchChunk(absl::Span<const ShardLocation* const> s
     }
     absl::Mutex mu;
     size_t remaining = calls.size();
-    for (const auto& call : calls) {
-      Call* c = call.get();
+    // The calls start from several threads at once: the first worker to receive its request
+    // wakes on this core and starts searching on every core at once, and a call started after
+    // it by this thread would wait for the scheduler's next tick (up to 4 ms) to be sent.
+    ParallelFor(pool_, calls.size(), [&](size_t i) {
+      Call* c = calls[i].get();
       c->worker.stub->async()->SearchShards(&c->ctx, &c->request, &c->response,
                                             [c, &mu, &remaining](grpc::Status st) {
                                               absl::MutexLock lock(&mu);
@@ -554,7 +557,7 @@ absl::Status ScatterGather::SearchChunk(absl::Span<const ShardLocation* const> s
                                               c->done = true;
                                               --remaining;
                                             });
-    }
+    });
     // Wait; meanwhile a call to a worker the pool declares dead (missed heartbeats: a partition
     // or a hung process) is cancelled, so that its shards go to a replica within the deadline.
     {
