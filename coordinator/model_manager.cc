@@ -470,8 +470,9 @@ absl::StatusOr<std::shared_ptr<const RoutingGrid>> ModelManager::BuildRoutingGri
   const size_t dim = entry.cols;
   auto grid = std::make_shared<RoutingGrid>();
   grid->k = static_cast<size_t>(entry.params.n_neighbors);
+  constexpr uint64_t kRowsPerCell = ModelManagerOptions::kRowsPerRoutingCell;
   const uint64_t cells_wanted = std::max<uint64_t>(
-      1, std::min<uint64_t>(options_.max_routing_cells, entry.rows / ModelManagerOptions::kRowsPerRoutingCell));
+      1, std::min<uint64_t>(options_.max_routing_cells, entry.rows / kRowsPerCell));
   grid->cells_per_dim = std::max<size_t>(
       1, static_cast<size_t>(std::floor(std::pow(static_cast<double>(cells_wanted),
                                                   1.0 / static_cast<double>(dim)) + 1e-9)));

@@ -386,7 +386,8 @@ std::pair<int64_t, int64_t> IndexRange(const Field& ids) {
 }
 
 // Padding (kNoNeighborId) only in the rows the request gave a distance bound.
-absl::Status CheckPaddingIsBounded(const v1::Neighbors& nb, const v1::SearchShardsRequest& request) {
+absl::Status CheckPaddingIsBounded(const v1::Neighbors& nb,
+                                   const v1::SearchShardsRequest& request) {
   const IdsIn ids = rpc::IndicesOf(nb);
   const auto& bounded = request.bounded_rows();
   int next = 0;  // bounded_rows is ascending

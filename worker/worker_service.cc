@@ -182,8 +182,6 @@ absl::StatusOr<SubsetSpec> SubsetFromProto(const v1::FoldSubset& s) {
   return spec;
 }
 
-// The subset index of every shard (null when all its rows are excluded), from the cache or built
-// (the missing ones in parallel on `pool`) and then cached.
 // SearchShards' distance bounds, one per query (+inf where none), or empty when the request has
 // none.
 absl::StatusOr<std::vector<double>> RdistBounds(const v1::SearchShardsRequest& request,
@@ -214,6 +212,8 @@ absl::StatusOr<std::vector<double>> RdistBounds(const v1::SearchShardsRequest& r
   return out;
 }
 
+// The subset index of every shard (null when all its rows are excluded), from the cache or built
+// (the missing ones in parallel on `pool`) and then cached.
 absl::StatusOr<std::vector<std::shared_ptr<const NeighborIndex>>> SubsetIndexes(
     const SubsetSpec& spec, const std::vector<Shard>& shards, SubsetIndexCache* cache,
     ThreadPool* pool) {

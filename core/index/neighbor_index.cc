@@ -130,9 +130,8 @@ absl::Status NeighborIndex::ValidateQueries(MatrixView queries) const {
   return CheckFinite(queries, "queries");
 }
 
-absl::StatusOr<KNeighborsResult> NeighborIndex::Search(MatrixView queries, size_t k,
-                                                       ThreadPool* pool,
-                                                       absl::Span<const double> rdist_bounds) const {
+absl::StatusOr<KNeighborsResult> NeighborIndex::Search(
+    MatrixView queries, size_t k, ThreadPool* pool, absl::Span<const double> rdist_bounds) const {
   KNeighborsResult result;
   result.num_queries = queries.rows();
   result.k = k;
