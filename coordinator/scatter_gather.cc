@@ -80,7 +80,6 @@ void RoutingGrid::ComputeSoleShards(absl::Span<const ShardLocation> model_shards
   shards.clear();
   sole_shard.clear();
   reach_all = 0;
-  hi.clear();
   const size_t dim = lo.size();
   if (model_shards.empty() || model_shards.size() >= kSeveral || dim == 0 ||
       width.size() != dim) {
@@ -99,10 +98,6 @@ void RoutingGrid::ComputeSoleShards(absl::Span<const ShardLocation> model_shards
     const double h = m.RdistToDist(m.Rdist(center.data(), corner.data(), dim));
     sole_shard.assign(cells, kSeveral);
     reach_all = (h + *std::max_element(kth_dist.begin(), kth_dist.end())) * (1 + kBoundSlack);
-    hi.resize(dim);
-    for (size_t j = 0; j < dim; ++j) {
-      hi[j] = lo[j] + static_cast<double>(cells_per_dim) * width[j];
-    }
     for (size_t c = 0; c < cells; ++c) {
       Center(c, center.data());
       const double reach = (2 * h + kth_dist[c]) * (1 + kBoundSlack);
@@ -254,7 +249,11 @@ void ScatterGather::Route(const RoutingGrid& routing, const Minkowski& metric,
     }
   }
   const bool have_sole = !routing.sole_shard.empty();
-  const bool have_reach = have_sole && routing.reach_all > 0 && routing.hi.size() == dim;
+  const bool have_reach = have_sole && routing.reach_all > 0;
+  std::vector<double> grid_hi(dim);  // the grid's far corner
+  for (size_t j = 0; j < dim; ++j) {
+    grid_hi[j] = routing.lo[j] + static_cast<double>(routing.cells_per_dim) * routing.width[j];
+  }
   constexpr size_t kBlock = 1024;
   metric.Visit([&](auto m) {
     const double r_all = m.DistToRdist(routing.reach_all);
@@ -266,7 +265,7 @@ void ScatterGather::Route(const RoutingGrid& routing, const Minkowski& metric,
         if (have_reach) {
           bool in_grid = true;
           for (size_t j = 0; j < dim; ++j) {
-            in_grid = in_grid && q[j] >= routing.lo[j] && q[j] < routing.hi[j];
+            in_grid = in_grid && q[j] >= routing.lo[j] && q[j] < grid_hi[j];
           }
           if (in_grid) {  // U_q <= reach_all: the shards whose box is that close
             size_t near = 0, which = 0;
@@ -370,19 +369,6 @@ size_t BuildSearchRequest(absl::Span<const ShardLocation* const> shards,
   request->set_compact_indices(rpc::CompactIndices(true, static_cast<uint64_t>(id_end)));
   if (subset != nullptr) *request->mutable_subset() = *subset;
   return rows;
-}
-
-// The smallest and the largest of `ids` ({0, -1} when empty).
-template <typename Field>
-std::pair<int64_t, int64_t> IndexRange(const Field& ids) {
-  int64_t lo = 0, hi = -1;
-  if (ids.empty()) return {lo, hi};
-  lo = hi = ids[0];
-  for (const auto id : ids) {
-    lo = std::min<int64_t>(lo, id);
-    hi = std::max<int64_t>(hi, id);
-  }
-  return {lo, hi};
 }
 
 // Padding (kNoNeighborId) only in the rows the request gave a distance bound.
@@ -626,8 +612,7 @@ absl::Status ScatterGather::SearchChunk(absl::Span<const ShardLocation* const> s
         // Every index in [0, id_end), or kNoNeighborId (a bounded row's padding; the merge
         // refuses it where a neighbour is needed). One branch-free pass for the range, on the
         // batch's critical path.
-        const auto [lo, hi] = nb.indices32_size() > 0 ? IndexRange(nb.indices32())
-                                                      : IndexRange(nb.indices());
+        const auto [lo, hi] = rpc::IndexRange(nb);
         if (lo < kNoNeighborId || hi >= id_end) {
           bad = absl::InternalError(absl::StrCat("returned global index ",
                                                  lo < kNoNeighborId ? lo : hi, " outside [0, ",

@@ -97,12 +97,11 @@ struct RoutingGrid {
   std::vector<std::string> shards;  // at most 255
   std::vector<uint8_t> sole_shard;
   // Also derived: (h + the largest kth(c)) with the slack, a bound on U_q for every q inside the
-  // grid, and the grid's far corner. A query inside the grid with exactly one shard's box within
+  // grid. A query inside the grid with exactly one shard's box within
   // `reach_all` goes to that shard alone, decided from the boxes (in registers) without reading
   // the per-cell table, which the workers' searches evict from cache between batches (it was
   // the coordinator's largest single cost on uniform3d). 0: unknown.
   double reach_all = 0;
-  std::vector<double> hi;
 
   // The centre of cell `cell`, written to center[0, dim).
   void Center(size_t cell, double* center) const;

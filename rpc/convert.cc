@@ -1,5 +1,6 @@
 #include "rpc/convert.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -190,6 +191,23 @@ absl::Status CheckShape(const v1::Neighbors& n, const std::string& field) {
 
 IdsIn IndicesOf(const v1::Neighbors& n) {
   return n.indices32_size() > 0 ? IdsIn(n.indices32().data()) : IdsIn(n.indices().data());
+}
+
+namespace {
+template <typename Field>
+std::pair<int64_t, int64_t> RangeOf(const Field& ids) {
+  if (ids.empty()) return {0, -1};
+  int64_t lo = ids[0], hi = ids[0];
+  for (const auto id : ids) {
+    lo = std::min<int64_t>(lo, id);
+    hi = std::max<int64_t>(hi, id);
+  }
+  return {lo, hi};
+}
+}  // namespace
+
+std::pair<int64_t, int64_t> IndexRange(const v1::Neighbors& n) {
+  return n.indices32_size() > 0 ? RangeOf(n.indices32()) : RangeOf(n.indices());
 }
 
 absl::StatusOr<KNeighborsResult> FromProto(const v1::Neighbors& n, const std::string& field) {

@@ -7,7 +7,9 @@
 #ifndef KNNCLUSTER_RPC_CONVERT_H_
 #define KNNCLUSTER_RPC_CONVERT_H_
 
+#include <cstdint>
 #include <string>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "core/base/matrix.h"
@@ -52,6 +54,9 @@ bool CompactIndices(bool requested, uint64_t id_end);
 absl::Status CheckShape(const v1::Neighbors& n, const std::string& field);
 // The indices of a Neighbors that passed CheckShape, in place.
 IdsIn IndicesOf(const v1::Neighbors& n);
+// The smallest and the largest of those indices ({0, -1} when there are none), in one
+// branch-free pass over whichever field holds them.
+std::pair<int64_t, int64_t> IndexRange(const v1::Neighbors& n);
 
 // Names of datasets and models: the core's one rule (core/base/names.h).
 using ::knncluster::ValidateName;

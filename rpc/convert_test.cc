@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -123,6 +124,11 @@ TEST(NeighborsSinkTest, CompactIndicesTravelAs32BitValues) {
   EXPECT_EQ(back->indices, ids);
   const IdsIn in = IndicesOf(out);
   for (size_t i = 0; i < ids.size(); ++i) EXPECT_EQ(in[i], ids[i]);
+  EXPECT_EQ(IndexRange(out), (std::pair<int64_t, int64_t>{0, (int64_t{1} << 31) - 1}));
+  v1::Neighbors wide;
+  for (int64_t id : {5, -1, 9}) wide.add_indices(id);
+  EXPECT_EQ(IndexRange(wide), (std::pair<int64_t, int64_t>{-1, 9}));
+  EXPECT_EQ(IndexRange(v1::Neighbors()), (std::pair<int64_t, int64_t>{0, -1}));
 
   v1::Neighbors both = out;
   both.add_indices(0);
