@@ -61,6 +61,8 @@ void SetServerLimits(absl::string_view name, int max_message_bytes, int max_thre
   builder->AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
                               kServerMinPingIntervalMs);
   builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder->SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS,
+                               kServerMaxIdleThreads);
   if (max_threads > 0) {
     grpc::ResourceQuota quota{std::string(name)};
     quota.SetMaxThreads(max_threads);

@@ -42,6 +42,13 @@ inline constexpr double kRetryInitialBackoffSeconds = 0.1;
 inline constexpr double kRetryMaxBackoffSeconds = 2.0;
 inline constexpr double kRetryBackoffMultiplier = 2.0;
 
+// Idle threads a sync server keeps waiting for calls (gRPC's default is 2). With two calls in
+// flight, as a worker has when two batches overlap, a server at the default created a thread for
+// about every call and ended one after it: a coordinator and 2 workers under cluster_bench
+// (uniform3d, batches of 10,000, --inflight 2) started 110 threads in 2 s (perf stat, clone3),
+// 3 with this.
+inline constexpr int kServerMaxIdleThreads = 8;
+
 // Fully qualified method names ("knncluster.v1.Worker/SearchShards").
 std::vector<std::string> IdempotentWorkerMethods();
 std::vector<std::string> IdempotentCoordinatorMethods();
@@ -54,9 +61,9 @@ std::string RetryServiceConfig(const std::vector<std::string>& methods);
 void SetClientChannelArgs(int max_message_bytes, const std::vector<std::string>& retried_methods,
                           grpc::ChannelArguments* args);
 
-// Max send/receive message sizes, the ping policy matching SetClientChannelArgs' keepalive, and
-// a grpc::ResourceQuota named `name` capping gRPC's sync-server threads at `max_threads` (beyond
-// which gRPC itself answers RESOURCE_EXHAUSTED; 0: no cap). REQUIRES: max_message_bytes >= 1.
+// Max send/receive message sizes, the ping policy matching SetClientChannelArgs' keepalive,
+// kServerMaxIdleThreads, and a grpc::ResourceQuota named `name` capping gRPC's sync-server
+// threads at `max_threads` (beyond which gRPC itself answers RESOURCE_EXHAUSTED; 0: no cap). REQUIRES: max_message_bytes >= 1.
 void SetServerLimits(absl::string_view name, int max_message_bytes, int max_threads,
                      grpc::ServerBuilder* builder);
 

@@ -1,13 +1,18 @@
 // The channel and server settings of rpc/limits.h against a real loopback server: idempotent
 // methods are retried on UNAVAILABLE, others are not; messages over the limit are refused;
-// keepalive pings do not get a client GOAWAY'd.
+// keepalive pings do not get a client GOAWAY'd; a server keeps its threads between calls.
 #include "rpc/limits.h"
 
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
+#include <vector>
+
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <grpcpp/client_context.h>
 #include <grpcpp/create_channel.h>
@@ -18,6 +23,8 @@
 #include <grpcpp/support/channel_arguments.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "knncluster/v1/worker.grpc.pb.h"
@@ -31,8 +38,16 @@ using ::testing::HasSubstr;
 class FlakyWorker final : public v1::Worker::Service {
  public:
   explicit FlakyWorker(int failures) : failures_(failures) {}
-  grpc::Status SearchShards(grpc::ServerContext*, const v1::SearchShardsRequest*,
+  grpc::Status SearchShards(grpc::ServerContext*, const v1::SearchShardsRequest* request,
                             v1::SearchShardsResponse*) override {
+    if (request->k() > 0) {  // k ms of work, on a thread recorded by its kernel id
+      {
+        absl::MutexLock lock(&mu);
+        handler_threads.insert(static_cast<long>(syscall(SYS_gettid)));
+      }
+      absl::SleepFor(absl::Milliseconds(request->k()));
+      return grpc::Status::OK;
+    }
     return ++search_calls < failures_ + 1 ? grpc::Status(grpc::StatusCode::UNAVAILABLE, "flaky")
                                           : grpc::Status::OK;
   }
@@ -41,6 +56,8 @@ class FlakyWorker final : public v1::Worker::Service {
     return ++job_calls < failures_ + 1 ? grpc::Status(grpc::StatusCode::UNAVAILABLE, "flaky")
                                        : grpc::Status::OK;
   }
+  absl::Mutex mu;
+  std::set<long> handler_threads;  // Linux thread ids are not reused soon: one per thread
   std::atomic<int> search_calls{0};
   std::atomic<int> job_calls{0};
 
@@ -117,6 +134,28 @@ TEST_F(LimitsTest, MessagesOverTheLimitAreRefused) {
   const grpc::Status st = stub_->SearchShards(&ctx, request, &response);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_EQ(service_->search_calls.load(), 0);
+}
+
+// Two calls at a time, 40 times over: the calls run on the few threads the server keeps, where
+// gRPC's default (2 idle threads at most) started and ended a thread for about every call.
+TEST_F(LimitsTest, AServerKeepsItsThreadsBetweenCalls) {
+  Start(/*failures=*/0);
+  for (int round = 0; round < 40; ++round) {
+    std::vector<std::thread> callers;
+    for (int c = 0; c < 2; ++c) {
+      callers.emplace_back([&] {
+        grpc::ClientContext ctx;
+        Deadline(&ctx);
+        v1::SearchShardsRequest request;
+        request.set_k(5);
+        v1::SearchShardsResponse response;
+        EXPECT_TRUE(stub_->SearchShards(&ctx, request, &response).ok());
+      });
+    }
+    for (std::thread& t : callers) t.join();
+  }
+  absl::MutexLock lock(&service_->mu);
+  EXPECT_LE(service_->handler_threads.size(), static_cast<size_t>(kServerMaxIdleThreads) + 2);
 }
 
 TEST(RetryServiceConfigTest, NamesEveryMethodAndOnlyUnavailable) {
