@@ -7,7 +7,8 @@ Starts a coordinator and 2 workers (--workers) on loopback, fits a kd_tree class
 leaf_size 30) on each dataset of make_bench_data.py (labels: row index mod 10) through knnctl,
 then runs bin/cluster_bench, which times kneighbors and predict at batches of 1, 100 and 10,000
 queries through the coordinator and in-process, alternating the two sides --rounds times, with
-one caller, and at 10,000 also with --inflight callers at once. Prints the ratios, the p50
+one caller, and at 10,000 also with --inflight callers at once (2 and 4 by default: with 4
+both sides keep the cores busy). Prints the ratios, the p50
 latency the cluster adds at a batch of one, the CPU each side spends per batch of 10,000 (the
 cluster's split into client, coordinator and workers), and each worker's peak RSS against 1.5x
 the raw float64 bytes of its shards + 64 MiB.
@@ -57,7 +58,7 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3,
                     help="each case alternates in-process and cluster this many times")
-    ap.add_argument("--inflight", default="1,2",
+    ap.add_argument("--inflight", default="1,2,4",
                     help="callers at once (comma-separated); 1 = one caller waiting on each answer")
     a = ap.parse_args()
     bin_dir = os.path.join(a.build_dir, "bin")
