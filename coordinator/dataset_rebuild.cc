@@ -132,7 +132,14 @@ absl::Status ReadOneShard(const WorkerHandle& worker, const v1::ShardRecord& sha
   for (size_t r = 0; r < rows.size(); ++r) {
     const auto [id, offset] = rows[r];
     if (out->seen[id]) {
-      return absl::DataLossError(absl::StrCat(where, ": row ", id, " is in another shard too"));
+      // A halo row (ShardLocation::halo) is in two shards, the same in both: kept once.
+      const bool same =
+          std::equal(values.begin() + offset, values.begin() + offset + cols,
+                     out->x.data() + id * cols) &&
+          (!out->has_labels || out->labels[id] == labels[r]);
+      if (same) continue;
+      return absl::DataLossError(
+          absl::StrCat(where, ": row ", id, " is in another shard too, with other values"));
     }
     out->seen[id] = true;
     ++out->filled;

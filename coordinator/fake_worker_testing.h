@@ -46,7 +46,10 @@ class FakeWorkerService final : public v1::Worker::Service {
     auto params = rpc::FromProto(h.index_params(), "index_params");
     if (!params.ok()) return rpc::ToGrpcStatus(params.status());
     std::vector<int64_t> ids(h.rows());
-    for (size_t i = 0; i < ids.size(); ++i) ids[i] = h.first_global_index() + i;
+    for (size_t i = 0; i < ids.size(); ++i) {  // listed (spatial shards) or a range
+      ids[i] = h.global_indices_size() > 0 ? h.global_indices(static_cast<int>(i))
+                                           : h.first_global_index() + static_cast<int64_t>(i);
+    }
     auto data = std::make_shared<const Matrix>(h.rows(), h.cols(), std::move(values));
     auto index = BuildIndex(data, ids, params->index_options());
     if (!index.ok()) return rpc::ToGrpcStatus(index.status());

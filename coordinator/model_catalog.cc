@@ -1,6 +1,7 @@
 #include "coordinator/model_catalog.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <system_error>
 #include <utility>
@@ -57,6 +58,8 @@ v1::ModelRecord ToRecord(const ModelEntry& e) {
     }
     s->mutable_box_lo()->Assign(p.location.box_lo.begin(), p.location.box_lo.end());
     s->mutable_box_hi()->Assign(p.location.box_hi.begin(), p.location.box_hi.end());
+    s->set_halo(p.location.halo);
+    s->set_halo_rows(p.location.halo_rows);
     for (const Replica& c : p.replicas) {
       v1::ReplicaRecord* rr = s->add_replicas();
       rr->set_worker_id(c.worker_id);
@@ -118,6 +121,14 @@ absl::StatusOr<std::shared_ptr<ModelEntry>> FromRecord(const v1::ModelRecord& r)
     }
     p.location.box_lo = ToVector(s.box_lo());
     p.location.box_hi = ToVector(s.box_hi());
+    if (!(s.halo() >= 0) || std::isinf(s.halo()) || s.halo_rows() > s.rows() ||
+        ((s.halo() > 0 || s.halo_rows() > 0) && (!s.spatial() || s.box_lo_size() == 0))) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ".halo: ", s.halo(), " with ", s.halo_rows(), " of ", s.rows(),
+          " rows (a halo needs a spatial shard with a box and is part of its rows)"));
+    }
+    p.location.halo = s.halo();
+    p.location.halo_rows = s.halo_rows();
     for (const v1::ReplicaRecord& c : s.replicas()) {
       p.replicas.push_back({c.worker_id(),
                             c.placed_at_unix_micros() == 0
@@ -126,12 +137,12 @@ absl::StatusOr<std::shared_ptr<ModelEntry>> FromRecord(const v1::ModelRecord& r)
                             c.lost()});
     }
     p.SyncLocation();
-    rows += s.rows();
+    rows += s.rows() - s.halo_rows();  // each row is its own in exactly one shard
     e->shards.push_back(std::move(p));
   }
   if (rows != r.rows()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("shards: ", rows, " rows in all for a training set of ", r.rows()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "shards: ", rows, " rows in all (halos not counted) for a training set of ", r.rows()));
   }
   if (r.has_routing()) {
     const v1::RoutingGridRecord& g = r.routing();

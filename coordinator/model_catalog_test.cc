@@ -1,5 +1,6 @@
 #include "coordinator/model_catalog.h"
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -83,6 +84,35 @@ TEST(ModelCatalogTest, InconsistentRecordsAreRefusedNamingTheField) {
   r = ToRecord(*SampleEntry());
   r.mutable_routing()->mutable_kth_dist()->RemoveLast();
   EXPECT_THAT(std::string(FromRecord(r).status().message()), HasSubstr("routing"));
+}
+
+// A shard with a halo holds rows of another shard too: the record keeps the halo, and its rows
+// are counted once (as the other shard's own) against the training set.
+TEST(ModelCatalogTest, HalosRoundTripAndTheirRowsCountOnce) {
+  std::shared_ptr<ModelEntry> e = SampleEntry();
+  Placement& p0 = e->shards[0];
+  p0.location.global_ids =
+      std::make_shared<const std::vector<int64_t>>(std::vector<int64_t>{1, 2, 4});  // 2: halo
+  p0.location.rows = 3;
+  p0.location.halo = 0.75;
+  p0.location.halo_rows = 1;
+  absl::StatusOr<std::shared_ptr<ModelEntry>> back = FromRecord(ToRecord(*e));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ((*back)->shards[0].location.halo, 0.75);
+  EXPECT_EQ((*back)->shards[0].location.halo_rows, 1u);
+  EXPECT_EQ((*back)->shards[1].location.halo, 0.0);
+  // Counted as its own rows, the halo would make 6 rows of 5.
+  v1::ModelRecord r = ToRecord(*e);
+  r.mutable_shards(0)->set_halo_rows(0);
+  EXPECT_THAT(std::string(FromRecord(r).status().message()), HasSubstr("shards: 6 rows"));
+  for (auto bad : {-1.0, HUGE_VAL}) {
+    r = ToRecord(*e);
+    r.mutable_shards(0)->set_halo(bad);
+    EXPECT_THAT(std::string(FromRecord(r).status().message()), HasSubstr("shards[0].halo"));
+  }
+  r = ToRecord(*e);
+  r.mutable_shards(0)->set_halo_rows(4);  // more than the shard's rows
+  EXPECT_THAT(std::string(FromRecord(r).status().message()), HasSubstr("shards[0].halo"));
 }
 
 TEST(ModelCatalogTest, SyncWritesTheNewestEntryAndLoadQuarantinesDamagedFiles) {

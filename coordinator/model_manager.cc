@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <limits>
 #include <map>
 #include <set>
@@ -79,17 +80,20 @@ absl::Status ModelManager::RestoreRecord(const v1::ModelRecord& record) {
 
 namespace {
 
-// Whether the shards of `record` hold each of its training rows exactly once.
+// Whether the shards of `record` hold each of its training rows, each once but for the rows of
+// their halos (held by two shards: as many repeats as the shards' halo_rows in all).
 absl::Status CheckShardsCoverRows(const v1::ModelRecord& record) {
   std::vector<bool> seen(record.rows(), false);
-  uint64_t covered = 0;
+  uint64_t covered = 0, repeats = 0, halo_rows = 0;
+  for (const v1::ShardRecord& s : record.shards()) halo_rows += s.halo_rows();
   const auto mark = [&](int64_t id, const std::string& shard) -> absl::Status {
-    if (id < 0 || static_cast<uint64_t>(id) >= record.rows() || seen[id]) {
+    if (id < 0 || static_cast<uint64_t>(id) >= record.rows() ||
+        (seen[id] && ++repeats > halo_rows)) {
       return absl::FailedPreconditionError(absl::StrCat(
           "shard ", shard, " lists row ", id, " outside the training set or twice"));
     }
+    if (!seen[id]) ++covered;
     seen[id] = true;
-    ++covered;
     return absl::OkStatus();
   };
   for (const v1::ShardRecord& s : record.shards()) {
@@ -360,14 +364,28 @@ absl::StatusOr<std::shared_ptr<const ModelEntry>> ModelManager::Fit(const FitSpe
     KNN_ASSIGN_OR_RETURN(all_rows, store_->ReadRows(spec.dataset, 0, meta.rows));
     regions = PartitionSpatially(all_rows, plan.size());
     if (regions.size() != plan.size()) regions.clear();
-    for (size_t i = 0; i < regions.size(); ++i) {
-      plan[i].first_global_index = 0;
-      plan[i].rows = regions[i].ids.size();
+  }
+  // Halos where they stay small next to the shards.
+  double halo = 0;
+  if (!regions.empty()) {
+    halo = HaloWidth(regions, meta.rows, static_cast<size_t>(spec.params.n_neighbors));
+    AddHalos(all_rows, halo, &regions);
+    uint64_t in_halos = 0;
+    for (const SpatialPart& r : regions) in_halos += r.halo_ids.size();
+    if (static_cast<double>(in_halos) > options_.max_halo_share * static_cast<double>(meta.rows)) {
+      halo = 0;
+      AddHalos(all_rows, halo, &regions);
     }
   }
   std::vector<std::shared_ptr<const std::vector<int64_t>>> region_ids(plan.size());
   for (size_t i = 0; i < regions.size(); ++i) {
-    region_ids[i] = std::make_shared<const std::vector<int64_t>>(std::move(regions[i].ids));
+    std::vector<int64_t> ids;  // its own rows and its halo's, ascending
+    ids.reserve(regions[i].ids.size() + regions[i].halo_ids.size());
+    std::merge(regions[i].ids.begin(), regions[i].ids.end(), regions[i].halo_ids.begin(),
+               regions[i].halo_ids.end(), std::back_inserter(ids));
+    plan[i].first_global_index = 0;
+    plan[i].rows = ids.size();
+    region_ids[i] = std::make_shared<const std::vector<int64_t>>(std::move(ids));
   }
   if (regions.empty()) all_rows = Matrix();
   std::vector<std::string> shard_ids;
@@ -414,6 +432,8 @@ absl::StatusOr<std::shared_ptr<const ModelEntry>> ModelManager::Fit(const FitSpe
       p.location.global_ids = region_ids[i];
       p.location.box_lo = std::move(regions[i].lo);
       p.location.box_hi = std::move(regions[i].hi);
+      p.location.halo = halo;
+      p.location.halo_rows = regions[i].halo_ids.size();
     }
     for (size_t r = 0; r < copies; ++r) {
       p.replicas.push_back({copy_worker(i, r), loaded_at[i * copies + r], false});

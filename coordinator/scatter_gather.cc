@@ -197,7 +197,7 @@ absl::Status ScatterGather::SearchImpl(absl::Span<const ShardLocation> shards, M
   }
   if (!unavailable.empty()) return absl::UnavailableError(absl::StrJoin(unavailable, "; "));
   uint64_t total_rows = 0;
-  for (const ShardLocation* s : active) total_rows += s->rows;
+  for (const ShardLocation* s : active) total_rows += s->rows - s->halo_rows;  // distinct rows
   if (active.empty() || (!state.missing.empty() && total_rows < k)) {
     return absl::UnavailableError(absl::StrCat(
         "too few shards are available for a partial answer: ", total_rows,
@@ -250,6 +250,8 @@ void ScatterGather::Route(const RoutingGrid& routing, const Minkowski& metric,
   }
   const bool have_sole = !routing.sole_shard.empty();
   const bool have_reach = have_sole && routing.reach_all > 0;
+  bool have_halo = false;
+  for (const ShardLocation* s : active) have_halo = have_halo || s->halo > 0;
   std::vector<double> grid_hi(dim);  // the grid's far corner
   for (size_t j = 0; j < dim; ++j) {
     grid_hi[j] = routing.lo[j] + static_cast<double>(routing.cells_per_dim) * routing.width[j];
@@ -290,12 +292,33 @@ void ScatterGather::Route(const RoutingGrid& routing, const Minkowski& metric,
             continue;
           }
         }
-        // The exact test: the shards whose box is within U_q = dist(q, c) + kth(c) of q.
+        // U_q = dist(q, c) + kth(c) bounds q's k-th distance.
         routing.Center(cell, center.data());
         const double bound =
             (m.RdistToDist(m.Rdist(q, center.data(), dim)) + routing.kth_dist[cell]) *
             (1 + kBoundSlack);
         const double rbound = m.DistToRdist(bound);
+        // A shard whose halo holds every row within U_q of q (dist(q, box) + U_q <= halo): q
+        // needs it alone. The nearest such box.
+        if (have_halo) {
+          size_t cover = active.size();
+          double cover_rdist = 0;
+          for (size_t s = 0; s < active.size(); ++s) {
+            const double halo = active[s]->halo;
+            if (!(halo > bound)) continue;
+            const double r = BoxRdist(m, q, active[s]->box_lo, active[s]->box_hi, scratch.data());
+            if (r <= m.DistToRdist((halo - bound) * (1 - kBoundSlack)) &&
+                (cover == active.size() || r < cover_rdist)) {
+              cover = s;
+              cover_rdist = r;
+            }
+          }
+          if (cover < active.size()) {
+            bits[cover / 64] |= uint64_t{1} << (cover % 64);
+            continue;
+          }
+        }
+        // The exact test: the shards whose box is within U_q of q.
         size_t sent = 0;
         for (size_t s = 0; s < active.size(); ++s) {
           if (BoxRdist(m, q, active[s]->box_lo, active[s]->box_hi, scratch.data()) <= rbound) {

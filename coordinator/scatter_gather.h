@@ -18,7 +18,9 @@
 // (reduced) as its distance bound: each searches only within it and pads its row, so the worker
 // across a border spends little on a query whose neighbours lie mostly on the other side, and
 // the merge of the rows is still exact (not with allow_partial: a missing shard breaks the
-// bound's premise that every shard answers).
+// bound's premise that every shard answers). Shards with a halo (ShardLocation::halo) also hold
+// their neighbours' rows near their box: a query whose U_q-ball lies within a shard's halo goes to
+// that shard alone, so few queries are searched on two workers.
 //
 // Replicas and failure: a shard may live on several workers (ShardLocation::worker_ids, in the
 // order to try them). Each chunk picks, for every shard, a live replica (spreading rows evenly
@@ -72,9 +74,16 @@ struct ShardLocation {
   // Spatial shards: the global index of each row, ascending (then first_global_index is 0 and
   // unused); null for the contiguous range [first_global_index, first_global_index + rows).
   std::shared_ptr<const std::vector<int64_t>> global_ids;
-  // Spatial shards: the bounding box of the shard's rows; empty when unknown (never routed).
+  // Spatial shards: the bounding box of the shard's own rows; empty when unknown (never routed).
   std::vector<double> box_lo;
   std::vector<double> box_hi;
+  // Spatial shards with a halo: besides its own rows the shard holds every other shard's row
+  // within `halo` of its box in each dimension (halo_rows of its `rows`, listed in global_ids
+  // with the others). A query whose neighbours all lie within `halo` of the box (dist(q, box) +
+  // U_q <= halo) needs this shard alone. Where a query goes to several shards, a row held by two
+  // of them is merged once (MergeTopK keeps one of equal (distance, id) pairs).
+  double halo = 0;
+  uint64_t halo_rows = 0;
 };
 
 // Upper bounds of the k-th neighbour distance over a grid (see Routing above). Immutable.

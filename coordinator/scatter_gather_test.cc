@@ -1,13 +1,18 @@
 #include "coordinator/scatter_gather.h"
 
+#include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <memory>
 #include <random>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include <grpcpp/client_context.h>
 
 #include "coordinator/fake_worker_testing.h"
+#include "coordinator/sharder.h"
 #include "coordinator/worker_pool.h"
 #include "core/base/status_macros.h"
 #include "core/estimators/params.h"
@@ -46,6 +51,27 @@ void Load(const WorkerHandle& w, const std::string& shard_id, const Matrix& all,
   ASSERT_TRUE(writer->Write(h));
   v1::LoadShardRequest rows;
   rpc::ToProto(all.view().Slice(begin, end), rows.mutable_rows());
+  ASSERT_TRUE(writer->Write(rows));
+  writer->WritesDone();
+  ASSERT_TRUE(writer->Finish().ok());
+}
+
+// Loads the rows `ids` of `all` (ascending) as a spatial shard listing their global indices.
+void LoadIds(const WorkerHandle& w, const std::string& shard_id, const Matrix& all,
+             const std::vector<int64_t>& ids, const NeighborsParams& params) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  v1::LoadShardResponse resp;
+  auto writer = w.stub->LoadShard(&ctx, &resp);
+  v1::LoadShardRequest h;
+  h.mutable_header()->set_shard_id(shard_id);
+  h.mutable_header()->set_rows(ids.size());
+  h.mutable_header()->set_cols(all.cols());
+  h.mutable_header()->mutable_global_indices()->Assign(ids.begin(), ids.end());
+  rpc::ToProto(params, h.mutable_header()->mutable_index_params());
+  ASSERT_TRUE(writer->Write(h));
+  v1::LoadShardRequest rows;
+  rpc::ToProto(Matrix::Gather(all, ids), rows.mutable_rows());
   ASSERT_TRUE(writer->Write(rows));
   writer->WritesDone();
   ASSERT_TRUE(writer->Finish().ok());
@@ -461,6 +487,94 @@ TEST_F(RoutedScatterGatherTest, AllowPartialSendsNoDistanceBounds) {
   // The same search without allow_partial sends bounds.
   ASSERT_TRUE(sg.Search(shards, queries_, 4, *metric, absl::InfiniteFuture(), &grid).ok());
   EXPECT_GT(workers_[0]->service().bounded_rows() + workers_[1]->service().bounded_rows(), before);
+}
+
+// Spatial shards with halos (as ModelManager::Fit cuts them): a query inside a shard's box goes
+// to that shard alone, and every answer, routed or fanned out to both shards (which then hold
+// some rows twice), equals a single search.
+TEST_F(RoutedScatterGatherTest, HaloShardsAnswerAloneAndExactly) {
+  ThreadPool threads(2);
+  ScatterGather sg(pool_.get(), &threads, {});
+  const size_t k = 8;
+  // HaloWidth's halos, and halos an eighth as wide, so thin that most queries near the cut have
+  // neighbours beyond them and must still go to both shards.
+  for (const auto& [p, thin] : std::vector<std::pair<double, double>>{
+           {1.0, 1.0}, {2.0, 1.0}, {3.0, 1.0}, {HUGE_VAL, 1.0}, {1.0, 0.125}, {2.0, 0.125}}) {
+    NeighborsParams params;
+    params.p = p;
+    params.algorithm = Algorithm::kKdTree;
+    auto metric = Minkowski::Create(p);
+    ASSERT_TRUE(metric.ok());
+    std::vector<SpatialPart> parts = PartitionSpatially(data_, 2);
+    ASSERT_EQ(parts.size(), 2u);
+    const double halo = HaloWidth(parts, data_.rows(), k) * thin;
+    AddHalos(data_, halo, &parts);
+    std::vector<ShardLocation> shards;
+    for (size_t s = 0; s < 2; ++s) {
+      ShardLocation loc;
+      loc.shard_id = "h@" + std::to_string(++generation_) + "/" + std::to_string(s);
+      auto ids = std::make_shared<std::vector<int64_t>>();
+      std::merge(parts[s].ids.begin(), parts[s].ids.end(), parts[s].halo_ids.begin(),
+                 parts[s].halo_ids.end(), std::back_inserter(*ids));
+      const std::string w = "w" + std::to_string(s);
+      LoadIds(*pool_->Get(w), loc.shard_id, data_, *ids, params);
+      loc.worker_ids = {w};
+      loc.rows = ids->size();
+      loc.global_ids = std::move(ids);
+      loc.box_lo = parts[s].lo;
+      loc.box_hi = parts[s].hi;
+      loc.halo = halo;
+      loc.halo_rows = parts[s].halo_ids.size();
+      ASSERT_GT(loc.halo_rows, 0u);
+      shards.push_back(std::move(loc));
+    }
+    const RoutingGrid grid = Grid(sg, shards, k, *metric);  // itself a search of both shards
+    auto oracle = BuildIndex(std::make_shared<const Matrix>(data_), {}, params.index_options());
+    ASSERT_TRUE(oracle.ok());
+    // The fixture's queries, and queries outside the rows' box near either end of the cut, whose
+    // neighbours lie on both sides of it.
+    const size_t cut = parts[0].hi[0] <= parts[1].lo[0] ? 0 : 1;
+    const double at = (parts[0].hi[cut] + parts[1].lo[cut]) / 2;
+    Matrix queries(queries_.rows() + 40, 2);
+    for (size_t i = 0; i < queries.rows(); ++i) {
+      if (i < queries_.rows()) {
+        for (size_t j = 0; j < 2; ++j) queries.at(i, j) = queries_.at(i, j);
+        continue;
+      }
+      const size_t e = i - queries_.rows();
+      queries.at(i, cut) = at + 0.01 * (static_cast<double>(e % 5) - 2);
+      queries.at(i, 1 - cut) = e < 20 ? -0.02 - 0.01 * static_cast<double>(e % 4)
+                                      : 1.02 + 0.01 * static_cast<double>(e % 4);
+    }
+    const RoutingGrid* routings[] = {&grid, nullptr};
+    for (const RoutingGrid* routing : routings) {
+      for (size_t kk : {size_t{1}, k}) {
+        auto want = (*oracle)->KNeighbors(queries, static_cast<int>(kk), nullptr);
+        auto got = sg.Search(shards, queries, kk, *metric, absl::InfiniteFuture(), routing);
+        ASSERT_TRUE(want.ok() && got.ok()) << got.status();
+        EXPECT_EQ(got->indices, want->indices) << "p=" << p << " k=" << kk << " x" << thin;
+        EXPECT_EQ(got->distances, want->distances) << "p=" << p << " k=" << kk << " x" << thin;
+      }
+    }
+    if (thin != 1.0) continue;
+    // The queries inside the grid: each to one worker (no row sent to both, with its bound).
+    const int bounded = workers_[0]->service().bounded_rows() +
+                        workers_[1]->service().bounded_rows();
+    ASSERT_TRUE(sg.Search(shards, queries_.view().Slice(0, 500), k, *metric,
+                          absl::InfiniteFuture(), &grid)
+                    .ok());
+    EXPECT_EQ(workers_[0]->service().bounded_rows() + workers_[1]->service().bounded_rows(),
+              bounded)
+        << "p=" << p;
+    // Without the halos the same queries near the cut go to both workers.
+    for (ShardLocation& s : shards) s.halo = 0;
+    ASSERT_TRUE(sg.Search(shards, queries_.view().Slice(0, 500), k, *metric,
+                          absl::InfiniteFuture(), &grid)
+                    .ok());
+    EXPECT_GT(workers_[0]->service().bounded_rows() + workers_[1]->service().bounded_rows(),
+              bounded)
+        << "p=" << p;
+  }
 }
 
 TEST(RoutingGridTest, CellOfClampsAndSaysWhetherTheQueryIsInside) {

@@ -1,6 +1,7 @@
 #include "coordinator/sharder.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 
 #include "absl/status/status.h"
@@ -94,6 +95,56 @@ std::vector<SpatialPart> PartitionSpatially(MatrixView data, size_t n_parts) {
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int64_t>(i);
   Split(data, ids.begin(), ids.end(), n_parts, &out);
   return out;
+}
+
+double HaloWidth(const std::vector<SpatialPart>& parts, uint64_t rows, size_t k) {
+  if (parts.empty() || rows == 0 || k == 0) return 0;
+  const size_t dim = parts[0].lo.size();
+  double volume = 1;
+  for (size_t j = 0; j < dim; ++j) {
+    double lo = parts[0].lo[j], hi = parts[0].hi[j];
+    for (const SpatialPart& p : parts) {
+      lo = std::min(lo, p.lo[j]);
+      hi = std::max(hi, p.hi[j]);
+    }
+    volume *= hi - lo;
+  }
+  if (!(volume > 0) || !std::isfinite(volume) || dim == 0) return 0;
+  const double side = std::pow(volume * static_cast<double>(k) / static_cast<double>(rows),
+                               1.0 / static_cast<double>(dim));
+  return std::isfinite(side) ? 2 * side : 0;
+}
+
+void AddHalos(MatrixView data, double halo, std::vector<SpatialPart>* parts) {
+  const size_t dim = data.cols();
+  for (SpatialPart& p : *parts) p.halo_ids.clear();
+  if (!(halo > 0)) return;
+  std::vector<int> part_of(data.rows(), -1);
+  for (size_t i = 0; i < parts->size(); ++i) {
+    for (int64_t id : (*parts)[i].ids) part_of[static_cast<size_t>(id)] = static_cast<int>(i);
+  }
+  // Each box grown by the halo and a few units of rounding, so that no row within `halo` of it
+  // is left out by the rounding of these sums (a few rows more cost nothing).
+  std::vector<std::vector<double>> lo(parts->size()), hi(parts->size());
+  for (size_t i = 0; i < parts->size(); ++i) {
+    for (size_t j = 0; j < dim; ++j) {
+      const SpatialPart& p = (*parts)[i];
+      const double scale = std::max({std::abs(p.lo[j]), std::abs(p.hi[j]), halo});
+      const double grow = halo + 16 * std::numeric_limits<double>::epsilon() * scale;
+      lo[i].push_back(p.lo[j] - grow);
+      hi[i].push_back(p.hi[j] + grow);
+    }
+  }
+  for (size_t r = 0; r < data.rows(); ++r) {  // ascending, so each halo_ids is too
+    const double* row = data.row(r);
+    for (size_t i = 0; i < parts->size(); ++i) {
+      SpatialPart& p = (*parts)[i];
+      if (part_of[r] == static_cast<int>(i)) continue;
+      bool near = true;
+      for (size_t j = 0; j < dim && near; ++j) near = row[j] >= lo[i][j] && row[j] <= hi[i][j];
+      if (near) p.halo_ids.push_back(static_cast<int64_t>(r));
+    }
+  }
 }
 
 }  // namespace knncluster::coordinator

@@ -54,6 +54,9 @@ struct SpatialPart {
   std::vector<int64_t> ids;
   std::vector<double> lo;
   std::vector<double> hi;
+  // The part's halo (AddHalos): the other parts' rows near its box, ascending; the shard holds
+  // them too, so that a query whose neighbours all lie within the halo needs this shard alone.
+  std::vector<int64_t> halo_ids;
 };
 
 // Cuts the rows of `data` (row i has global index i) into `n_parts` regions by recursive median
@@ -61,6 +64,17 @@ struct SpatialPart {
 // most one), like the KD tree's build. Parts are in region order; empty when n_parts == 0 or
 // data has fewer rows than n_parts.
 std::vector<SpatialPart> PartitionSpatially(MatrixView data, size_t n_parts);
+
+// The halo width for searches of k neighbours over `rows` rows filling `parts`: twice the side
+// of a cube holding k rows at the parts' mean density (the bounding box of all parts). For
+// uniform data that is ~3x the mean k-th neighbour distance, so nearly every query inside a
+// part finds all its neighbours in the part and its halo. 0 when the parts span no volume.
+double HaloWidth(const std::vector<SpatialPart>& parts, uint64_t rows, size_t k);
+
+// Fills each part's halo_ids: the rows of the other parts inside its box grown by `halo` in every
+// dimension (and by a few units of rounding), which include every row within Minkowski distance
+// `halo` of the box for any p.
+void AddHalos(MatrixView data, double halo, std::vector<SpatialPart>* parts);
 
 }  // namespace knncluster::coordinator
 

@@ -1,6 +1,7 @@
 #include "coordinator/sharder.h"
 
 #include <algorithm>
+#include <cmath>
 #include <set>
 #include <vector>
 
@@ -95,6 +96,47 @@ TEST(SharderTest, SpatialPartsCoverEveryRowOnceInTightBoxes) {
   EXPECT_LE(two[0].hi[1], two[1].lo[1]);
   EXPECT_TRUE(PartitionSpatially(data, 0).empty());
   EXPECT_TRUE(PartitionSpatially(data.view().Slice(0, 2), 3).empty());
+}
+
+// A halo holds exactly the other parts' rows inside the box grown by the width, ascending.
+TEST(SharderTest, HalosHoldTheOtherPartsRowsNearTheBox) {
+  Matrix data(20000, 3);
+  uint64_t state = 12345;
+  for (size_t i = 0; i < data.rows(); ++i) {
+    for (size_t j = 0; j < 3; ++j) {
+      state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+      data.at(i, j) = static_cast<double>(state >> 11) / 9007199254740992.0;  // [0, 1)
+    }
+  }
+  std::vector<SpatialPart> parts = PartitionSpatially(data, 3);
+  // 20,000 rows in about the unit cube: a cube of side (10 / 20000)^(1/3) = 0.079 holds 10.
+  const double halo = HaloWidth(parts, data.rows(), 10);
+  EXPECT_NEAR(halo, 2 * std::cbrt(10.0 / 20000), 0.005);
+  AddHalos(data, halo, &parts);
+  size_t in_halos = 0;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const SpatialPart& p = parts[i];
+    EXPECT_TRUE(std::is_sorted(p.halo_ids.begin(), p.halo_ids.end()));
+    std::vector<int64_t> expected;
+    for (size_t r = 0; r < data.rows(); ++r) {
+      if (std::binary_search(p.ids.begin(), p.ids.end(), static_cast<int64_t>(r))) continue;
+      bool near = true;
+      for (size_t j = 0; j < 3; ++j) {
+        near = near && data.at(r, j) >= p.lo[j] - halo && data.at(r, j) <= p.hi[j] + halo;
+      }
+      if (near) expected.push_back(static_cast<int64_t>(r));
+    }
+    EXPECT_EQ(p.halo_ids, expected) << "part " << i;
+    EXPECT_FALSE(p.halo_ids.empty());
+    in_halos += p.halo_ids.size();
+  }
+  EXPECT_LT(in_halos, data.rows());  // bands along the cuts, not everything
+  AddHalos(data, 0, &parts);         // no width: no halos
+  for (const SpatialPart& p : parts) EXPECT_TRUE(p.halo_ids.empty());
+  // Parts with no volume get no halo width.
+  Matrix flat(100, 2);
+  for (size_t i = 0; i < flat.rows(); ++i) flat.at(i, 0) = static_cast<double>(i);
+  EXPECT_EQ(HaloWidth(PartitionSpatially(flat, 2), flat.rows(), 5), 0.0);
 }
 
 }  // namespace

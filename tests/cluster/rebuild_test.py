@@ -8,7 +8,8 @@ is restarted on its data directory: both datasets are quarantined at start, then
 shards the workers kept (rows, global ids and labels, read back with Worker.ReadShard), byte for
 byte identical to the originals, and the models answer exactly as before, without an upload and
 without a shard sent again. A model fitted on a split view of the damaged base is not restored
-(views are not rebuilt: see coordinator/README.md).
+(views are not rebuilt: see coordinator/README.md). Spatial shards with halos, which hold the
+rows near their cut twice, rebuild their set with each row once.
 
 ctest runs: /usr/bin/python3 rebuild_test.py --bin build/bin --python build/python
 """
@@ -165,6 +166,39 @@ class RebuildTest(unittest.TestCase):
         with self.assertRaises(self.grpc.RpcError) as e:
             self.stub.DescribeModel(self.pb.DescribeModelRequest(model="m"), timeout=5)
         self.assertEqual(e.exception.code(), self.grpc.StatusCode.NOT_FOUND)
+
+    def test_shards_with_halos_rebuild_the_set_once(self):
+        # Spatial shards with halos hold the rows near their cut twice; rebuilt, each is once.
+        rng = np.random.RandomState(11)
+        x = rng.rand(4000, 2)
+        y = rng.randint(0, 3, size=4000).astype(float)
+        pb = self.pb
+
+        def requests():
+            yield pb.UploadDatasetRequest(header=pb.DatasetHeader(
+                name="points", cols=2, labels=pb.LABELS_NUMERIC))
+            for begin in range(0, 4000, 1000):
+                part = x[begin:begin + 1000]
+                yield pb.UploadDatasetRequest(chunk=pb.DatasetChunk(
+                    rows=self.common.Matrix(rows=len(part), cols=2, values=part.ravel()),
+                    labels=list(y[begin:begin + 1000])))
+        self.stub.UploadDataset(requests(), timeout=30)
+        pm = self.fit("pm", "points", self.common.ALGORITHM_KD_TREE)
+        self.assertEqual(len(pm.shards), 2)
+        self.assertGreater(sum(s.rows for s in pm.shards), 4000)  # rows near the cut held twice
+        queries = rng.rand(50, 2) * 1.2 - 0.1
+        want = self.answers("pm", queries)
+        datasets = os.path.join(self.c.tmp, "coordinator", "datasets")
+        original = read_files(os.path.join(datasets, "points"))
+
+        argv = self.restart_coordinator()
+        flip_byte(os.path.join(datasets, "points", "features.f64"), 333)
+        self.assertEqual(self.c._start("coordinator-2", argv), self.c.coordinator)
+        self.wait_for_model("pm")
+        self.assertEqual(read_files(os.path.join(datasets, "points")), original)
+        self.assertEqual(self.answers("pm", queries), want)
+        with open(os.path.join(self.c.tmp, "coordinator-2.err")) as f:
+            self.assertIn('dataset "points" rebuilt from', f.read())
 
 
 def main():
