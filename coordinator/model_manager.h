@@ -67,8 +67,9 @@ struct ModelManagerOptions {
   static constexpr uint64_t kRowsPerRoutingCell = 4;
   // Spatial shards get a halo (ShardLocation::halo: HaloWidth's, for the model's k) unless their
   // halos would hold more than this share of the training rows in all. uniform3d, 1,000,000
-  // rows on 2 workers: 4.3% of a batch's queries went to both workers without halos (a whole
-  // extra search each); with them each shard holds ~4% more rows and nearly none do.
+  // rows on 2 workers: without halos 4.3% of a batch's queries went to both workers (a whole
+  // extra search each); with them each shard holds 8.6% more rows and the workers spend
+  // 20.5-22.0 core-ms per batch of 10,000 instead of 22.0-22.9 (bench/run_cluster_bench.py).
   double max_halo_share = 0.25;
   // Rebuilding a damaged training set from a model's shards (dataset_rebuild.cc): how long after
   // the start to wait for the workers holding its shards to register before giving up.
