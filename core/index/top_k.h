@@ -153,7 +153,8 @@ class TopK {
 
 // Merges lists that are each sorted by NeighborLess into the k smallest overall, sorted.
 // Ids are expected to be distinct across parts (each training row lives in one shard); if the
-// same (rdist, id) appears in several parts (replicas), it is kept once.
+// same (rdist, id) appears in several parts (replicas, or a row in a shard's halo), it is kept
+// once.
 std::vector<Neighbor> MergeTopK(absl::Span<const absl::Span<const Neighbor>> parts, size_t k);
 // The same merge into out[0, k); returns how many were written (< k when the parts hold fewer).
 size_t MergeTopK(absl::Span<const absl::Span<const Neighbor>> parts, size_t k, Neighbor* out);
