@@ -261,9 +261,14 @@ void ScatterGather::Route(const RoutingGrid& routing, const Minkowski& metric,
     const double r_all = m.DistToRdist(routing.reach_all);
     ParallelFor(pool_, (n + kBlock - 1) / kBlock, [&](size_t block) {
       std::vector<double> center(dim), scratch(dim);
+      std::vector<double> box_r(active.size());  // the query's reduced distance to each box
       for (size_t i = block * kBlock; i < std::min(n, (block + 1) * kBlock); ++i) {
         const double* q = queries.row(i);
         uint64_t* bits = out->need.data() + i * words;
+        const auto send_to = [bits](size_t s) { bits[s / 64] |= uint64_t{1} << (s % 64); };
+        for (size_t s = 0; s < active.size(); ++s) {
+          box_r[s] = BoxRdist(m, q, active[s]->box_lo, active[s]->box_hi, scratch.data());
+        }
         if (have_reach) {
           bool in_grid = true;
           for (size_t j = 0; j < dim; ++j) {
@@ -272,13 +277,13 @@ void ScatterGather::Route(const RoutingGrid& routing, const Minkowski& metric,
           if (in_grid) {  // U_q <= reach_all: the shards whose box is that close
             size_t near = 0, which = 0;
             for (size_t s = 0; s < active.size(); ++s) {
-              if (BoxRdist(m, q, active[s]->box_lo, active[s]->box_hi, scratch.data()) <= r_all) {
+              if (box_r[s] <= r_all) {
                 ++near;
                 which = s;
               }
             }
             if (near == 1) {
-              bits[which / 64] |= uint64_t{1} << (which % 64);
+              send_to(which);
               continue;
             }
           }
@@ -288,7 +293,7 @@ void ScatterGather::Route(const RoutingGrid& routing, const Minkowski& metric,
         if (have_sole && inside && routing.sole_shard[cell] != RoutingGrid::kSeveral) {
           const int s = active_of[routing.sole_shard[cell]];
           if (s >= 0) {  // one shard alone can hold q's neighbours
-            bits[s / 64] |= uint64_t{1} << (s % 64);
+            send_to(static_cast<size_t>(s));
             continue;
           }
         }
@@ -300,37 +305,30 @@ void ScatterGather::Route(const RoutingGrid& routing, const Minkowski& metric,
         const double rbound = m.DistToRdist(bound);
         // A shard whose halo holds every row within U_q of q (dist(q, box) + U_q <= halo): q
         // needs it alone. The nearest such box.
-        if (have_halo) {
-          size_t cover = active.size();
-          double cover_rdist = 0;
-          for (size_t s = 0; s < active.size(); ++s) {
-            const double halo = active[s]->halo;
-            if (!(halo > bound)) continue;
-            const double r = BoxRdist(m, q, active[s]->box_lo, active[s]->box_hi, scratch.data());
-            if (r <= m.DistToRdist((halo - bound) * (1 - kBoundSlack)) &&
-                (cover == active.size() || r < cover_rdist)) {
-              cover = s;
-              cover_rdist = r;
-            }
+        size_t cover = active.size();
+        for (size_t s = 0; have_halo && s < active.size(); ++s) {
+          const double halo = active[s]->halo;
+          if (halo > bound && box_r[s] <= m.DistToRdist((halo - bound) * (1 - kBoundSlack)) &&
+              (cover == active.size() || box_r[s] < box_r[cover])) {
+            cover = s;
           }
-          if (cover < active.size()) {
-            bits[cover / 64] |= uint64_t{1} << (cover % 64);
-            continue;
-          }
+        }
+        if (cover < active.size()) {
+          send_to(cover);
+          continue;
         }
         // The exact test: the shards whose box is within U_q of q.
         size_t sent = 0;
         for (size_t s = 0; s < active.size(); ++s) {
-          if (BoxRdist(m, q, active[s]->box_lo, active[s]->box_hi, scratch.data()) <= rbound) {
-            bits[s / 64] |= uint64_t{1} << (s % 64);
+          if (box_r[s] <= rbound) {
+            send_to(s);
             ++sent;
           }
         }
         if (bounds && sent > 1) out->rdist_bounds[i] = rbound;
-        const bool any = sent > 0;
-        // Cannot happen (q's nearest row lies within the bound); every shard, to be safe.
-        if (!any) {
-          for (size_t s = 0; s < active.size(); ++s) bits[s / 64] |= uint64_t{1} << (s % 64);
+        // None cannot happen (q's nearest row lies within the bound); every shard, to be safe.
+        if (sent == 0) {
+          for (size_t s = 0; s < active.size(); ++s) send_to(s);
         }
       }
     });
